@@ -1,0 +1,344 @@
+"""Validated data models shared by every layer: SLOs, request sizes, workloads, models, configurations.
+
+All models are frozen pydantic models. Invalid input raises :class:`~greenllm.errors.ConfigError`
+(not pydantic's ``ValidationError``) with a message that names the field, the value and the
+allowed range, e.g. ``SLO.ttft_s = -1.0: must be > 0 (allowed: 0 < ttft_s <= 3600)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+from typing import Annotated, Any, ClassVar
+
+import annotated_types as at
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from greenllm.errors import ConfigError
+
+__all__ = [
+    "SLO",
+    "ConfigKind",
+    "Configuration",
+    "ModelSpec",
+    "RequestSize",
+    "RequestSizeDistribution",
+    "Workload",
+]
+
+
+def _allowed_range(model: type[BaseModel], field: str) -> str:
+    info = model.model_fields.get(field)
+    if info is None:
+        return ""
+    lo = hi = ""
+    for m in info.metadata:
+        if isinstance(m, at.Gt):
+            lo = f"{m.gt} < "
+        elif isinstance(m, at.Ge):
+            lo = f"{m.ge} <= "
+        elif isinstance(m, at.Lt):
+            hi = f" < {m.lt}"
+        elif isinstance(m, at.Le):
+            hi = f" <= {m.le}"
+    return f" (allowed: {lo}{field}{hi})" if lo or hi else ""
+
+
+def _describe(err: ValidationError, model: type[BaseModel]) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        inner = (e.get("ctx") or {}).get("error")
+        loc = [str(x) for x in e["loc"] if x not in ("fixed", "distribution")]
+        if isinstance(inner, ConfigError):  # a nested model already described itself
+            parts.append(f"{'.'.join([model.__name__, *loc])}: {inner}")
+            continue
+        owner: type[BaseModel] = model
+        for name in loc[:-1]:  # walk into nested models to find the owning class of the field
+            ann = owner.model_fields.get(name)
+            nested = getattr(ann, "annotation", None) if ann else None
+            if isinstance(nested, type) and issubclass(nested, BaseModel):
+                owner = nested
+        where = ".".join([model.__name__, *loc]) if loc else model.__name__
+        msg = e["msg"].removeprefix("Value error, ")
+        got = f" = {e['input']!r}" if loc and not isinstance(e["input"], dict) else ""
+        rng = _allowed_range(owner, loc[-1]) if loc else ""
+        parts.append(f"{where}{got}: {msg}{rng}")
+    return "; ".join(parts)
+
+
+class _Model(BaseModel):
+    """Frozen pydantic base whose validation failures are :class:`ConfigError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(_describe(err, type(self))) from err
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as err:
+            raise ConfigError(_describe(err, cls)) from err
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as err:
+            raise ConfigError(_describe(err, cls)) from err
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+
+
+class SLO(_Model):
+    """Latency service-level objective of one application (paper, Table 2)."""
+
+    ttft_s: PositiveSeconds = Field(description="time to first token target, seconds")
+    tpot_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = Field(
+        description="time per output token target, seconds"
+    )
+
+
+class RequestSize(_Model):
+    """A fixed request size: prompt tokens in, generated tokens out."""
+
+    input_tokens: Annotated[int, Field(ge=1, le=1_048_576)]
+    output_tokens: Annotated[int, Field(ge=1, le=1_048_576)]
+
+    def __str__(self) -> str:
+        return f"({self.input_tokens},{self.output_tokens})"
+
+
+class RequestSizeDistribution(_Model):
+    """Request sizes given by their P25/P50/P75 percentiles (paper, Table 2).
+
+    Sampling draws each of input and output tokens independently from a quantile function that
+    is piecewise linear in log tokens through the three percentiles and extended linearly beyond
+    them (a log-logistic-like tail), rounded and clipped to ``[1, max_tokens]``.
+    """
+
+    p25: RequestSize
+    p50: RequestSize
+    p75: RequestSize
+    max_tokens: Annotated[int, Field(ge=1, le=1_048_576)] = 32_768
+
+    @model_validator(mode="after")
+    def _monotone(self) -> RequestSizeDistribution:
+        for attr in ("input_tokens", "output_tokens"):
+            a, b, c = (getattr(p, attr) for p in (self.p25, self.p50, self.p75))
+            if not a <= b <= c:
+                raise ValueError(f"percentiles of {attr} must not decrease: got {a}, {b}, {c}")
+        return self
+
+    def quantile(self, q: Any, attr: str = "input_tokens") -> Any:
+        """Token count at quantile(s) ``q`` in (0, 1) for ``attr`` (``input_tokens`` or ``output_tokens``)."""
+        import numpy as np
+
+        logs = np.log([getattr(p, attr) for p in (self.p25, self.p50, self.p75)])
+        qs = np.array([0.25, 0.5, 0.75])
+        qq = np.asarray(q, dtype=float)
+        lo_slope = (logs[1] - logs[0]) / 0.25
+        hi_slope = (logs[2] - logs[1]) / 0.25
+        val = np.interp(qq, qs, logs)
+        val = np.where(qq < 0.25, logs[0] - lo_slope * (0.25 - qq), val)
+        val = np.where(qq > 0.75, logs[2] + hi_slope * (qq - 0.75), val)
+        return np.clip(np.rint(np.exp(val)), 1, self.max_tokens).astype(np.int64)
+
+    def sample(self, n: int, seed: int = 0) -> list[RequestSize]:
+        """``n`` request sizes drawn with a fixed ``seed``."""
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        ins = self.quantile(rng.uniform(0.005, 0.995, n), "input_tokens")
+        outs = self.quantile(rng.uniform(0.005, 0.995, n), "output_tokens")
+        return [RequestSize(input_tokens=int(i), output_tokens=int(o)) for i, o in zip(ins, outs)]
+
+
+def _size_kind(v: Any) -> str:
+    if isinstance(v, dict):
+        return "distribution" if "p50" in v else "fixed"
+    return "distribution" if isinstance(v, RequestSizeDistribution) else "fixed"
+
+
+class Workload(_Model):
+    """What is served: an application at a request size (or distribution) and a query rate."""
+
+    application: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+    request_size: Annotated[
+        Annotated[RequestSize, Tag("fixed")] | Annotated[RequestSizeDistribution, Tag("distribution")],
+        Discriminator(_size_kind),
+    ]
+    qps: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
+    slo: SLO | None = None
+
+    @field_validator("application", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+
+class ModelSpec(_Model):
+    """A Llama-shaped decoder-only transformer (enough to count FLOPs, bytes and KV cache)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    n_layers: Annotated[int, Field(ge=1, le=1024)]
+    hidden_size: Annotated[int, Field(ge=1, le=262_144)]
+    n_heads: Annotated[int, Field(ge=1, le=1024)]
+    n_kv_heads: Annotated[int, Field(ge=1, le=1024)]
+    intermediate_size: Annotated[int, Field(ge=1, le=1_048_576)]
+    vocab_size: Annotated[int, Field(ge=2, le=4_194_304)]
+    bytes_per_param: Annotated[int, Field(ge=1, le=8)] = 2
+    tie_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _shape(self) -> ModelSpec:
+        if self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_heads
+
+    @property
+    def n_params(self) -> int:
+        """Parameter count: attention (q, k, v, o), gated MLP, two norms per layer, embeddings."""
+        h, kv = self.hidden_size, self.n_kv_heads * self.head_dim
+        per_layer = h * h * 2 + h * kv * 2 + 3 * h * self.intermediate_size + 2 * h
+        embed = self.vocab_size * h * (1 if self.tie_embeddings else 2)
+        return self.n_layers * per_layer + embed + h
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.n_params * self.bytes_per_param
+
+    def kv_cache_bytes(self, tokens: int) -> int:
+        """KV cache of ``tokens`` tokens: 2 x layers x kv_heads x head_dim x bytes/element x tokens."""
+        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.bytes_per_param * tokens
+
+
+class ConfigKind(str, Enum):
+    """The four serving configurations of the paper (Section 7.1)."""
+
+    STANDALONE = "standalone"
+    SPEC_DECODE = "spec_decode"
+    DPD = "dpd"
+    DSD = "dsd"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ConfigKind | None:
+        key = str(value).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+        return _KIND_ALIASES.get(key)
+
+    @property
+    def label(self) -> str:
+        return _KIND_LABELS[self]
+
+
+_KIND_ALIASES = {
+    "standalone": ConfigKind.STANDALONE,
+    "specdecode": ConfigKind.SPEC_DECODE,
+    "spec": ConfigKind.SPEC_DECODE,
+    "dpd": ConfigKind.DPD,
+    "disgprefdecode": ConfigKind.DPD,
+    "dsd": ConfigKind.DSD,
+    "disgspecdecode": ConfigKind.DSD,
+}
+_KIND_LABELS = {
+    ConfigKind.STANDALONE: "Standalone",
+    ConfigKind.SPEC_DECODE: "SpecDecode",
+    ConfigKind.DPD: "DPD",
+    ConfigKind.DSD: "DSD",
+}
+
+
+class Configuration(_Model):
+    """A serving configuration: an optimiser (kind) and its GPU and model placement.
+
+    * ``standalone``: target model on ``new_gpu``.
+    * ``spec_decode``: target and ``draft_model`` both on ``new_gpu``.
+    * ``dpd``: prefill on ``new_gpu``, decode on ``old_gpu``, KV cache over a ``link_gbps`` link.
+    * ``dsd``: target + verifier on ``new_gpu``, ``draft_model`` on ``old_gpu``, over the link.
+
+    GPU and model names are checked against the catalogs when a backend or the carbon model
+    resolves them (:func:`greenllm.carbon.get_gpu`), not here.
+    """
+
+    kind: ConfigKind
+    new_gpu: Annotated[str, Field(min_length=1, max_length=64)] = "A100"
+    old_gpu: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    target_model: Annotated[str, Field(min_length=1, max_length=256)] = "llama-2-7b"
+    draft_model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    link_gbps: Annotated[float, Field(gt=0, le=3200, allow_inf_nan=False)] | None = None
+    num_speculative_tokens: Annotated[int, Field(ge=1, le=32)] = 4
+
+    _needs: ClassVar[dict[ConfigKind, tuple[bool, bool, bool]]] = {
+        # kind: (old_gpu, draft_model, link)
+        ConfigKind.STANDALONE: (False, False, False),
+        ConfigKind.SPEC_DECODE: (False, True, False),
+        ConfigKind.DPD: (True, False, True),
+        ConfigKind.DSD: (True, True, True),
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_link(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("link_gbps") is None:
+            kind = data.get("kind")
+            try:
+                kind = ConfigKind(kind)
+            except ValueError:
+                return data
+            if cls._needs[kind][2]:
+                data = {**data, "link_gbps": 16.0}  # the paper's GCP default (Section 7.1)
+        return data
+
+    @model_validator(mode="after")
+    def _placement(self) -> Configuration:
+        old, draft, link = self._needs[self.kind]
+        for field, needed in (("old_gpu", old), ("draft_model", draft), ("link_gbps", link)):
+            have = getattr(self, field) is not None
+            if needed and not have:
+                raise ValueError(f"{self.kind.label} needs {field}")
+            if have and not needed:
+                raise ValueError(f"{self.kind.label} takes no {field} (got {getattr(self, field)!r})")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Human-readable name, e.g. ``DSD A100+T4 llama-1b``."""
+        gpus = self.new_gpu + (f"+{self.old_gpu}" if self.old_gpu else "")
+        draft = f" {self.draft_model}" if self.draft_model else ""
+        link = f" @{self.link_gbps:g}Gbps" if self.link_gbps is not None else ""
+        return f"{self.kind.label} {gpus}{draft}{link}"
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        """GPUs this configuration occupies (new first)."""
+        return (self.new_gpu,) if self.old_gpu is None else (self.new_gpu, self.old_gpu)
+
+    @property
+    def id(self) -> str:
+        """Stable identifier (same fields, same id) used as a key in the profile store."""
+        payload = self.model_dump_json(exclude_none=False)
+        return self.kind.value + "-" + hashlib.sha1(payload.encode()).hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""Profiling: power sampling, load generation, sweeps and the SQLite profile store."""
