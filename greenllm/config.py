@@ -1,4 +1,4 @@
-"""Validated data models shared by every layer: SLOs, request sizes, workloads, models, configurations.
+"""Validated data models shared by every layer: SLOs, sizes, workloads, models, configurations.
 
 All models are frozen pydantic models. Invalid input raises :class:`~greenllm.errors.ConfigError`
 (not pydantic's ``ValidationError``) with a message that names the field, the value and the
@@ -8,6 +8,7 @@ allowed range, e.g. ``SLO.ttft_s = -1.0: must be > 0 (allowed: 0 < ttft_s <= 360
 from __future__ import annotations
 
 import hashlib
+import typing
 from enum import Enum
 from typing import Annotated, Any, ClassVar
 
@@ -41,7 +42,11 @@ def _allowed_range(model: type[BaseModel], field: str) -> str:
     if info is None:
         return ""
     lo = hi = ""
-    for m in info.metadata:
+    metadata = list(info.metadata)
+    for arg in typing.get_args(info.annotation):  # Optional[Annotated[...]] keeps bounds inside
+        for sub in typing.get_args(arg)[1:] if typing.get_origin(arg) is Annotated else ():
+            metadata.extend(getattr(sub, "metadata", [sub]))
+    for m in metadata:
         if isinstance(m, at.Gt):
             lo = f"{m.gt} < "
         elif isinstance(m, at.Ge):
@@ -145,7 +150,7 @@ class RequestSizeDistribution(_Model):
         return self
 
     def quantile(self, q: Any, attr: str = "input_tokens") -> Any:
-        """Token count at quantile(s) ``q`` in (0, 1) for ``attr`` (``input_tokens`` or ``output_tokens``)."""
+        """Token count at quantile(s) ``q`` in (0, 1) of ``attr`` (input_tokens or output_tokens)."""
         import numpy as np
 
         logs = np.log([getattr(p, attr) for p in (self.p25, self.p50, self.p75)])
@@ -165,7 +170,7 @@ class RequestSizeDistribution(_Model):
         rng = np.random.default_rng(seed)
         ins = self.quantile(rng.uniform(0.005, 0.995, n), "input_tokens")
         outs = self.quantile(rng.uniform(0.005, 0.995, n), "output_tokens")
-        return [RequestSize(input_tokens=int(i), output_tokens=int(o)) for i, o in zip(ins, outs)]
+        return [RequestSize(input_tokens=int(i), output_tokens=int(o)) for i, o in zip(ins, outs, strict=True)]
 
 
 def _size_kind(v: Any) -> str:
@@ -177,9 +182,12 @@ def _size_kind(v: Any) -> str:
 class Workload(_Model):
     """What is served: an application at a request size (or distribution) and a query rate."""
 
-    application: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+    application: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    ]
     request_size: Annotated[
-        Annotated[RequestSize, Tag("fixed")] | Annotated[RequestSizeDistribution, Tag("distribution")],
+        Annotated[RequestSize, Tag("fixed")]
+        | Annotated[RequestSizeDistribution, Tag("distribution")],
         Discriminator(_size_kind),
     ]
     qps: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
@@ -233,7 +241,7 @@ class ModelSpec(_Model):
         return self.n_params * self.bytes_per_param
 
     def kv_cache_bytes(self, tokens: int) -> int:
-        """KV cache of ``tokens`` tokens: 2 x layers x kv_heads x head_dim x bytes/element x tokens."""
+        """KV cache bytes: 2 x layers x kv_heads x head_dim x bytes/element x ``tokens``."""
         return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.bytes_per_param * tokens
 
 
@@ -321,7 +329,9 @@ class Configuration(_Model):
             if needed and not have:
                 raise ValueError(f"{self.kind.label} needs {field}")
             if have and not needed:
-                raise ValueError(f"{self.kind.label} takes no {field} (got {getattr(self, field)!r})")
+                raise ValueError(
+                    f"{self.kind.label} takes no {field} (got {getattr(self, field)!r})"
+                )
         return self
 
     @property

@@ -35,7 +35,7 @@ class WorkerError(GreenLLMError):
 
 
 def missing_extra(module: str, extra: str) -> BackendUnavailableError:
-    """The error to raise when the optional ``module`` from ``greenllm[extra]`` cannot be imported."""
+    """The error for an optional ``module`` (from ``greenllm[extra]``) that cannot be imported."""
     return BackendUnavailableError(
         f"{module!r} is not installed; install it with: pip install 'greenllm[{extra}]'"
     )

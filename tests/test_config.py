@@ -1,0 +1,176 @@
+"""Validation of the shared data models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from greenllm.config import (
+    SLO,
+    ConfigKind,
+    Configuration,
+    ModelSpec,
+    RequestSize,
+    RequestSizeDistribution,
+    Workload,
+)
+from greenllm.errors import ConfigError, GreenLLMError
+
+SHAREGPT = RequestSizeDistribution(
+    p25=RequestSize(input_tokens=24, output_tokens=24),
+    p50=RequestSize(input_tokens=160, output_tokens=140),
+    p75=RequestSize(input_tokens=510, output_tokens=357),
+)
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (
+            lambda: SLO(ttft_s=-1, tpot_s=0.08),
+            "SLO.ttft_s = -1: Input should be greater than 0 (allowed: 0 < ttft_s <= 3600)",
+        ),
+        (lambda: SLO(ttft_s=0.2, tpot_s=float("nan")), "SLO.tpot_s"),
+        (lambda: RequestSize(input_tokens=0, output_tokens=5), "RequestSize.input_tokens = 0"),
+        (
+            lambda: Workload(
+                application="chat", request_size=RequestSize(input_tokens=1, output_tokens=1), qps=0
+            ),
+            "allowed: 0 < qps <= 100000",
+        ),
+        (
+            lambda: Workload(
+                application="chat", request_size={"input_tokens": 0, "output_tokens": 1}, qps=1
+            ),
+            "Workload.request_size: RequestSize.input_tokens = 0",
+        ),
+        (lambda: Configuration(kind="dsd", old_gpu="T4"), "DSD needs draft_model"),
+        (lambda: Configuration(kind="dpd"), "DPD needs old_gpu"),
+        (lambda: Configuration(kind="standalone", old_gpu="T4"), "Standalone takes no old_gpu"),
+        (
+            lambda: Configuration(kind="spec_decode", draft_model="llama-1b", link_gbps=10),
+            "SpecDecode takes no link_gbps",
+        ),
+        (
+            lambda: Configuration(kind="quantum"),
+            "Input should be 'standalone', 'spec_decode', 'dpd' or 'dsd'",
+        ),
+        (
+            lambda: Configuration(kind="dpd", old_gpu="T4", link_gbps=0),
+            "allowed: 0 < link_gbps <= 3200",
+        ),
+        (
+            lambda: ModelSpec(
+                name="m",
+                n_layers=2,
+                hidden_size=100,
+                n_heads=3,
+                n_kv_heads=1,
+                intermediate_size=8,
+                vocab_size=10,
+            ),
+            "divisible by n_heads",
+        ),
+        (
+            lambda: RequestSizeDistribution(
+                p25=RequestSize(input_tokens=5, output_tokens=1),
+                p50=RequestSize(input_tokens=4, output_tokens=1),
+                p75=RequestSize(input_tokens=6, output_tokens=1),
+            ),
+            "must not decrease: got 5, 4, 6",
+        ),
+    ],
+)
+def test_invalid_values_raise_config_error_naming_field_and_range(build, fragment) -> None:
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert fragment in str(info.value)
+    assert isinstance(info.value, GreenLLMError) and isinstance(info.value, ValueError)
+
+
+def test_models_are_frozen_and_reject_extra_fields() -> None:
+    slo = SLO(ttft_s=0.2, tpot_s=0.08)
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises its own frozen error
+        slo.ttft_s = 1.0  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
+        SLO(ttft_s=0.2, tpot_s=0.08, ttft_ms=3)
+
+
+@pytest.mark.parametrize(
+    ("alias", "kind"),
+    [
+        ("Standalone", ConfigKind.STANDALONE),
+        ("SpecDecode", ConfigKind.SPEC_DECODE),
+        ("Disg-Pref-Decode", ConfigKind.DPD),
+        ("DSD", ConfigKind.DSD),
+        ("disg_spec_decode", ConfigKind.DSD),
+    ],
+)
+def test_configuration_kind_aliases(alias: str, kind: ConfigKind) -> None:
+    assert ConfigKind(alias) is kind
+
+
+def test_configuration_defaults_labels_and_stable_ids() -> None:
+    dsd = Configuration(kind="Disg-Spec-Decode", old_gpu="T4", draft_model="llama-1b")
+    assert dsd.link_gbps == 16.0  # the paper's GCP default link
+    assert dsd.label == "DSD A100+T4 llama-1b @16Gbps"
+    assert dsd.gpus == ("A100", "T4")
+    same = Configuration(
+        kind="dsd", new_gpu="A100", old_gpu="T4", draft_model="llama-1b", link_gbps=16
+    )
+    assert same.id == dsd.id
+    other = Configuration(kind="dsd", old_gpu="V100", draft_model="llama-1b")
+    assert other.id != dsd.id
+    assert Configuration.model_validate_json(dsd.model_dump_json()) == dsd
+
+
+def test_workload_normalises_application_and_round_trips() -> None:
+    w = Workload(
+        application=" ShareGPT ", request_size=SHAREGPT, qps=2.5, slo=SLO(ttft_s=0.2, tpot_s=0.08)
+    )
+    assert w.application == "sharegpt"
+    assert Workload.model_validate_json(w.model_dump_json()) == w
+    with pytest.raises(ConfigError, match="Workload.application"):
+        Workload(application="bad name!", request_size=SHAREGPT, qps=1)
+
+
+def test_model_spec_counts_llama_2_7b_parameters() -> None:
+    llama7b = ModelSpec(
+        name="llama-2-7b",
+        n_layers=32,
+        hidden_size=4096,
+        n_heads=32,
+        n_kv_heads=32,
+        intermediate_size=11008,
+        vocab_size=32000,
+    )
+    # Llama-2-7B has 6,738,415,616 parameters (Touvron et al. 2023; the HF checkpoint's count).
+    assert llama7b.n_params == 6_738_415_616
+    assert llama7b.head_dim == 128
+    # KV cache: 2 x 32 layers x 32 heads x 128 x 2 bytes = 512 KiB per token.
+    assert llama7b.kv_cache_bytes(1) == 524_288
+    assert llama7b.kv_cache_bytes(160) == 160 * 524_288
+
+
+def test_distribution_quantiles_pass_through_the_percentiles() -> None:
+    q = SHAREGPT.quantile([0.25, 0.5, 0.75], "input_tokens")
+    assert q.tolist() == [24, 160, 510]
+    assert SHAREGPT.quantile([0.25, 0.5, 0.75], "output_tokens").tolist() == [24, 140, 357]
+
+
+def test_distribution_samples_match_percentiles() -> None:
+    sizes = SHAREGPT.sample(20_000, seed=1)
+    ins = np.array([s.input_tokens for s in sizes])
+    p25, p50, p75 = np.percentile(ins, [25, 50, 75])
+    assert abs(p50 - 160) / 160 < 0.05
+    assert abs(p25 - 24) / 24 < 0.1 and abs(p75 - 510) / 510 < 0.05
+    assert SHAREGPT.sample(5, seed=3) == SHAREGPT.sample(5, seed=3)
+
+
+@given(st.floats(0.001, 0.999), st.floats(0.001, 0.999))
+def test_distribution_quantile_is_monotone(a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    assert SHAREGPT.quantile(lo) <= SHAREGPT.quantile(hi)
+    assert 1 <= SHAREGPT.quantile(lo) <= SHAREGPT.max_tokens
