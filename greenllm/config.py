@@ -150,7 +150,7 @@ class RequestSizeDistribution(_Model):
         return self
 
     def quantile(self, q: Any, attr: str = "input_tokens") -> Any:
-        """Token count at quantile(s) ``q`` in (0, 1) of ``attr`` (input_tokens or output_tokens)."""
+        """Token count at quantile(s) ``q`` in (0, 1) of ``attr`` (input or output tokens)."""
         import numpy as np
 
         logs = np.log([getattr(p, attr) for p in (self.p25, self.p50, self.p75)])
@@ -170,7 +170,10 @@ class RequestSizeDistribution(_Model):
         rng = np.random.default_rng(seed)
         ins = self.quantile(rng.uniform(0.005, 0.995, n), "input_tokens")
         outs = self.quantile(rng.uniform(0.005, 0.995, n), "output_tokens")
-        return [RequestSize(input_tokens=int(i), output_tokens=int(o)) for i, o in zip(ins, outs, strict=True)]
+        return [
+            RequestSize(input_tokens=int(i), output_tokens=int(o))
+            for i, o in zip(ins, outs, strict=True)
+        ]
 
 
 def _size_kind(v: Any) -> str:

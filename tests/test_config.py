@@ -132,7 +132,7 @@ def test_workload_normalises_application_and_round_trips() -> None:
     )
     assert w.application == "sharegpt"
     assert Workload.model_validate_json(w.model_dump_json()) == w
-    with pytest.raises(ConfigError, match="Workload.application"):
+    with pytest.raises(ConfigError, match=r"Workload\.application"):
         Workload(application="bad name!", request_size=SHAREGPT, qps=1)
 
 
