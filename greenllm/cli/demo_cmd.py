@@ -1,0 +1,162 @@
+"""``greenllm demo``: the paper's setting, analysed (Table 1 GPUs, Eq. 1-3, Section 5).
+
+Until the GPU simulator lands, the demo needs no measurement: it reports what Table 1 and
+Eq. 1-6 alone say about reusing a T4 or V100 beside an A100 in the paper's three grids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from greenllm.cli._output import emit_json, fmt, table
+
+PAPER_REGIONS = ("NCSW", "CISO", "MISO")
+NEW_GPU = "A100"
+OLD_GPUS = ("T4", "V100")
+HOUR_S = 3600.0
+WHAT_IF_ENERGY_CUTS = (0.1, 0.2, 0.3)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job: the paper's setting, analysed end to end")
+    p.add_argument("--lifetime-years", type=float, default=7.0, help="GPU lifetime (default 7)")
+    p.add_argument("--out", type=Path, default=None, help="folder for demo.json")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def compute(lifetime_years: float = 7.0) -> dict[str, Any]:
+    """All numbers the demo prints, from Table 1 and Eq. 1-5 only."""
+    from greenllm.carbon import carbon_intensity, embodied_carbon_g, get_gpu, operational_carbon_g
+    from greenllm.carbon.analysis import carbon_ratio
+    from greenllm.cli._args import positive
+
+    positive("--lifetime-years", lifetime_years)
+    alphas = {r: carbon_intensity(r) for r in PAPER_REGIONS}
+    gpus = []
+    for name in (NEW_GPU, *OLD_GPUS):
+        spec = get_gpu(name)
+        max_j = spec.max_power_w * HOUR_S
+        gpus.append(
+            {
+                "gpu": spec.name,
+                "year": spec.year,
+                "embodied_kg": spec.embodied_kg,
+                "embodied_g_per_hour": embodied_carbon_g(HOUR_S, spec, lifetime_years),
+                "operational_g_per_hour_at_max_power": {
+                    r: operational_carbon_g(max_j, a) for r, a in alphas.items()
+                },
+            }
+        )
+
+    # Section 5 with t'_A = t_A = t_B = one hour (the A100 stays allocated in both cases):
+    # E'_A = E_A, so Eq. 5 < 1  <=>  N_A - N'_A - N_B > E_B / alpha (Eq. 4 plus the old GPU's
+    # embodied carbon). The break-even is the least energy the pair must save per hour.
+    e_a = embodied_carbon_g(HOUR_S, NEW_GPU, lifetime_years)
+    n_a_kwh = get_gpu(NEW_GPU).max_power_w * HOUR_S / 3.6e6
+    breakeven, what_if = [], []
+    for old in OLD_GPUS:
+        e_b = embodied_carbon_g(HOUR_S, old, lifetime_years)
+        for region, alpha in alphas.items():
+            min_saving_kwh = e_b / alpha if alpha > 0 else float("inf")
+            at_breakeven = carbon_ratio(
+                n_a_kwh, n_a_kwh - min_saving_kwh, 0.0, e_a, e_a, e_b, alpha
+            )
+            breakeven.append(
+                {
+                    "old_gpu": old,
+                    "region": region,
+                    "intensity_g_per_kwh": alpha,
+                    "min_energy_saving_wh_per_hour": 1000 * min_saving_kwh,
+                    "ratio_at_breakeven": float(at_breakeven),
+                }
+            )
+            for cut in WHAT_IF_ENERGY_CUTS:
+                ratio = float(carbon_ratio(n_a_kwh, n_a_kwh * (1 - cut), 0.0, e_a, e_a, e_b, alpha))
+                what_if.append(
+                    {
+                        "old_gpu": old,
+                        "region": region,
+                        "energy_cut": cut,
+                        "carbon_savings": 1 - ratio,
+                    }
+                )
+    return {
+        "lifetime_years": lifetime_years,
+        "intensity_g_per_kwh": alphas,
+        "gpus": gpus,
+        "breakeven": breakeven,
+        "what_if_a100_at_max_power": what_if,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    result = compute(args.lifetime_years)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "demo.json").write_text(json.dumps(result, indent=2))
+    if args.json:
+        emit_json(result)
+        return 0
+    life = result["lifetime_years"]
+    print(f"greenllm demo: the GreenLLM paper's setting (Table 1 GPUs, {life:g}-year lifetimes)\n")
+    rows = [
+        [
+            g["gpu"],
+            g["year"],
+            g["embodied_kg"],
+            g["embodied_g_per_hour"],
+            *g["operational_g_per_hour_at_max_power"].values(),
+        ]
+        for g in result["gpus"]
+    ]
+    heads = ["gpu", "year", "embodied_kg", "embodied_g/h"] + [f"op_g/h@{r}" for r in PAPER_REGIONS]
+    print(
+        table(
+            heads,
+            rows,
+            title="1. Carbon per hour of one GPU: Eq. 1 (embodied), "
+            "Eq. 2 at max power (operational)",
+        )
+    )
+    print()
+    rows = [
+        [
+            b["old_gpu"],
+            b["region"],
+            b["intensity_g_per_kwh"],
+            b["min_energy_saving_wh_per_hour"],
+            b["ratio_at_breakeven"],
+        ]
+        for b in result["breakeven"]
+    ]
+    print(
+        table(
+            ["old_gpu", "region", "g_per_kwh", "min_saving_Wh/h", "Eq5_ratio_there"],
+            rows,
+            title="2. Section 5: the A100 plus an old GPU beats the A100 alone only if the pair "
+            "saves at least this much energy per hour (Eq. 4-5 break-even)",
+        )
+    )
+    print()
+    cuts = WHAT_IF_ENERGY_CUTS
+    grid: dict[tuple[str, str], list[float]] = {}
+    for w in result["what_if_a100_at_max_power"]:
+        grid.setdefault((w["old_gpu"], w["region"]), []).append(w["carbon_savings"])
+    rows = [
+        [old, region, *(fmt(100 * s, 3) + "%" for s in vals)]
+        for (old, region), vals in grid.items()
+    ]
+    print(
+        table(
+            ["old_gpu", "region", *(f"energy -{c:.0%}" for c in cuts)],
+            rows,
+            title="3. What if (Eq. 5): A100 at its 400 W for an hour, and disaggregation cuts "
+            "that energy by 10/20/30%: carbon saved",
+        )
+    )
+    print("\nMeasured energies come from the profiler and the simulator: see docs/.")
+    return 0
