@@ -13,13 +13,20 @@ from greenllm.carbon.accounting import (
     window_carbon,
 )
 from greenllm.carbon.hardware import GPUSpec, act_embodied_kg, get_gpu, list_gpus, register_gpu
-from greenllm.carbon.intensity import CarbonIntensityTrace, carbon_intensity, list_regions
+from greenllm.carbon.intensity import (
+    CarbonIntensityTrace,
+    RegionInfo,
+    carbon_intensity,
+    list_regions,
+    region_info,
+)
 
 __all__ = [
     "CarbonBreakdown",
     "CarbonIntensityTrace",
     "DeviceUsage",
     "GPUSpec",
+    "RegionInfo",
     "act_embodied_kg",
     "carbon_intensity",
     "embodied_carbon_g",
@@ -27,6 +34,7 @@ __all__ = [
     "list_gpus",
     "list_regions",
     "operational_carbon_g",
+    "region_info",
     "register_gpu",
     "split_by_tokens",
     "total_carbon_g",
