@@ -44,7 +44,8 @@ SHAREGPT = RequestSizeDistribution(
             lambda: Workload(
                 application="chat", request_size={"input_tokens": 0, "output_tokens": 1}, qps=1
             ),
-            "Workload.request_size: RequestSize.input_tokens = 0",
+            "Workload.request_size.input_tokens = 0: Input should be greater than or equal to 1 "
+            "(allowed: 1 <= input_tokens <= 1048576)",
         ),
         (lambda: Configuration(kind="dsd", old_gpu="T4"), "DSD needs draft_model"),
         (lambda: Configuration(kind="dpd"), "DPD needs old_gpu"),

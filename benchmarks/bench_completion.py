@@ -1,0 +1,156 @@
+"""Completion quality and speed: greenllm's methods vs scikit-surprise's SVD and baselines.
+
+Synthetic low-rank log-normal matrices (rows = workloads, columns = configurations), like the
+carbon matrix of Section 4.3: ``log C = mu + a_i + b_j + u_i . v_j (rank 3) + noise``. Every
+method completes the same masked matrix in log space (``complete_carbon``), so all of them see
+the same data and transform; Surprise runs with its own defaults (100 factors, 20 epochs).
+Reported: held-out relative RMSE ``sqrt(mean(((C_hat - C) / C)^2))`` over the hidden cells
+(mean over seeds) and wall time, each method measured in this one run.
+
+    python benchmarks/bench_completion.py            # ~2 min on 2 cores
+    python benchmarks/bench_completion.py --quick    # a smoke run
+
+BLAS is pinned to one thread (unless OPENBLAS_NUM_THREADS is set): Surprise's Cython SGD is
+single-threaded, and on a shared 2-core machine threaded BLAS on small matrices is erratic.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from functools import partial  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from greenllm.scheduler.algorithm import schedule  # noqa: E402
+from greenllm.scheduler.cf_surprise import surprise_available  # noqa: E402
+from greenllm.scheduler.completion import complete_attainment, complete_carbon  # noqa: E402
+
+# name -> (method, extra keyword arguments); "surprise" uses Surprise's default 100 factors
+METHODS: dict[str, tuple[str, dict]] = {
+    "sgd (default)": ("sgd", {}),
+    "als": ("als", {}),
+    "softimpute": ("softimpute", {}),
+    "surprise SVD": ("surprise", {"rank": 100}),
+    "column mean": ("mean", {}),
+    "bias mu+b_i+c_j": ("bias", {}),
+}
+REFERENCE = "surprise SVD"
+
+
+def lognormal_low_rank(n: int, m: int, seed: int, rank: int = 3, noise: float = 0.1) -> np.ndarray:
+    """A positive ``n x m`` matrix whose log is rank ``rank`` plus main effects and noise."""
+    rng = np.random.default_rng(seed)
+    log_c = (
+        -3.0
+        + 0.5 * rng.normal(size=(n, 1))
+        + 0.5 * rng.normal(size=(1, m))
+        + 0.5 * rng.normal(size=(n, rank)) @ rng.normal(size=(rank, m)) / np.sqrt(rank)
+        + noise * rng.normal(size=(n, m))
+    )
+    return np.exp(log_c)
+
+
+def sample_mask(shape: tuple[int, int], density: float, seed: int) -> np.ndarray:
+    """Observed cells at ``density``, with at least one per row and per column."""
+    rng = np.random.default_rng(seed + 10_000)
+    n, m = shape
+    mask = rng.random(shape) < density
+    mask[np.arange(n), rng.integers(0, m, n)] = True
+    mask[rng.integers(0, n, m), np.arange(m)] = True
+    return mask
+
+
+def rel_rmse(pred: np.ndarray, truth: np.ndarray, hidden: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(((pred[hidden] - truth[hidden]) / truth[hidden]) ** 2)))
+
+
+def timed(fn: Callable[[], np.ndarray], repeats: int = 1) -> tuple[np.ndarray, float]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    assert out is not None
+    return out, statistics.median(times)
+
+
+def run_small(n: int, m: int, densities: list[float], seeds: int) -> None:
+    names = [k for k in METHODS if k != REFERENCE or surprise_available()]
+    print(f"\n### {n} x {m}, rank-3 log-normal, noise 0.1 (mean of {seeds} seeds)\n")
+    header = "| observed | method | rel. RMSE | time (s) | RMSE / surprise | time / surprise |"
+    print(header + "\n|---|---|---|---|---|---|")
+    for density in densities:
+        rmse: dict[str, list[float]] = {k: [] for k in names}
+        secs: dict[str, list[float]] = {k: [] for k in names}
+        for seed in range(seeds):
+            truth = lognormal_low_rank(n, m, seed)
+            mask = sample_mask(truth.shape, density, seed)
+            x = np.where(mask, truth, np.nan)
+            for name in names:
+                method, kwargs = METHODS[name]
+                out, dt = timed(partial(complete_carbon, x, method, seed=seed, **kwargs))
+                rmse[name].append(rel_rmse(out, truth, ~mask))
+                secs[name].append(dt)
+        ref_r = np.mean(rmse.get(REFERENCE, [np.nan]))
+        ref_t = np.mean(secs.get(REFERENCE, [np.nan]))
+        for name in names:
+            r, t = float(np.mean(rmse[name])), float(np.mean(secs[name]))
+            ratios = f"{r / ref_r:.2f} | {t / ref_t:.2f}"
+            print(f"| {density:.0%} | {name} | {r:.3f} | {t:.3f} | {ratios} |")
+
+
+def run_large(n: int, m: int, density: float, repeats: int) -> None:
+    truth = lognormal_low_rank(n, m, seed=0)
+    mask = sample_mask(truth.shape, density, seed=0)
+    x = np.where(mask, truth, np.nan)
+    names = ["sgd (default)", "als", "column mean", "bias mu+b_i+c_j"]
+    if surprise_available():
+        names.insert(1, REFERENCE)
+    print(f"\n### {n} x {m} at {density:.0%} observed (median of {repeats} runs)\n")
+    print("| method | rel. RMSE | time (s) | RMSE / surprise | time / surprise |")
+    print("|---|---|---|---|---|")
+    results = {}
+    for name in names:
+        method, kwargs = METHODS[name]
+        out, dt = timed(partial(complete_carbon, x, method, **kwargs), repeats)
+        results[name] = (rel_rmse(out, truth, ~mask), dt)
+    ref_r, ref_t = results.get(REFERENCE, (np.nan, np.nan))
+    for name, (r, t) in results.items():
+        print(f"| {name} | {r:.3f} | {t:.3f} | {r / ref_r:.2f} | {t / ref_t:.3f} |")
+    print("| softimpute | not run: a full SVD per iteration, minutes at this size | | | |")
+
+    # the planner's whole job on this size: complete both matrices, then Algorithm 1
+    rng = np.random.default_rng(1)
+    qps = rng.uniform(0.5, 8.0, (n, 1))
+    att = 1.0 / (1.0 + np.exp(1.5 * (qps - rng.uniform(1.0, 8.0, (1, m)))))
+    att_x = np.where(mask, att, np.nan)
+
+    def plan() -> np.ndarray:
+        return schedule(complete_carbon(x), complete_attainment(att_x), 0.9)
+
+    _, dt = timed(plan, repeats)
+    print(f"\ncomplete carbon + complete attainment + schedule, {n} x {m}: {dt:.2f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one seed, small sizes only")
+    args = ap.parse_args()
+    print(f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
+    if args.quick:
+        run_small(120, 16, [0.2, 0.5], seeds=1)
+        return
+    run_small(300, 24, [0.1, 0.2, 0.3, 0.5], seeds=3)
+    run_large(10_000, 200, 0.2, repeats=3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The carbon and SLO-attainment matrices of Section 4.3 (Figure 8), built from profiles.
+
+Rows are workloads (application x request size x QPS), columns are configurations. Each
+observed cell keeps what was *measured* (per-GPU allocated time and energy, tokens served, SLO
+attainment), not carbon: carbon per token is recomputed at build time for any intensity and any
+GPU lifetimes (Eq. 1-3), so one profile serves every region::
+
+    embodied_g_per_token[r, c]  = sum_gpu seconds_gpu / LT_gpu * C_e,gpu / tokens     (Eq. 1)
+    operational_g_per_token     = alpha * sum_gpu energy_gpu / tokens                 (Eq. 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from greenllm.carbon import embodied_carbon_g, get_gpu
+from greenllm.config import ConfigKind, Configuration
+from greenllm.errors import ConfigError, ProfileError
+
+__all__ = ["ProfileMatrices", "RowKey", "matrices_from_store"]
+
+J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True, order=True)
+class RowKey:
+    """One matrix row: an application at a fixed request size and QPS."""
+
+    application: str
+    input_tokens: int
+    output_tokens: int
+    qps: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.application} ({self.input_tokens},{self.output_tokens}) @{self.qps:g} QPS"
+
+
+@dataclass(frozen=True)
+class ProfileMatrices:
+    """Measured quantities per (row, configuration, GPU slot); NaN where not profiled.
+
+    GPU slot 0 is the configuration's new GPU, slot 1 its old GPU (0 s and 0 J when absent).
+    """
+
+    rows: tuple[RowKey, ...]
+    configs: tuple[Configuration, ...]
+    seconds: np.ndarray  # (R, C, 2)
+    energy_j: np.ndarray  # (R, C, 2)
+    tokens: np.ndarray  # (R, C) output tokens served
+    attainment: np.ndarray  # (R, C) fraction of requests meeting the SLO
+    observed: np.ndarray = field(init=False)  # (R, C) bool
+
+    def __post_init__(self) -> None:
+        n_rows, n_cfg = len(self.rows), len(self.configs)
+        for name, shape in (
+            ("seconds", (n_rows, n_cfg, 2)),
+            ("energy_j", (n_rows, n_cfg, 2)),
+            ("tokens", (n_rows, n_cfg)),
+            ("attainment", (n_rows, n_cfg)),
+        ):
+            arr = getattr(self, name)
+            if arr.shape != shape:
+                raise ConfigError(f"{name} has shape {arr.shape}; expected {shape}")
+        observed = ~np.isnan(self.attainment)
+        object.__setattr__(self, "observed", observed)
+        if n_rows == 0 or n_cfg == 0:
+            raise ProfileError("no profiles: the matrices are empty; run `greenllm profile` first")
+        _check_observed(self)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), len(self.configs))
+
+    def column(self, config: Configuration | str | int) -> int:
+        """Index of a configuration given as object, id, label or index."""
+        if isinstance(config, int):
+            if not 0 <= config < len(self.configs):
+                raise ConfigError(
+                    f"configuration index {config} out of range 0..{len(self.configs) - 1}"
+                )
+            return config
+        for i, c in enumerate(self.configs):
+            if config in (c, getattr(c, "id", None), c.label):
+                return i
+        labels = ", ".join(c.label for c in self.configs)
+        raise ConfigError(f"configuration {config!r} is not profiled; profiled: {labels}")
+
+    def default_column(self) -> int:
+        """The Standalone configuration (the paper's baseline), else column 0."""
+        for i, c in enumerate(self.configs):
+            if c.kind is ConfigKind.STANDALONE:
+                return i
+        return 0
+
+    def embodied_g_per_token(
+        self, lifetimes_years: float | Mapping[str, float] = 7.0
+    ) -> np.ndarray:
+        """Eq. 1 summed over the configuration's GPUs, divided by tokens; NaN where unobserved."""
+        total = np.zeros(self.shape)
+        for c, cfg in enumerate(self.configs):
+            for slot, gpu in enumerate(cfg.gpus):
+                life = _lifetime(lifetimes_years, gpu)
+                total[:, c] += embodied_carbon_g(np.nan_to_num(self.seconds[:, c, slot]), gpu, life)
+        return np.where(self.observed, total / self.tokens, np.nan)
+
+    def energy_kwh_per_token(self, pue: float = 1.0) -> np.ndarray:
+        """Facility energy per token (kWh); multiply by intensity for Eq. 2."""
+        if not np.isfinite(pue) or pue < 1:
+            raise ConfigError(f"pue = {pue!r}: must be >= 1")
+        return np.where(
+            self.observed, pue * self.energy_j.sum(axis=2) / self.tokens / J_PER_KWH, np.nan
+        )
+
+    def carbon_g_per_token(
+        self, intensity_g_per_kwh: float, lifetimes_years: float | Mapping[str, float] = 7.0
+    ) -> np.ndarray:
+        """The paper's carbon matrix C (Eq. 3 per token) at one intensity."""
+        if not np.isfinite(intensity_g_per_kwh) or intensity_g_per_kwh < 0:
+            raise ConfigError(f"intensity = {intensity_g_per_kwh!r}: must be a finite number >= 0")
+        return (
+            self.embodied_g_per_token(lifetimes_years)
+            + intensity_g_per_kwh * self.energy_kwh_per_token()
+        )
+
+    @classmethod
+    def from_cells(
+        cls, cells: Iterable[Mapping[str, Any]], configs: Sequence[Configuration] | None = None
+    ) -> ProfileMatrices:
+        """Build from cell dicts with keys ``row`` (RowKey), ``config`` (Configuration),
+        ``seconds`` and ``energy_j`` (per GPU of the configuration, new first), ``tokens``,
+        ``attainment``. A repeated (row, config) cell is averaged (e.g. several run ids)."""
+        cells = list(cells)
+        if not cells:
+            raise ProfileError("no profiles to build matrices from; run `greenllm profile` first")
+        rows = sorted({c["row"] for c in cells})
+        cfgs = list(configs) if configs is not None else _unique_configs(c["config"] for c in cells)
+        r_of = {r: i for i, r in enumerate(rows)}
+        c_of = {cfg.id: i for i, cfg in enumerate(cfgs)}
+        shape = (len(rows), len(cfgs))
+        sums = {
+            k: np.zeros(shape + ((2,) if k in ("seconds", "energy_j") else ()))
+            for k in ("seconds", "energy_j", "tokens", "attainment")
+        }
+        count = np.zeros(shape)
+        for cell in cells:
+            key = cell["config"].id
+            if key not in c_of:
+                continue
+            r, c = r_of[cell["row"]], c_of[key]
+            for k in ("seconds", "energy_j"):
+                vals = list(cell[k]) + [0.0] * (2 - len(cell[k]))
+                sums[k][r, c] += vals[:2]
+            sums["tokens"][r, c] += cell["tokens"]
+            sums["attainment"][r, c] += cell["attainment"]
+            count[r, c] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = {k: v / (count[..., None] if v.ndim == 3 else count) for k, v in sums.items()}
+        return cls(rows=tuple(rows), configs=tuple(cfgs), **mean)
+
+
+def matrices_from_store(
+    store: Any, *, backend: str | None = None, application: str | None = None
+) -> ProfileMatrices:
+    """Matrices from a :class:`~greenllm.profiler.store.ProfileStore` (all run ids averaged).
+
+    Time per GPU is its *allocated* time (an allocated GPU serves nobody else), tokens are the
+    output tokens served. A distribution-sized workload is keyed by its P50 size.
+    """
+    records = store.query(backend=backend, application=application)
+    if not records:
+        where = f" for backend {backend!r}" if backend else ""
+        raise ProfileError(
+            f"the profile store {getattr(store, 'path', '')} has no profiles{where}; "
+            "run `greenllm profile` first"
+        )
+    cells = []
+    for rec in records:
+        w = rec.workload
+        size = w.request_size if hasattr(w.request_size, "input_tokens") else w.request_size.p50
+        cells.append(
+            {
+                "row": RowKey(w.application, size.input_tokens, size.output_tokens, float(w.qps)),
+                "config": rec.configuration,
+                "seconds": [g.allocated_s for g in rec.gpus],
+                "energy_j": [g.energy_j for g in rec.gpus],
+                "tokens": rec.output_tokens,
+                "attainment": rec.slo_attainment,
+            }
+        )
+    return ProfileMatrices.from_cells(cells)
+
+
+def _unique_configs(configs: Iterable[Configuration]) -> list[Configuration]:
+    seen: dict[str, Configuration] = {}
+    for cfg in configs:
+        seen.setdefault(cfg.id, cfg)
+    order = {k: i for i, k in enumerate(ConfigKind)}
+    return sorted(seen.values(), key=lambda c: (order[c.kind], c.label))
+
+
+def _lifetime(lifetimes: float | Mapping[str, float], gpu: str) -> float:
+    if isinstance(lifetimes, Mapping):
+        name = get_gpu(gpu).name
+        for key, years in lifetimes.items():
+            if key != "default" and get_gpu(key).name == name:
+                return float(years)
+        return float(lifetimes.get("default", 7.0))
+    return float(lifetimes)
+
+
+def _check_observed(m: ProfileMatrices) -> None:
+    obs = m.observed
+    for name, arr in (("seconds", m.seconds), ("energy_j", m.energy_j)):
+        vals = arr[obs]
+        if not np.all(np.isfinite(vals)) or np.any(vals < 0):
+            r, c = np.argwhere(obs & ~np.all(np.isfinite(arr) & (arr >= 0), axis=2))[0]
+            raise ProfileError(
+                f"{name} of row {r} ({m.rows[r].label}), column {c} "
+                f"({m.configs[c].label}) is negative or not finite"
+            )
+    tok = m.tokens[obs]
+    if np.any(~np.isfinite(tok)) or np.any(tok <= 0):
+        r, c = np.argwhere(obs & ~(m.tokens > 0))[0]
+        raise ProfileError(f"tokens of row {r} ({m.rows[r].label}), column {c} must be > 0")
+    att = m.attainment[obs]
+    if np.any((att < 0) | (att > 1)):
+        r, c = np.argwhere(obs & ((m.attainment < 0) | (m.attainment > 1)))[0]
+        raise ProfileError(
+            f"SLO attainment of row {r} ({m.rows[r].label}), column {c} "
+            f"is {float(m.attainment[r, c])!r}; must be in [0, 1]"
+        )
+    empty_rows = np.flatnonzero(~obs.any(axis=1))
+    if empty_rows.size:
+        raise ProfileError(
+            f"row {empty_rows[0]} ({m.rows[empty_rows[0]].label}) has no profiled "
+            "configuration; profile at least one cell per row"
+        )
+    empty_cols = np.flatnonzero(~obs.any(axis=0))
+    if empty_cols.size:
+        raise ProfileError(
+            f"column {empty_cols[0]} ({m.configs[empty_cols[0]].label}) has no "
+            "profiled workload; profile at least one cell per configuration"
+        )

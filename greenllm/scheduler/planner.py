@@ -1,0 +1,285 @@
+"""The SLO-aware planner (Section 4.3): profiles in, a per-workload plan out.
+
+Steps, as in Figure 5 and Algorithm 1:
+
+1. Build the matrices from the profile store (:class:`~greenllm.scheduler.matrix.ProfileMatrices`),
+   recomputing carbon per token for the planner's intensity and lifetimes (Eq. 1-3).
+2. Fill the unprofiled cells by collaborative filtering: embodied and operational carbon per
+   token in log space, SLO attainment in logit space, each with a per-cell error estimate.
+3. Algorithm 1 per workload: the lowest-carbon configuration whose attainment reaches the target,
+   else the fallback. Beyond the paper, ``margin_sigmas > 0`` makes a *filled* cell feasible only
+   if its attainment clears the target by ``margin_sigmas`` times its estimated error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import numpy as np
+from pydantic import Field
+
+from greenllm.config import Configuration, FrozenModel
+from greenllm.errors import ConfigError
+from greenllm.scheduler.algorithm import schedule
+from greenllm.scheduler.completion import complete_with_uncertainty
+from greenllm.scheduler.constraints import monotone_in_qps
+from greenllm.scheduler.matrix import ProfileMatrices
+from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
+
+if TYPE_CHECKING:
+    from greenllm.carbon import CarbonIntensityTrace
+
+__all__ = ["Plan", "PlanEntry", "Planner"]
+
+Priority = Literal["slo", "default"]
+
+
+class PlanEntry(FrozenModel):
+    """The choice for one workload row, with where each number came from."""
+
+    application: str
+    input_tokens: int
+    output_tokens: int
+    qps: float
+    configuration: Configuration
+    carbon_g_per_token: float
+    embodied_g_per_token: float
+    operational_g_per_token: float
+    slo_attainment: float
+    slo_attainment_stderr: float
+    measured: bool = Field(description="the chosen cell was profiled (not filled by CF)")
+    fallback: bool = Field(description="no configuration met the SLO; the fallback chose")
+    feasible_configs: int
+    baseline_carbon_g_per_token: float
+    baseline_measured: bool
+    savings: float = Field(description="1 - chosen / baseline carbon per token")
+
+
+class Plan(FrozenModel):
+    """A plan: the chosen configuration per workload and the settings that produced it."""
+
+    intensity_g_per_kwh: float
+    region: str | None = None
+    lifetimes_years: dict[str, float]
+    slo_target: float
+    priority: Priority
+    method: str
+    margin_sigmas: float
+    baseline: Configuration
+    entries: list[PlanEntry]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        return cls.model_validate_json(text)
+
+
+class Planner:
+    """Profiles + intensity + lifetimes + SLO target -> :class:`Plan`.
+
+    ``lifetimes_years`` is one number for every GPU or a mapping ``{"T4": 10, "default": 7}``.
+    ``default`` is the configuration Algorithm 1 falls back to with ``priority="default"`` and
+    the baseline that savings are measured against (Standalone when None). ``monotone``
+    clamps filled SLO attainment so it never rises with QPS
+    (:func:`~greenllm.scheduler.constraints.monotone_in_qps`).
+    """
+
+    def __init__(
+        self,
+        *,
+        intensity_g_per_kwh: float | None = None,
+        region: str | None = None,
+        lifetimes_years: float | Mapping[str, float] = 7.0,
+        slo_target: Annotated[float, "0..1"] = 0.9,
+        priority: Priority = "slo",
+        default: Configuration | str | int | None = None,
+        method: str = "sgd",
+        margin_sigmas: float = 0.0,
+        rank: int | None = None,
+        seed: int = 0,
+        monotone: bool = True,
+    ) -> None:
+        if intensity_g_per_kwh is not None and region is not None:
+            raise ConfigError("give intensity_g_per_kwh or region, not both")
+        if not 0.0 <= slo_target <= 1.0:
+            raise ConfigError(f"slo_target = {slo_target!r}: must be in [0, 1]")
+        if priority not in ("slo", "default"):
+            raise ConfigError(f"priority = {priority!r}: choose 'slo' or 'default'")
+        if not np.isfinite(margin_sigmas) or margin_sigmas < 0:
+            raise ConfigError(f"margin_sigmas = {margin_sigmas!r}: must be a finite number >= 0")
+        self.region = region if intensity_g_per_kwh is None else None
+        self.intensity_g_per_kwh = _intensity(intensity_g_per_kwh, region)
+        self.lifetimes_years = _lifetimes(lifetimes_years)
+        self.slo_target = slo_target
+        self.priority: Priority = priority
+        self.default = default
+        self.method = method
+        self.margin_sigmas = margin_sigmas
+        self.rank = rank
+        self.seed = seed
+        self.monotone = monotone
+
+    def complete(self, m: ProfileMatrices) -> dict[str, np.ndarray]:
+        """Filled matrices: embodied and operational carbon (g/token), energy (kWh/token),
+        carbon, attainment and its error. Energy and embodied carbon are completed in log
+        space independently of the intensity, so one completion serves every hour of a trace."""
+        kw = {"method": self.method, "rank": self.rank, "seed": self.seed}
+        emb = complete_with_uncertainty(m.embodied_g_per_token(self.lifetimes_years),
+                                        transform="log", **kw).values  # fmt: skip
+        energy = complete_with_uncertainty(m.energy_kwh_per_token(), transform="log", **kw).values
+        att = complete_with_uncertainty(m.attainment, transform="logit", **kw)
+        att_values = np.clip(att.values, 0.0, 1.0)
+        if self.monotone:
+            att_values = monotone_in_qps(att_values, m.observed, m.rows)
+        opr = self.intensity_g_per_kwh * energy
+        return {
+            "embodied": emb,
+            "energy_kwh": energy,
+            "operational": opr,
+            "carbon": emb + opr,
+            "attainment": att_values,
+            "attainment_stderr": att.stderr,
+        }
+
+    def _effective_attainment(self, filled: dict[str, np.ndarray]) -> np.ndarray:
+        att = filled["attainment"] - self.margin_sigmas * filled["attainment_stderr"]
+        return np.clip(att, 0.0, 1.0)
+
+    def plan(self, source: ProfileMatrices | object, backend: str | None = None) -> Plan:
+        """Plan from :class:`ProfileMatrices` or a ``ProfileStore`` (run ids averaged)."""
+        m = source if isinstance(source, ProfileMatrices) else _from_store(source, backend)
+        base = m.default_column() if self.default is None else m.column(self.default)
+        filled = self.complete(m)
+        att_eff = self._effective_attainment(filled)
+        choice = schedule(filled["carbon"], att_eff, self.slo_target, self.priority, base)
+        feasible = att_eff >= self.slo_target
+        rows = np.arange(m.shape[0])
+        carbon = filled["carbon"]
+        entries = [
+            PlanEntry(
+                application=key.application,
+                input_tokens=key.input_tokens,
+                output_tokens=key.output_tokens,
+                qps=key.qps,
+                configuration=m.configs[c],
+                carbon_g_per_token=float(carbon[r, c]),
+                embodied_g_per_token=float(filled["embodied"][r, c]),
+                operational_g_per_token=float(filled["operational"][r, c]),
+                slo_attainment=float(filled["attainment"][r, c]),
+                slo_attainment_stderr=float(filled["attainment_stderr"][r, c]),
+                measured=bool(m.observed[r, c]),
+                fallback=not bool(feasible[r].any()),
+                feasible_configs=int(feasible[r].sum()),
+                baseline_carbon_g_per_token=float(carbon[r, base]),
+                baseline_measured=bool(m.observed[r, base]),
+                savings=float(1.0 - carbon[r, c] / carbon[r, base]),
+            )
+            for r, c, key in zip(rows, choice, m.rows, strict=True)
+        ]
+        return Plan(
+            intensity_g_per_kwh=self.intensity_g_per_kwh,
+            region=self.region,
+            lifetimes_years=self.lifetimes_years,
+            slo_target=self.slo_target,
+            priority=self.priority,
+            method=self.method,
+            margin_sigmas=self.margin_sigmas,
+            baseline=m.configs[base],
+            entries=entries,
+        )
+
+    def plan_hourly(
+        self,
+        source: ProfileMatrices | object,
+        trace: CarbonIntensityTrace,
+        application: str,
+        qps_by_hour: float | np.ndarray,
+        *,
+        backend: str | None = None,
+        switch_energy_kwh: float = 0.0,
+        switch_embodied_g: float = 0.0,
+        solver: Literal["offline", "online"] = "offline",
+        hysteresis: float = 1.0,
+    ) -> HourlyPlan:
+        """A configuration per hour of ``trace`` for one application (beyond the paper).
+
+        ``qps_by_hour`` is one rate, or 24 values (hour of day, UTC), or one per hour of the
+        trace; each hour is served by the profiled row of the next QPS level at or above it
+        (the conservative choice; the top level if it exceeds every profiled one). Allowed
+        configurations per row are Algorithm 1's feasible set, or its fallback when empty.
+        """
+        m = source if isinstance(source, ProfileMatrices) else _from_store(source, backend)
+        rows = [i for i, k in enumerate(m.rows) if k.application == application.lower()]
+        if not rows:
+            apps = sorted({k.application for k in m.rows})
+            raise ConfigError(f"application {application!r} is not profiled; profiled: {apps}")
+        # Several request sizes per application: plan on the most common (first) size.
+        size = (m.rows[rows[0]].input_tokens, m.rows[rows[0]].output_tokens)
+        rows = [i for i in rows if (m.rows[i].input_tokens, m.rows[i].output_tokens) == size]
+        levels = np.array([m.rows[i].qps for i in rows])
+        alpha = np.asarray(trace.g_per_kwh, dtype=float)
+        qps = _qps_per_hour(qps_by_hour, trace)
+        level = np.minimum(np.searchsorted(levels, qps - 1e-12), len(levels) - 1)
+        filled = self.complete(m)
+        base = m.default_column() if self.default is None else m.column(self.default)
+        att = self._effective_attainment(filled)[rows]
+        allowed = att >= self.slo_target
+        fallback = schedule(filled["carbon"][rows], att, self.slo_target, self.priority, base)
+        none = ~allowed.any(axis=1)
+        allowed[none, fallback[none]] = True
+        return plan_hourly(
+            filled["embodied"][rows],
+            filled["energy_kwh"][rows],
+            allowed,
+            row_of_hour=level,
+            intensity_g_per_kwh=alpha,
+            tokens_per_hour=qps * 3600.0 * size[1],
+            baseline=base,
+            switch_energy_kwh=switch_energy_kwh,
+            switch_embodied_g=switch_embodied_g,
+            solver=solver,
+            hysteresis=hysteresis,
+        )
+
+
+def _qps_per_hour(qps_by_hour: float | np.ndarray, trace: CarbonIntensityTrace) -> np.ndarray:
+    q = np.atleast_1d(np.asarray(qps_by_hour, dtype=float))
+    n = len(trace)
+    if q.size == 1:
+        q = np.full(n, q[0])
+    elif q.size == 24:
+        hours = (np.asarray(trace.timestamps_s) // 3600 % 24).astype(int)
+        q = q[hours]
+    elif q.size != n:
+        raise ConfigError(f"qps_by_hour has {q.size} values: give 1, 24 (hour of day) or {n}")
+    if not np.all(np.isfinite(q)) or np.any(q <= 0):
+        raise ConfigError("qps_by_hour must be finite and > 0 every hour")
+    return q
+
+
+def _intensity(value: float | None, region: str | None) -> float:
+    from greenllm.carbon import carbon_intensity
+
+    if value is None:
+        return carbon_intensity(region or "CISO")
+    if not np.isfinite(value) or value < 0:
+        raise ConfigError(f"intensity_g_per_kwh = {value!r}: must be a finite number >= 0")
+    return float(value)
+
+
+def _lifetimes(value: float | Mapping[str, float]) -> dict[str, float]:
+    items = dict(value) if isinstance(value, Mapping) else {"default": float(value)}
+    for gpu, years in items.items():
+        if not np.isfinite(years) or years <= 0:
+            raise ConfigError(f"lifetime of {gpu} = {years!r} years: must be > 0")
+    items.setdefault("default", 7.0)
+    return {k: float(v) for k, v in items.items()}
+
+
+def _from_store(store: object, backend: str | None) -> ProfileMatrices:
+    from greenllm.scheduler.matrix import matrices_from_store
+
+    return matrices_from_store(store, backend=backend)
