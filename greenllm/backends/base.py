@@ -1,0 +1,204 @@
+"""The ``Backend`` protocol every serving backend implements, and what a run returns.
+
+A backend runs one :class:`~greenllm.config.Configuration` on one
+:class:`~greenllm.config.Workload` and reports, per request, when it arrived, when its first
+and last tokens came out (and optionally every token time); per GPU, its busy and allocated time,
+its energy and a power trace; the bytes moved over the link between GPUs; and, for speculative
+decoding, how many draft tokens were proposed and accepted.
+
+Hooks (all required):
+
+* ``name``: the registry name (``"sim"``, ``"torch"``, ``"vllm"``).
+* ``capabilities() -> Capabilities``: configuration kinds it can run; measured or modelled energy.
+* ``run(configuration, workload, *, requests=None, duration_s=None, seed=0) -> RunResult``:
+  serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``).
+* ``close()``: release processes, GPUs and scratch folders. Idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from greenllm.config import SLO, ConfigKind, Configuration, Workload
+from greenllm.errors import ConfigError
+from greenllm.workloads.requests import RequestSet
+
+__all__ = ["Backend", "Capabilities", "GPUTrace", "RequestTimings", "RunResult"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do on this machine."""
+
+    kinds: frozenset[ConfigKind]
+    energy: str = "modelled"  # "measured" (NVML/RAPL) or "modelled" (a power model)
+    needs_gpu: bool = False
+    description: str = ""
+
+    def check(self, configuration: Configuration, backend: str) -> None:
+        """Raise ConfigError if ``configuration``'s kind is not supported."""
+        if configuration.kind not in self.kinds:
+            can = ", ".join(sorted(k.label for k in self.kinds))
+            raise ConfigError(
+                f"backend {backend!r} cannot run {configuration.kind.label}; it runs: {can}"
+            )
+
+
+@dataclass(frozen=True)
+class RequestTimings:
+    """Per-request timing, columnar (one entry per request; NaN where a request was not served).
+
+    ``token_times_s`` (optional) holds every output token's time, concatenated over requests;
+    request ``i``'s tokens are ``token_times_s[token_offsets[i]:token_offsets[i + 1]]``.
+    """
+
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    token_times_s: np.ndarray | None = None
+    token_offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def served(self) -> np.ndarray:
+        return np.isfinite(self.finish_s)
+
+    @property
+    def ttft_s(self) -> np.ndarray:
+        """Time to first token (NaN if never served)."""
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        """Mean time per output token after the first (NaN for one-token requests)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(
+                self.output_tokens > 1,
+                (self.finish_s - self.first_token_s) / (self.output_tokens - 1),
+                np.nan,
+            )
+
+    def tokens_of(self, i: int) -> np.ndarray:
+        if self.token_times_s is None or self.token_offsets is None:
+            raise ConfigError("token times were not recorded; run with record_token_times=True")
+        return self.token_times_s[self.token_offsets[i] : self.token_offsets[i + 1]]
+
+    @classmethod
+    def from_requests(cls, requests: RequestSet) -> RequestTimings:
+        """Timings for ``requests`` with nothing served yet (NaN times)."""
+        n = len(requests)
+        return cls(
+            requests.arrival_s,
+            np.full(n, np.nan),
+            np.full(n, np.nan),
+            requests.input_tokens,
+            requests.output_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class GPUTrace:
+    """What one GPU of the configuration did: time, energy and (optionally) power samples."""
+
+    gpu: str
+    role: str  # "target", "draft", "prefill", "decode" or "target+draft"
+    busy_s: float
+    allocated_s: float
+    energy_j: float
+    power_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    power_w: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one run measured or modelled."""
+
+    backend: str
+    configuration: Configuration
+    workload: Workload
+    seed: int
+    requests: RequestTimings
+    gpus: tuple[GPUTrace, ...]  # in configuration.gpus order (new GPU first)
+    duration_s: float
+    link_bytes: int = 0
+    spec_proposed_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    overloaded: bool = False  # the queue grew without bound or the KV cache could not fit
+    energy: str = "modelled"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / proposed draft tokens (NaN without speculative decoding)."""
+        if self.spec_proposed_tokens == 0:
+            return float("nan")
+        return self.spec_accepted_tokens / self.spec_proposed_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        r = self.requests
+        return int(r.output_tokens[r.served].sum())
+
+    def slo_attainment(self, slo: SLO | None = None) -> float:
+        """Fraction of requests whose TTFT and mean TPOT meet ``slo`` (unserved ones miss)."""
+        from greenllm.profiler.records import slo_attainment
+
+        slo = slo or self.workload.slo
+        if slo is None:
+            raise ConfigError("no SLO: pass slo=SLO(...) or give the workload one")
+        r = self.requests
+        both, _, _ = slo_attainment(r.ttft_s[r.served], r.tpot_s[r.served], slo,
+                                    n_failed=int((~r.served).sum()))  # fmt: skip
+        return both
+
+    def to_record(self, slo: SLO | None = None, run_id: str = "default") -> Any:
+        """This run as a :class:`~greenllm.profiler.records.ProfileRecord` for the store."""
+        from greenllm.profiler.records import ProfileRecord
+
+        r = self.requests
+        served = r.served
+        return ProfileRecord.from_requests(
+            self.workload,
+            self.configuration,
+            self.backend,
+            ttft_s=r.ttft_s[served],
+            tpot_s=r.tpot_s[served],
+            energy_j=[g.energy_j for g in self.gpus],
+            duration_s=self.duration_s,
+            busy_s=[min(g.busy_s, self.duration_s) for g in self.gpus],
+            allocated_s=[g.allocated_s for g in self.gpus],
+            slo=slo,
+            n_failed=int((~served).sum()),
+            run_id=run_id,
+            input_tokens=int(r.input_tokens[served].sum()),
+            output_tokens=int(r.output_tokens[served].sum()),
+            link_bytes=int(self.link_bytes),
+        )
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A serving backend; see the module docstring for every hook."""
+
+    name: str
+
+    def capabilities(self) -> Capabilities: ...
+
+    def run(
+        self,
+        configuration: Configuration,
+        workload: Workload,
+        *,
+        requests: RequestSet | None = None,
+        duration_s: float | None = None,
+        seed: int = 0,
+    ) -> RunResult: ...
+
+    def close(self) -> None: ...
