@@ -17,7 +17,7 @@ from greenllm.errors import ConfigError
 __all__ = ["RequestSet", "poisson_arrivals_s"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RequestSet:
     """``n`` requests: arrival time (s from the start of the run), prompt and output tokens."""
 
@@ -47,6 +47,16 @@ class RequestSet:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestSet):
+            return NotImplemented
+        return all(
+            np.array_equal(getattr(self, k), getattr(other, k))
+            for k in ("arrival_s", "input_tokens", "output_tokens")
+        ) and self.prompts == other.prompts
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def duration_s(self) -> float:
