@@ -1,7 +1,11 @@
-"""``greenllm demo``: the paper's setting, analysed (Table 1 GPUs, Eq. 1-3, Section 5).
+"""``greenllm demo``: the paper's evaluation reproduced on the GPU simulator, then analysed.
 
-Until the GPU simulator lands, the demo needs no measurement: it reports what Table 1 and
-Eq. 1-6 alone say about reusing a T4 or V100 beside an A100 in the paper's three grids.
+1. Profile the paper's grid (Section 7.1: nine configurations x ShareGPT/HumanEval/LongBench x
+   QPS, plus ShareGPT at P25/P75 and link bandwidths 1-16 Gbps) on the simulator into a SQLite
+   profile store (resumable: a second run reuses the stored cells).
+2. Plan with Algorithm 1 and print the headline: peak savings per dataset at >= 90% SLO
+   attainment and the configuration chosen per QPS; write Figures 4 and 9-15 as PNG.
+3. Section 5 from Table 1 alone: carbon per GPU-hour and the break-even energy saving.
 """
 
 from __future__ import annotations
@@ -21,11 +25,52 @@ WHAT_IF_ENERGY_CUTS = (0.1, 0.2, 0.3)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job: the paper's setting, analysed end to end")
+    p = sub.add_parser("demo", help="the main job: the paper's evaluation on the simulator")
     p.add_argument("--lifetime-years", type=float, default=7.0, help="GPU lifetime (default 7)")
-    p.add_argument("--out", type=Path, default=None, help="folder for demo.json")
+    p.add_argument("--out", type=Path, default=Path("out/demo"),
+                   help="folder for profiles.sqlite, results.json and the figures")  # fmt: skip
+    p.add_argument("--requests", type=int, default=400, help="requests per profiled cell")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: 2)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--analysis-only", action="store_true",
+                   help="only the Table 1 / Section 5 analysis (no simulation)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
+
+
+def evaluate(out: Path, n_requests: int = 400, workers: int | None = None,
+             figures: bool = True, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Profile the paper's grid on the simulator (resumable), plan, write results and figures."""
+    import sys
+    import time
+
+    from greenllm.cli._args import positive
+    from greenllm.profiler.store import ProfileStore
+    from greenllm.reproduce import Experiment, analyse, run_cells
+
+    positive("--requests", n_requests)
+    out.mkdir(parents=True, exist_ok=True)
+    exp = Experiment()
+    start = time.perf_counter()
+
+    def progress(i: int, n: int) -> None:
+        if not quiet and (i == n or i % 25 == 0):
+            print(f"\rprofiling on the simulator: {i}/{n} cells", end="", file=sys.stderr)
+
+    with ProfileStore(out / "profiles.sqlite") as store:
+        counts = run_cells(exp.cells(), store, backend="sim", n_requests=int(n_requests),
+                           workers=workers, progress=progress)  # fmt: skip
+        if not quiet and counts["measured"]:
+            print(file=sys.stderr)
+        records = store.query(backend="sim")
+    result = analyse(records, exp)
+    result["profiling"] = {**counts, "seconds": time.perf_counter() - start}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    if figures:
+        from greenllm.reproduce.figures import write_figures
+
+        result["figures"] = [str(p) for p in write_figures(result, out)]
+    return result
 
 
 def compute(lifetime_years: float = 7.0) -> dict[str, Any]:
@@ -95,14 +140,48 @@ def compute(lifetime_years: float = 7.0) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     result = compute(args.lifetime_years)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "demo.json").write_text(json.dumps(result, indent=2))
+    evaluation = None
+    if not args.analysis_only:
+        evaluation = evaluate(args.out, args.requests, args.workers, not args.no_figures,
+                              quiet=args.json)  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "demo.json").write_text(json.dumps(result, indent=2))
     if args.json:
-        emit_json(result)
+        emit_json({"paper_setting": result, "evaluation": evaluation})
         return 0
+    if evaluation is not None:
+        _print_evaluation(evaluation, args.out)
+    _print_paper_setting(result)
+    return 0
+
+
+def _print_evaluation(ev: dict[str, Any], out: Path) -> None:
+    from greenllm.reproduce import summary_rows
+
+    p = ev["profiling"]
+    print(f"greenllm demo: the GreenLLM evaluation reproduced on the GPU simulator "
+          f"({p['total']} cells, {p['measured']} simulated now, {p['skipped']} reused, "
+          f"{p['infeasible']} infeasible; {p['seconds']:.0f} s)\n")  # fmt: skip
+    rows = [[a, q, c, None if s is None else f"{100 * s:.1f}%", att]
+            for a, q, c, s, att in summary_rows(ev)]  # fmt: skip
+    print(table(["dataset", "qps", "configuration", "peak_savings", "slo_att"], rows,
+                title=f"Peak carbon savings vs Standalone A100 at >= {ev['slo_target']:.0%} SLO "
+                f"attainment ({ev['region']})"))  # fmt: skip
+    for app, data in ev["fig9"].items():
+        rows = [[r["qps"], r["configuration"], f"{100 * r['savings']:+.1f}%",
+                 f"{100 * r['operational_savings']:+.1f}%", f"{100 * r['embodied_savings']:+.1f}%",
+                 r["slo_attainment"], "fallback" if r["fallback"] else ""]
+                for r in data["rows"]]  # fmt: skip
+        print()
+        print(table(["qps", "chosen configuration", "savings", "operational", "embodied",
+                     "slo_att", ""], rows, title=f"{app} (P50): the configuration Algorithm 1 "
+                    "picks per QPS"))  # fmt: skip
+    print(f"\nresults: {out / 'results.json'}; figures: {out}/fig*.png\n")
+
+
+def _print_paper_setting(result: dict[str, Any]) -> None:
     life = result["lifetime_years"]
-    print(f"greenllm demo: the GreenLLM paper's setting (Table 1 GPUs, {life:g}-year lifetimes)\n")
+    print(f"The paper's setting from Table 1 alone ({life:g}-year lifetimes)\n")
     rows = [
         [
             g["gpu"],
@@ -158,5 +237,3 @@ def run(args: argparse.Namespace) -> int:
             "that energy by 10/20/30%: carbon saved",
         )
     )
-    print("\nMeasured energies come from the profiler and the simulator: see docs/.")
-    return 0

@@ -21,7 +21,7 @@ from greenllm.carbon import embodied_carbon_g, get_gpu
 from greenllm.config import ConfigKind, Configuration
 from greenllm.errors import ConfigError, ProfileError
 
-__all__ = ["ProfileMatrices", "RowKey", "matrices_from_store"]
+__all__ = ["ProfileMatrices", "RowKey", "cells_from_records", "matrices_from_store"]
 
 J_PER_KWH = 3.6e6
 
@@ -133,12 +133,15 @@ class ProfileMatrices:
     ) -> ProfileMatrices:
         """Build from cell dicts with keys ``row`` (RowKey), ``config`` (Configuration),
         ``seconds`` and ``energy_j`` (per GPU of the configuration, new first), ``tokens``,
-        ``attainment``. A repeated (row, config) cell is averaged (e.g. several run ids)."""
+        ``attainment``. A repeated (row, config) cell is averaged (e.g. several run ids).
+        With ``configs``, cells of other configurations are left out."""
         cells = list(cells)
         if not cells:
             raise ProfileError("no profiles to build matrices from; run `greenllm profile` first")
-        rows = sorted({c["row"] for c in cells})
         cfgs = list(configs) if configs is not None else _unique_configs(c["config"] for c in cells)
+        wanted = {cfg.id for cfg in cfgs}
+        cells = [c for c in cells if c["config"].id in wanted]
+        rows = sorted({c["row"] for c in cells})
         r_of = {r: i for i, r in enumerate(rows)}
         c_of = {cfg.id: i for i, cfg in enumerate(cfgs)}
         shape = (len(rows), len(cfgs))
@@ -148,10 +151,7 @@ class ProfileMatrices:
         }
         count = np.zeros(shape)
         for cell in cells:
-            key = cell["config"].id
-            if key not in c_of:
-                continue
-            r, c = r_of[cell["row"]], c_of[key]
+            r, c = r_of[cell["row"]], c_of[cell["config"].id]
             for k in ("seconds", "energy_j"):
                 vals = list(cell[k]) + [0.0] * (2 - len(cell[k]))
                 sums[k][r, c] += vals[:2]
@@ -178,6 +178,11 @@ def matrices_from_store(
             f"the profile store {getattr(store, 'path', '')} has no profiles{where}; "
             "run `greenllm profile` first"
         )
+    return ProfileMatrices.from_cells(cells_from_records(records))
+
+
+def cells_from_records(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """Profile records -> the cell dicts of :meth:`ProfileMatrices.from_cells`."""
     cells = []
     for rec in records:
         w = rec.workload
@@ -192,7 +197,7 @@ def matrices_from_store(
                 "attainment": rec.slo_attainment,
             }
         )
-    return ProfileMatrices.from_cells(cells)
+    return cells
 
 
 def _unique_configs(configs: Iterable[Configuration]) -> list[Configuration]:
