@@ -3,31 +3,58 @@
 Imports numpy/scipy/pydantic only (scikit-surprise is imported lazily by its adapter).
 """
 
-from greenllm.scheduler.algorithm import schedule
+from greenllm.scheduler.algorithm import (
+    PRIORITIES,
+    Decision,
+    decide,
+    schedule,
+    schedule_with_margin,
+)
+from greenllm.scheduler.cf_als import ALSFactorization
+from greenllm.scheduler.cf_base import BiasBaseline, ColumnMean, CompletionEstimator
+from greenllm.scheduler.cf_models import SGDFactorization
+from greenllm.scheduler.cf_softimpute import SoftImpute
+from greenllm.scheduler.cf_surprise import SurpriseSVD, surprise_available
 from greenllm.scheduler.completion import (
+    METHODS,
     CompletionResult,
     complete,
     complete_attainment,
     complete_carbon,
     complete_with_uncertainty,
+    select_rank,
 )
 from greenllm.scheduler.matrix import ProfileMatrices, RowKey, matrices_from_store
 from greenllm.scheduler.planner import Plan, PlanEntry, Planner
 from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
 
 __all__ = [
+    "METHODS",
+    "PRIORITIES",
+    "ALSFactorization",
+    "BiasBaseline",
+    "ColumnMean",
+    "CompletionEstimator",
     "CompletionResult",
+    "Decision",
     "HourlyPlan",
     "Plan",
     "PlanEntry",
     "Planner",
     "ProfileMatrices",
     "RowKey",
+    "SGDFactorization",
+    "SoftImpute",
+    "SurpriseSVD",
     "complete",
     "complete_attainment",
     "complete_carbon",
     "complete_with_uncertainty",
+    "decide",
     "matrices_from_store",
     "plan_hourly",
     "schedule",
+    "schedule_with_margin",
+    "select_rank",
+    "surprise_available",
 ]

@@ -165,8 +165,11 @@ def schedule_with_margin(
     """Algorithm 1 where a filled attainment must clear the target by its estimated error.
 
     A measured cell (``observed_mask`` True) is feasible when ``slo_att >= slo_target``, a
-    filled one when ``slo_att - margin_sigmas * att_stderr >= slo_target``. The SLO fallback
-    maximises that same lower bound. ``margin_sigmas=0`` gives exactly :func:`schedule`.
+    filled one when ``slo_att - margin_sigmas * att_stderr >= slo_target``. When none is, the
+    SLO fallback takes the configuration most likely to meet the target under a normal error
+    model, i.e. the largest ``(slo_att - slo_target) / att_stderr`` (a measured cell below the
+    target has no chance), then the highest attainment, lower carbon, lower index.
+    ``margin_sigmas=0`` gives exactly :func:`schedule` (its fallback included).
     ``carbon_observed`` (default: ``observed_mask``) marks measured carbon cells for the report.
     """
     c, a = _validate(carbon, slo_att, slo_target, priority, default)
@@ -184,7 +187,12 @@ def schedule_with_margin(
     feasible = lower >= slo_target
     # full orders per row: feasible first by carbon; fallback by lower bound desc, then carbon
     order = np.lexsort((c, ~feasible), axis=1)
-    fb_order = np.lexsort((c, -lower), axis=1)
+    if margin_sigmas > 0:  # fallback: most likely to meet the target, then Algorithm 1's order
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            chance = np.where(observed | (err == 0), -np.inf, (a - slo_target) / err)
+        fb_order = np.lexsort((c, -a, -chance), axis=1)
+    else:
+        fb_order = np.lexsort((c, -a), axis=1)
     n_feas = feasible.sum(axis=1)
     has = n_feas > 0
     second = np.full(shape[0], -1)

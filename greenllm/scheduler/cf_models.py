@@ -1,4 +1,4 @@
-"""Latent-factor completion: Paragon-style SGD, alternating least squares, SoftImpute.
+"""Paragon-style latent-factor completion by minibatch SGD, and helpers shared with ALS.
 
 All three work on standardised values ``z = (r - centre) / scale`` of the observed entries and
 map back at prediction time, so their hyperparameters do not depend on the units of the matrix.
@@ -12,29 +12,22 @@ from typing import Any, ClassVar
 import numpy as np
 
 from greenllm.errors import ConfigError
-from greenllm.scheduler.cf_base import (
-    FactorModel,
-    Observed,
-    fit_biases,
-    sample_rows,
-    split_folds,
-    standardize,
-    top_svd,
-)
+from greenllm.scheduler.cf_base import FactorModel, Observed, censored_residual, fit_biases
+from greenllm.scheduler.cf_utils import sample_rows, split_folds, standardize, top_svd
 
-__all__ = ["ALSFactorization", "SGDFactorization", "ridge_rows"]
+__all__ = ["SGDFactorization", "check_rank", "dense", "ridge_rows", "svd_init"]
 
 logger = logging.getLogger(__name__)
 _BLOCK_CELLS = 65_536  # cells per SGD minibatch (a block of rows): fits in a core's cache
 
 
-def _check_rank(rank: int) -> int:
+def check_rank(rank: int) -> int:
     if int(rank) != rank or rank < 1:
         raise ConfigError(f"rank = {rank!r}: must be an integer >= 1")
     return int(rank)
 
 
-def _svd_init(
+def svd_init(
     z: np.ndarray, train: np.ndarray, b: np.ndarray, c: np.ndarray, rank: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paragon's initialisation: truncated SVD of the mean-imputed residual matrix.
@@ -52,7 +45,7 @@ def _svd_init(
     return p, q
 
 
-def _dense(obs: Observed, values: np.ndarray, dtype: type = bool) -> tuple[np.ndarray, np.ndarray]:
+def dense(obs: Observed, values: np.ndarray, dtype: type = bool) -> tuple[np.ndarray, np.ndarray]:
     """``values`` at the observed cells of a zero matrix, and the observed mask (as ``dtype``)."""
     z = np.zeros(obs.shape, dtype=np.float64 if dtype is bool else dtype)
     z[obs.rows, obs.cols] = values
@@ -83,10 +76,18 @@ def ridge_rows(
 
 
 class _Block:
-    """A block of rows (a minibatch) as dense arrays: values, train mask, validation mask."""
+    """A block of rows (a minibatch) as dense arrays: values, masks, censoring."""
 
-    def __init__(self, idx: np.ndarray, z: np.ndarray, train: np.ndarray, val: np.ndarray | None):
+    def __init__(
+        self,
+        idx: np.ndarray,
+        z: np.ndarray,
+        train: np.ndarray,
+        val: np.ndarray | None,
+        cens: np.ndarray | None,
+    ):
         self.idx = idx
+        self.cens = None if cens is None else cens[idx]
         self.z = z[idx].astype(np.float32)
         self.mask = train[idx].astype(np.float32)
         self.val = None if val is None else val[idx].astype(np.float32)
@@ -141,7 +142,7 @@ class SGDFactorization(FactorModel):
         random_state: int | None = 0,
     ) -> None:
         super().__init__(random_state)
-        self.rank = _check_rank(rank)
+        self.rank = check_rank(rank)
         if (
             reg < 0
             or lr <= 0
@@ -170,7 +171,7 @@ class SGDFactorization(FactorModel):
     def _fit(self, obs: Observed) -> None:
         rng = np.random.default_rng(self.random_state)
         self.centre_, self.scale_ = standardize(obs.values)
-        zobs = Observed(obs.rows, obs.cols, (obs.values - self.centre_) / self.scale_, obs.shape)
+        zobs = obs.with_values((obs.values - self.centre_) / self.scale_)
         large = obs.size > self.max_sgd_entries
         sub = zobs
         if large:  # the sample's entries, rows renumbered
@@ -178,23 +179,28 @@ class SGDFactorization(FactorModel):
             index = np.full(obs.shape[0], -1)
             index[keep] = np.arange(keep.size)
             sel = index[obs.rows] >= 0
+            part = zobs.subset(sel)
             sub = Observed(
-                index[obs.rows[sel]], obs.cols[sel], zobs.values[sel], (keep.size, obs.shape[1])
+                index[part.rows], part.cols, part.values, (keep.size, obs.shape[1]), part.censor
             )
-        zs, obs_s = _dense(sub, sub.values)
+        zs, obs_s = dense(sub, sub.values)
+        cens = None
+        if sub.censor is not None:
+            cens = np.zeros(zs.shape, dtype=np.int8)
+            cens[sub.rows, sub.cols] = sub.censor
         if int(self.val_fraction * sub.size) >= 5:
             folds = split_folds(sub, round(1 / self.val_fraction), rng)
             val = np.zeros(zs.shape, dtype=bool)
             val[sub.rows[folds == 0], sub.cols[folds == 0]] = True
-            params, n_epochs = self._run(zs, obs_s & ~val, val, self.max_epochs, rng)
+            params, n_epochs = self._run(zs, obs_s & ~val, val, cens, self.max_epochs, rng)
             if self.refit and not large:
-                params, _ = self._run(zs, obs_s, None, n_epochs, rng)
+                params, _ = self._run(zs, obs_s, None, cens, n_epochs, rng)
         else:
-            params, n_epochs = self._run(zs, obs_s, None, self.max_epochs, rng)
+            params, n_epochs = self._run(zs, obs_s, None, cens, self.max_epochs, rng)
         b, c, p, q = params
         if large:  # fold every row in against the learned columns
             ridge = np.r_[self._rb, np.full(self.rank, self.reg)]
-            z, observed = _dense(zobs, zobs.values, np.float32)
+            z, observed = dense(zobs, zobs.values, np.float32)
             b, p = ridge_rows(observed, z, q, c, ridge)
         self.row_bias_, self.col_bias_, self.p_, self.q_ = b, c, p, q
         self.n_epochs_ = n_epochs
@@ -204,6 +210,7 @@ class SGDFactorization(FactorModel):
         z: np.ndarray,
         train: np.ndarray,
         val: np.ndarray | None,
+        cens: np.ndarray | None,
         max_epochs: int,
         rng: np.random.Generator,
     ) -> tuple[tuple[np.ndarray, ...], int]:
@@ -211,11 +218,12 @@ class SGDFactorization(FactorModel):
         rows, cols = np.nonzero(train)
         _, b, c = fit_biases(Observed(rows, cols, z[rows, cols], (n, m)), reg=self._rb)
         b += float(z[rows, cols].mean())
-        p, q = _svd_init(z, train, b, c, self.rank)
+        p, q = svd_init(z, train, b, c, self.rank)
         # float32 throughout: several times faster here, and ample for a completion
         b, c, p, q = (x.astype(np.float32) for x in (b, c, p, q))
         n_b = max(1, min(n, int(np.ceil(n * m / _BLOCK_CELLS))))
-        blocks = [_Block(idx, z, train, val) for idx in np.array_split(rng.permutation(n), n_b)]
+        split = np.array_split(rng.permutation(n), n_b)
+        blocks = [_Block(idx, z, train, val, cens) for idx in split]
         frac_c = [bl.cnt_c / np.maximum(train.sum(axis=0), 1) for bl in blocks]  # ridge shares
         rb, rf, lr, mom = self._rb, self.reg, self.lr, self.momentum
         prev_loss, best = np.inf, (np.inf, 0, (b.copy(), c.copy(), p.copy(), q.copy()))
@@ -230,6 +238,8 @@ class SGDFactorization(FactorModel):
                 rows_aug = np.hstack([p[bl.idx], one, b[bl.idx, None]])
                 cols_aug = np.hstack([q, c[:, None], np.ones((m, 1), np.float32)])
                 resid = np.subtract(bl.z, rows_aug @ cols_aug.T)  # z - (p.q + c + b)
+                if bl.cens is not None:  # no error past a censoring bound
+                    resid = censored_residual(resid, bl.cens)
                 err = bl.mask * resid
                 loss += float(np.vdot(err, resid))
                 if bl.val is not None:
@@ -266,62 +276,3 @@ class SGDFactorization(FactorModel):
                 break
         out, n_done = (best[2], max(best[1], 1)) if val is not None else ((b, c, p, q), epoch)
         return tuple(x.astype(np.float64) for x in out), n_done
-
-
-class ALSFactorization(FactorModel):
-    """Biased matrix factorisation fitted by alternating ridge regressions.
-
-    Model ``r_ij ~ mu + b_i + c_j + p_i . q_j`` (standardised units). With the columns fixed,
-    each row solves ``min sum_j (r_ij - mu - c_j - b_i - p_i . q_j)^2 + reg |p_i|^2 +
-    reg_bias b_i^2`` (``reg_bias`` defaults to ``reg``) for ``(b_i, p_i)`` in closed form;
-    then the columns, and so on for up to ``n_iter`` sweeps or until the training loss
-    changes by less than ``tol`` (relative). All rows are solved at once as a batch of
-    ``(rank+1)``-square systems whose Gram matrices come from one dense matrix product.
-    Starts from the same SVD initialisation as ``"sgd"``.
-    """
-
-    name = "als"
-    uses_rank = True
-    tuned_params: ClassVar[dict[str, tuple[float, ...]]] = {"reg": (0.01, 0.1, 1.0, 3.0)}
-
-    def __init__(
-        self,
-        rank: int = 2,
-        reg: float = 1.0,
-        reg_bias: float | None = None,
-        n_iter: int = 30,
-        tol: float = 1e-5,
-        random_state: int | None = 0,
-    ) -> None:
-        super().__init__(random_state)
-        self.rank = _check_rank(rank)
-        if reg <= 0 or n_iter < 1:
-            raise ConfigError(
-                f"ALSFactorization(reg={reg}, n_iter={n_iter}): need reg > 0, n_iter >= 1"
-            )
-        self.reg = reg
-        self.reg_bias = reg_bias
-        self._rb = reg if reg_bias is None else reg_bias
-        self.n_iter = n_iter
-        self.tol = tol
-
-    def _fit(self, obs: Observed) -> None:
-        self.centre_, self.scale_ = standardize(obs.values)
-        zv = (obs.values - self.centre_) / self.scale_
-        z, mask = _dense(obs, zv, np.float32)
-        _, b, c = fit_biases(Observed(obs.rows, obs.cols, zv, obs.shape), reg=self._rb)
-        b += float(zv.mean())
-        ridge = np.r_[self._rb, np.full(self.rank, self.reg)]
-        p, q = _svd_init(z.astype(np.float64), mask > 0, b, c, self.rank)
-        mask_t, z_t = np.ascontiguousarray(mask.T), np.ascontiguousarray(z.T)
-        prev, it = np.inf, 0
-        for it in range(1, self.n_iter + 1):  # noqa: B007 - `it` is reported after the loop
-            b, p = ridge_rows(mask, z, q, c, ridge)
-            c, q = ridge_rows(mask_t, z_t, p, b, ridge)
-            resid = mask * (z - b[:, None] - c[None, :] - p @ q.T)
-            loss = float(np.vdot(resid, resid))
-            if abs(prev - loss) <= self.tol * max(loss, 1e-12):
-                break
-            prev = loss
-        self.n_iter_ = it
-        self.row_bias_, self.col_bias_, self.p_, self.q_ = b, c, p, q

@@ -7,14 +7,8 @@ import logging
 import numpy as np
 
 from greenllm.errors import ConfigError
-from greenllm.scheduler.cf_base import (
-    CompletionEstimator,
-    Observed,
-    fit_biases,
-    split_folds,
-    standardize,
-    top_svd,
-)
+from greenllm.scheduler.cf_base import CompletionEstimator, Observed, fit_biases
+from greenllm.scheduler.cf_utils import split_folds, standardize, top_svd
 
 __all__ = ["SoftImpute"]
 

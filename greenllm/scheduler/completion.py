@@ -18,19 +18,20 @@ from typing import Any
 import numpy as np
 
 from greenllm.errors import ConfigError
+from greenllm.scheduler.cf_als import ALSFactorization
 from greenllm.scheduler.cf_base import (
     BiasBaseline,
     ColumnMean,
     CompletionEstimator,
     Observed,
-    sample_rows,
-    split_folds,
+    censored_residual,
     validate_matrix,
 )
-from greenllm.scheduler.cf_models import ALSFactorization, SGDFactorization
+from greenllm.scheduler.cf_models import SGDFactorization
 from greenllm.scheduler.cf_softimpute import SoftImpute
 from greenllm.scheduler.cf_surprise import SurpriseSVD
 from greenllm.scheduler.cf_transforms import Transform, get_transform
+from greenllm.scheduler.cf_utils import sample_rows, split_folds
 
 __all__ = [
     "METHODS",
@@ -92,7 +93,8 @@ def _cv_residuals(
         held = folds == f
         if held.any():
             est = make_estimator(method, rank, seed, **params).fit_observed(obs.subset(~held))
-            resid[held] = obs.values[held] - est.predict(obs.rows[held], obs.cols[held])
+            diff = obs.values[held] - est.predict(obs.rows[held], obs.cols[held])
+            resid[held] = censored_residual(diff, None if obs.censor is None else obs.censor[held])
     return resid
 
 
@@ -117,7 +119,10 @@ def _search(
         new_index[keep] = np.arange(keep.size)
         sel = new_index[obs.rows] >= 0
         entries = obs.subset(sel)
-        obs = Observed(new_index[obs.rows[sel]], obs.cols[sel], obs.values[sel], (keep.size, m))
+        cens = None if obs.censor is None else obs.censor[sel]
+        obs = Observed(
+            new_index[obs.rows[sel]], obs.cols[sel], obs.values[sel], (keep.size, m), cens
+        )
     folds = split_folds(obs, n_folds, rng)
     if subsampled:
         folds[folds > 0] = -1
@@ -171,8 +176,8 @@ def select_rank(
     in the estimator's ``tuned_params`` that the caller did not set (SGD and ALS: the ridge
     ``reg`` on the grid 0.01, 0.1, 1, 3) is tuned at that rank by walking the grid from its
     default, down while the CV error drops by more than 0.5%, else up. The fits use the
-    estimator's ``fast_cv_params`` (SGD: no refit after early stopping). With more than 10,000
-    observed entries the search runs on a random sample of rows holding about 10,000 entries
+    estimator's ``fast_cv_params`` (SGD: no refit after early stopping). With more than 8,000
+    observed entries the search runs on a random sample of rows holding about 8,000 entries
     (rank is a property of the column structure, which a row sample keeps) and scores one
     held-out fold only. SoftImpute and the baselines have no rank to choose (SoftImpute picks
     its shrinkage itself): rank None.
@@ -190,7 +195,8 @@ def _prepare(matrix: object, transform: str) -> tuple[Observed, Observed, Transf
         k = int(np.flatnonzero(bad)[0])
         i, j, v = int(obs.rows[k]), int(obs.cols[k]), obs.values[k]
         raise ConfigError(f"matrix[{i}, {j}] = {v}: the {t.name} transform needs values {t.domain}")
-    return obs, Observed(obs.rows, obs.cols, t.forward(obs.values), obs.shape), t
+    zobs = Observed(obs.rows, obs.cols, t.forward(obs.values), obs.shape, t.censor(obs.values))
+    return obs, zobs, t
 
 
 def _fit(
@@ -269,13 +275,12 @@ def _cell_sigma(
     ok = np.isfinite(resid)
     sq = np.where(ok, resid, 0.0) ** 2
     g = float(sq[ok].mean()) if ok.any() else fallback_var
-    row = (np.bincount(entries.rows, sq, n) + kappa * g) / (
-        np.bincount(entries.rows, ok, n) + kappa
-    )
-    col = (np.bincount(entries.cols, sq, m) + kappa * g) / (
-        np.bincount(entries.cols, ok, m) + kappa
-    )
-    return np.sqrt(0.5 * (row[:, None] + col[None, :]))
+    g = g if g > 0 else fallback_var
+
+    def shrunk(index: np.ndarray, size: int) -> np.ndarray:
+        return (np.bincount(index, sq, size) + kappa * g) / (np.bincount(index, ok, size) + kappa)
+
+    return np.sqrt(0.5 * (shrunk(entries.rows, n)[:, None] + shrunk(entries.cols, m)[None, :]))
 
 
 def complete_with_uncertainty(
@@ -289,7 +294,7 @@ def complete_with_uncertainty(
 ) -> CompletionResult:
     """:func:`complete` plus a per-cell error estimate (see :class:`CompletionResult`).
 
-    The held-out residuals of the rank search are reused (with more than 10,000 observed
+    The held-out residuals of the rank search are reused (with more than 8,000 observed
     entries they come from its row sample); with an explicit ``rank`` (or a rank-free method)
     ``n_folds`` extra fits produce them. Observed cells get ``stderr = 0``.
     """

@@ -222,14 +222,19 @@ def test_margin_excludes_a_filled_cell_that_barely_clears_the_target() -> None:
     assert record["choice"] == 2 and record["fallback"] is False
 
 
-def test_margin_fallback_maximises_lower_bound() -> None:
-    carbon = np.array([[1.0, 5.0]])
-    att = np.array([[0.88, 0.86]])
-    observed = np.array([[False, True]])
-    err = np.array([[0.05, 0.0]])
-    # nothing clears 0.9; lower bounds 0.83 (filled) vs 0.86 (measured) -> config 1
+def test_margin_fallback_takes_the_best_chance_of_meeting_the_target() -> None:
+    carbon = np.array([[1.0, 5.0, 2.0, 3.0]])
+    att = np.array([[0.88, 0.89, 0.86, 0.80]])
+    observed = np.array([[False, True, False, False]])
+    err = np.array([[0.05, 0.0, 0.01, 0.2]])
+    # nothing clears 0.9 with a 1-sigma margin. Chances: config 0 (0.88 - 0.9) / 0.05 = -0.4;
+    # config 1 is measured at 0.89: no chance; config 2: -4; config 3: -0.5 -> config 0,
+    # although plain Algorithm 1's fallback (max attainment) would take the measured 0.89
     d = schedule_with_margin(carbon, att, observed, err, 0.9, margin_sigmas=1.0)
-    assert d.choice.tolist() == [1] and d.fallback.tolist() == [True]
+    assert d.choice.tolist() == [0] and d.fallback.tolist() == [True]
+    assert d.runner_up.tolist() == [3]
+    assert schedule(carbon, att, 0.9).tolist() == [1]
+    assert schedule_with_margin(carbon, att, observed, err, 0.9, 0.0).choice.tolist() == [1]
     dd = schedule_with_margin(carbon, att, observed, err, 0.9, 1.0, "default", 0)
     assert dd.choice.tolist() == [0] and dd.runner_up.tolist() == [-1]
 

@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenllm.errors import BackendUnavailableError, ConfigError
-from greenllm.scheduler.cf_base import Observed, sample_rows, split_folds, validate_matrix
+from greenllm.scheduler.cf_base import Observed, censored_residual, validate_matrix
 from greenllm.scheduler.cf_surprise import SurpriseSVD, surprise_available
+from greenllm.scheduler.cf_transforms import get_transform
+from greenllm.scheduler.cf_utils import sample_rows, split_folds
 from greenllm.scheduler.completion import (
     METHODS,
     complete,
@@ -193,6 +195,36 @@ def test_complete_attainment_stays_in_unit_interval_and_beats_identity() -> None
     assert rmse < np.sqrt(np.mean((plain[~mask] - att[~mask]) ** 2))
     with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
         complete_attainment(np.where(mask, 1.5, np.nan))
+
+
+def test_logit_marks_clipped_cells_as_censored() -> None:
+    t = get_transform("logit")
+    np.testing.assert_array_equal(
+        t.censor(np.array([0.0, 0.0005, 0.5, 0.9995, 1.0])), [-1, -1, 0, 1, 1]
+    )
+    assert t.censor(np.array([0.2, 0.7])) is None
+    assert get_transform("log").censor(np.array([1.0])) is None
+    # no error past a one-sided bound, the full error on its wrong side and on exact entries
+    resid = np.array([-1.0, 1.0, -1.0, 1.0, -1.0])
+    cens = np.array([1, 1, -1, -1, 0], dtype=np.int8)
+    np.testing.assert_array_equal(censored_residual(resid, cens), [0.0, 1.0, -1.0, 0.0, -1.0])
+    obs = Observed(np.array([0, 1]), np.array([1, 0]), np.array([1.0, 2.0]), (2, 2), cens[:2])
+    assert obs.subset(np.array([1])).censor.tolist() == [1]
+
+
+@pytest.mark.parametrize("method", ["sgd", "als"])
+def test_censored_plateau_does_not_bend_the_fit(method: str) -> None:
+    # logit(att) = 4 (cap_j - qps_i) spans +-28: most cells are clipped to 0.999 or 0.001
+    rng = np.random.default_rng(3)
+    qps = np.linspace(0, 8, 40)[:, None]
+    logit = 4.0 * (rng.uniform(1, 7, 12)[None, :] - qps)
+    att = 1 / (1 + np.exp(-logit))
+    mask = rng.random(att.shape) < 0.6
+    mask[:, 0] = mask[0, :] = True
+    out = complete(np.where(mask, att, np.nan), method, rank=1, transform="logit", reg=0.01)
+    cliff = ~mask & (att > 0.05) & (att < 0.95)  # hidden cells on the cliffs
+    assert cliff.sum() >= 5
+    assert np.sqrt(np.mean((out[cliff] - att[cliff]) ** 2)) < 0.1  # 0.25 without censoring
 
 
 # ---------------------------------------------------------------- uncertainty
