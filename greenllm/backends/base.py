@@ -146,6 +146,22 @@ class RunResult:
         r = self.requests
         return int(r.output_tokens[r.served].sum())
 
+    def carbon(
+        self, intensity_g_per_kwh: float = 261.0, lifetime_years: float | dict[str, float] = 7.0
+    ) -> Any:
+        """Eq. 1-3 over the run: a :class:`~greenllm.carbon.CarbonBreakdown` with the output
+        tokens served, so ``.total_per_token_g`` is the paper's carbon per token.
+
+        ``lifetime_years`` is one value or ``{"T4": 10, "default": 7}``.
+        """
+        from greenllm.carbon import DeviceUsage, lifetime_for, window_carbon
+
+        devices = [
+            DeviceUsage(g.gpu, g.allocated_s, g.energy_j, lifetime_for(g.gpu, lifetime_years))
+            for g in self.gpus
+        ]
+        return window_carbon(devices, intensity_g_per_kwh, tokens=self.output_tokens or None)
+
     def slo_attainment(self, slo: SLO | None = None) -> float:
         """Fraction of requests whose TTFT and mean TPOT meet ``slo`` (unserved ones miss)."""
         from greenllm.profiler.records import slo_attainment

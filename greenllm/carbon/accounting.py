@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -28,6 +28,7 @@ __all__ = [
     "CarbonBreakdown",
     "DeviceUsage",
     "embodied_carbon_g",
+    "lifetime_for",
     "operational_carbon_g",
     "split_by_tokens",
     "total_carbon_g",
@@ -39,6 +40,20 @@ logger = logging.getLogger(__name__)
 SECONDS_PER_YEAR = 365.25 * 86_400.0  # Julian year: 31,557,600 s
 J_PER_KWH = 3.6e6
 ArrayLike: TypeAlias = float | int | np.ndarray | Sequence[float]
+
+
+def lifetime_for(gpu: str | GPUSpec, lifetimes_years: float | Mapping[str, float]) -> float:
+    """A GPU's lifetime from one number for all GPUs or ``{"T4": 10, "default": 7}``.
+
+    Keys are GPU names or aliases; a GPU without a key gets ``"default"`` (7 years if absent).
+    """
+    if not isinstance(lifetimes_years, Mapping):
+        return float(lifetimes_years)
+    name = get_gpu(gpu).name
+    for key, years in lifetimes_years.items():
+        if key != "default" and get_gpu(key).name == name:
+            return float(years)
+    return float(lifetimes_years.get("default", 7.0))
 
 
 def _check(func: str, name: str, value: Any, *, positive: bool = False) -> float | np.ndarray:

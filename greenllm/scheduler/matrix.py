@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.carbon import embodied_carbon_g, get_gpu
+from greenllm.carbon import embodied_carbon_g, lifetime_for
 from greenllm.config import ConfigKind, Configuration
 from greenllm.errors import ConfigError, ProfileError
 
@@ -104,7 +104,7 @@ class ProfileMatrices:
         total = np.zeros(self.shape)
         for c, cfg in enumerate(self.configs):
             for slot, gpu in enumerate(cfg.gpus):
-                life = _lifetime(lifetimes_years, gpu)
+                life = lifetime_for(gpu, lifetimes_years)
                 total[:, c] += embodied_carbon_g(np.nan_to_num(self.seconds[:, c, slot]), gpu, life)
         return np.where(self.observed, total / self.tokens, np.nan)
 
@@ -206,16 +206,6 @@ def _unique_configs(configs: Iterable[Configuration]) -> list[Configuration]:
         seen.setdefault(cfg.id, cfg)
     order = {k: i for i, k in enumerate(ConfigKind)}
     return sorted(seen.values(), key=lambda c: (order[c.kind], c.label))
-
-
-def _lifetime(lifetimes: float | Mapping[str, float], gpu: str) -> float:
-    if isinstance(lifetimes, Mapping):
-        name = get_gpu(gpu).name
-        for key, years in lifetimes.items():
-            if key != "default" and get_gpu(key).name == name:
-                return float(years)
-        return float(lifetimes.get("default", 7.0))
-    return float(lifetimes)
 
 
 def _check_observed(m: ProfileMatrices) -> None:
