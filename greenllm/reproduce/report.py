@@ -14,6 +14,7 @@ from greenllm.config import ConfigKind, Configuration
 from greenllm.reproduce.grid import Cell, paper_configurations
 from greenllm.scheduler.matrix import ProfileMatrices, RowKey, cells_from_records
 from greenllm.scheduler.planner import Planner
+from greenllm.workloads import paper_qps_range
 
 __all__ = ["Experiment", "analyse", "summary_rows"]
 
@@ -22,12 +23,10 @@ REGIONS = ("NCSW", "CISO", "MISO")
 
 @dataclass(frozen=True)
 class Experiment:
-    """The grid the demo profiles (QPS levels per application follow Section 7.2's ranges)."""
+    """The grid the demo profiles (QPS levels: :func:`greenllm.workloads.paper_qps_range`)."""
 
     qps: dict[str, tuple[float, ...]] = field(default_factory=lambda: {
-        "sharegpt": (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0),
-        "humaneval": (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 11.0),
-        "longbench": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
+        app: paper_qps_range(app) for app in ("sharegpt", "humaneval", "longbench")
     })  # fmt: skip
     sharegpt_sizes: tuple[str, ...] = ("p25", "p50", "p75")
     bandwidths_gbps: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
