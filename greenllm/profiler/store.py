@@ -247,12 +247,22 @@ def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = obj
 
 
+_UNSET = object()
+
+
 def _unflatten(row: dict[str, str]) -> dict[str, Any]:
     root: dict[str, Any] = {}
+    extra: Any = _UNSET
     for key, val in row.items():
         if key is None:
             raise ValueError(f"more fields than the header has columns: {val}")
         if key == "cell_id" or val in (None, ""):
+            continue
+        if key == "provenance.extra":  # JSON, not dotted columns: kept out of _listify
+            try:
+                extra = json.loads(val)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"column {key!r} is not valid JSON: {err}") from err
             continue
         *parents, leaf = key.split(".")
         node = root
@@ -260,11 +270,11 @@ def _unflatten(row: dict[str, str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"column {key!r} clashes with column {part!r}")
-        try:
-            node[leaf] = json.loads(val) if key == "provenance.extra" else val
-        except json.JSONDecodeError as err:
-            raise ValueError(f"column {key!r} is not valid JSON: {err}") from err
-    return _listify(root)
+        node[leaf] = val
+    out = _listify(root)
+    if extra is not _UNSET:
+        out.setdefault("provenance", {})["extra"] = extra
+    return out
 
 
 def _listify(node: Any) -> Any:

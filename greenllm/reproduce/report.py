@@ -59,6 +59,7 @@ def _matrices(records: Sequence[Any], configs: Sequence[Configuration], rows: se
 
 
 def _plan_rows(m: ProfileMatrices, planner: Planner) -> list[dict[str, Any]]:
+    m, _ = planner.candidates(m)
     plan = planner.plan(m)
     base = plan.baseline
     filled = planner.complete(m)

@@ -53,7 +53,8 @@ class ProfileMatrices:
     energy_j: np.ndarray  # (R, C, 2)
     tokens: np.ndarray  # (R, C) output tokens served
     attainment: np.ndarray  # (R, C) fraction of requests meeting the SLO
-    observed: np.ndarray = field(init=False)  # (R, C) bool
+    observed: np.ndarray = field(init=False)  # (R, C) bool: profiled
+    carbon_observed: np.ndarray = field(init=False)  # (R, C) bool: profiled and served tokens
 
     def __post_init__(self) -> None:
         n_rows, n_cfg = len(self.rows), len(self.configs)
@@ -68,6 +69,10 @@ class ProfileMatrices:
                 raise ConfigError(f"{name} has shape {arr.shape}; expected {shape}")
         observed = ~np.isnan(self.attainment)
         object.__setattr__(self, "observed", observed)
+        # A configuration that served no token at all (e.g. no request fits its KV cache) has a
+        # measured attainment of 0 but no carbon per token: that cell is left to completion.
+        with np.errstate(invalid="ignore"):
+            object.__setattr__(self, "carbon_observed", observed & (self.tokens > 0))
         if n_rows == 0 or n_cfg == 0:
             raise ProfileError("no profiles: the matrices are empty; run `greenllm profile` first")
         _check_observed(self)
@@ -75,6 +80,18 @@ class ProfileMatrices:
     @property
     def shape(self) -> tuple[int, int]:
         return (len(self.rows), len(self.configs))
+
+    def select_columns(self, columns: Sequence[int]) -> ProfileMatrices:
+        """The same matrices restricted to ``columns`` (configuration indices)."""
+        idx = list(columns)
+        return ProfileMatrices(
+            rows=self.rows,
+            configs=tuple(self.configs[i] for i in idx),
+            seconds=self.seconds[:, idx],
+            energy_j=self.energy_j[:, idx],
+            tokens=self.tokens[:, idx],
+            attainment=self.attainment[:, idx],
+        )
 
     def column(self, config: Configuration | str | int) -> int:
         """Index of a configuration given as object, id, label or index."""
@@ -106,15 +123,16 @@ class ProfileMatrices:
             for slot, gpu in enumerate(cfg.gpus):
                 life = lifetime_for(gpu, lifetimes_years)
                 total[:, c] += embodied_carbon_g(np.nan_to_num(self.seconds[:, c, slot]), gpu, life)
-        return np.where(self.observed, total / self.tokens, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.carbon_observed, total / self.tokens, np.nan)
 
     def energy_kwh_per_token(self, pue: float = 1.0) -> np.ndarray:
         """Facility energy per token (kWh); multiply by intensity for Eq. 2."""
         if not np.isfinite(pue) or pue < 1:
             raise ConfigError(f"pue = {pue!r}: must be >= 1")
-        return np.where(
-            self.observed, pue * self.energy_j.sum(axis=2) / self.tokens / J_PER_KWH, np.nan
-        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_token = pue * self.energy_j.sum(axis=2) / self.tokens / J_PER_KWH
+        return np.where(self.carbon_observed, per_token, np.nan)
 
     def carbon_g_per_token(
         self, intensity_g_per_kwh: float, lifetimes_years: float | Mapping[str, float] = 7.0
@@ -219,9 +237,9 @@ def _check_observed(m: ProfileMatrices) -> None:
                 f"({m.configs[c].label}) is negative or not finite"
             )
     tok = m.tokens[obs]
-    if np.any(~np.isfinite(tok)) or np.any(tok <= 0):
-        r, c = np.argwhere(obs & ~(m.tokens > 0))[0]
-        raise ProfileError(f"tokens of row {r} ({m.rows[r].label}), column {c} must be > 0")
+    if np.any(~np.isfinite(tok)) or np.any(tok < 0):
+        r, c = np.argwhere(obs & ~(m.tokens >= 0))[0]
+        raise ProfileError(f"tokens of row {r} ({m.rows[r].label}), column {c} must be >= 0")
     att = m.attainment[obs]
     if np.any((att < 0) | (att > 1)):
         r, c = np.argwhere(obs & ((m.attainment < 0) | (m.attainment > 1)))[0]

@@ -13,6 +13,7 @@ Steps, as in Figure 5 and Algorithm 1:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from greenllm.carbon import CarbonIntensityTrace
 
 __all__ = ["Plan", "PlanEntry", "Planner"]
+
+logger = logging.getLogger(__name__)
 
 Priority = Literal["slo", "default"]
 
@@ -148,10 +151,23 @@ class Planner:
         att = filled["attainment"] - self.margin_sigmas * filled["attainment_stderr"]
         return np.clip(att, 0.0, 1.0)
 
+    def candidates(self, m: ProfileMatrices) -> tuple[ProfileMatrices, int]:
+        """Drop configurations that never served a token (no carbon per token can be known);
+        return the matrices and the default column's index in them."""
+        default = m.configs[m.default_column() if self.default is None else m.column(self.default)]
+        keep = np.flatnonzero(m.carbon_observed.any(axis=0))
+        if len(keep) < m.shape[1]:
+            dropped = [m.configs[i].label for i in range(m.shape[1]) if i not in set(keep)]
+            logger.info("configurations that served no token, left out: %s", dropped)
+            if default.id not in {m.configs[i].id for i in keep}:
+                raise ConfigError(f"the default configuration {default.label} served no token")
+            m = m.select_columns(keep)
+        return m, m.column(default)
+
     def plan(self, source: ProfileMatrices | object, backend: str | None = None) -> Plan:
         """Plan from :class:`ProfileMatrices` or a ``ProfileStore`` (run ids averaged)."""
         m = source if isinstance(source, ProfileMatrices) else _from_store(source, backend)
-        base = m.default_column() if self.default is None else m.column(self.default)
+        m, base = self.candidates(m)
         filled = self.complete(m)
         att_eff = self._effective_attainment(filled)
         choice = schedule(filled["carbon"], att_eff, self.slo_target, self.priority, base)
@@ -170,11 +186,11 @@ class Planner:
                 operational_g_per_token=float(filled["operational"][r, c]),
                 slo_attainment=float(filled["attainment"][r, c]),
                 slo_attainment_stderr=float(filled["attainment_stderr"][r, c]),
-                measured=bool(m.observed[r, c]),
+                measured=bool(m.carbon_observed[r, c]),
                 fallback=not bool(feasible[r].any()),
                 feasible_configs=int(feasible[r].sum()),
                 baseline_carbon_g_per_token=float(carbon[r, base]),
-                baseline_measured=bool(m.observed[r, base]),
+                baseline_measured=bool(m.carbon_observed[r, base]),
                 savings=float(1.0 - carbon[r, c] / carbon[r, base]),
             )
             for r, c, key in zip(rows, choice, m.rows, strict=True)
@@ -223,8 +239,8 @@ class Planner:
         alpha = np.asarray(trace.g_per_kwh, dtype=float)
         qps = _qps_per_hour(qps_by_hour, trace)
         level = np.minimum(np.searchsorted(levels, qps - 1e-12), len(levels) - 1)
+        m, base = self.candidates(m)
         filled = self.complete(m)
-        base = m.default_column() if self.default is None else m.column(self.default)
         att = self._effective_attainment(filled)[rows]
         allowed = att >= self.slo_target
         fallback = schedule(filled["carbon"][rows], att, self.slo_target, self.priority, base)

@@ -1,0 +1,35 @@
+"""GPU simulator backend: roofline step times, a power model and an event-driven serving loop.
+
+``SimBackend().run(configuration, workload, duration_s=...)`` simulates Standalone,
+SpecDecode, Disg-Pref-Decode and Disg-Spec-Decode on catalog GPUs without a GPU; see
+docs/simulator.md for how it works, its parameters and its limits.
+"""
+
+from __future__ import annotations
+
+from greenllm.backends.sim.backend import SimBackend
+from greenllm.backends.sim.configs import (
+    ACCEPTANCE_RATES,
+    DEFAULT_ACCEPTANCE_RATE,
+    SimOptions,
+    acceptance_rate_for,
+)
+from greenllm.backends.sim.engine import AcceptanceSampler, EngineParams
+from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S, Link
+from greenllm.backends.sim.models import get_model
+from greenllm.backends.sim.roofline import StepModel, forward_time_s
+
+__all__ = [
+    "ACCEPTANCE_RATES",
+    "DEFAULT_ACCEPTANCE_RATE",
+    "DEFAULT_LINK_LATENCY_S",
+    "AcceptanceSampler",
+    "EngineParams",
+    "Link",
+    "SimBackend",
+    "SimOptions",
+    "StepModel",
+    "acceptance_rate_for",
+    "forward_time_s",
+    "get_model",
+]
