@@ -87,8 +87,10 @@ def main() -> None:
     args = ap.parse_args()
     args.store.parent.mkdir(parents=True, exist_ok=True)
     full = full_matrices(args.store, args.requests)
-    print(f"simulator matrices: {full.shape[0]} workloads x {full.shape[1]} configurations "
-          f"(CISO, 7-year lifetimes, SLO target 0.9), {args.seeds} seeds per density\n")  # fmt: skip
+    print(
+        f"simulator matrices: {full.shape[0]} workloads x {full.shape[1]} configurations "
+        f"(CISO, 7-year lifetimes, SLO target 0.9), {args.seeds} seeds per density\n"
+    )
     planners = {
         "CF (sgd) + Algorithm 1 + monotone": Planner(region="CISO"),
         "CF (sgd) + Algorithm 1, no monotone": Planner(region="CISO", monotone=False),
