@@ -56,8 +56,11 @@ def masked(m: ProfileMatrices, fraction: float, seed: int) -> ProfileMatrices:
 
 def evaluate(full: ProfileMatrices, planner: Planner, fraction: float, seeds: range) -> dict:
     carbon = full.carbon_g_per_token(planner.intensity_g_per_kwh, planner.lifetimes_years)
-    oracle = schedule(carbon, full.attainment, planner.slo_target, "slo", full.default_column())
-    feasible = full.attainment >= planner.slo_target
+    # A configuration that served nothing (or could not run) is never a feasible choice.
+    attainment = np.nan_to_num(full.attainment, nan=0.0)
+    carbon = np.where(np.isfinite(carbon), carbon, 1e9)
+    oracle = schedule(carbon, attainment, planner.slo_target, "slo", full.default_column())
+    feasible = attainment >= planner.slo_target
     regrets, violations, n, seconds = [], 0, 0, 0.0
     for seed in seeds:
         sparse = masked(full, fraction, seed)

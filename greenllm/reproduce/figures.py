@@ -119,7 +119,7 @@ def write_figures(result: dict[str, Any], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     labels = sorted({k for e in result["fig4"] for k in e if k != "qps"})
     for label in labels:
-        pts = [(e["qps"], e[label]) for e in result["fig4"] if label in e]
+        pts = [(e["qps"], e[label]["gbps"]) for e in result["fig4"] if label in e]
         ax.plot(*zip(*pts, strict=True), "o-", label=label)
     ax.set(title="Fig. 4: link bandwidth used", xlabel="QPS", ylabel="Gbps", yscale="log")
     ax.legend(fontsize=6)

@@ -202,17 +202,21 @@ def _saving(m: ProfileMatrices, r: int, j: int, b: int, life: dict[str, float],
 
 
 def _bandwidth_needed(records, configs, rows) -> list[dict[str, Any]]:
-    """Figure 4: link bandwidth used by DPD and DSD vs QPS (ShareGPT P50), in Gbps."""
+    """Figure 4: link bandwidth used by DPD and DSD vs QPS (ShareGPT P50): mean Gbps over the
+    run and MB moved per served request."""
     index = _record_index(records)
     key = _p50("sharegpt")
     out = []
     for row in sorted(rows, key=lambda k: k.qps):
         entry: dict[str, Any] = {"qps": row.qps}
         for c in configs:
-            if c.kind in (ConfigKind.DPD, ConfigKind.DSD) and c.old_gpu == "T4":
+            if c.kind in (ConfigKind.DPD, ConfigKind.DSD):
                 rec = index.get(("sharegpt", key, row.qps, c.label))
-                if rec is not None and rec.duration_s > 0:
-                    entry[c.label] = rec.link_bytes * 8 / rec.duration_s / 1e9
+                if rec is not None and rec.duration_s > 0 and rec.ttft.count:
+                    entry[c.label] = {
+                        "gbps": rec.link_bytes * 8 / rec.duration_s / 1e9,
+                        "mb_per_request": rec.link_bytes / rec.ttft.count / 1e6,
+                    }
         out.append(entry)
     return out
 
