@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from greenllm.config import Configuration, FrozenModel
-from greenllm.errors import ConfigError
+from greenllm.errors import ConfigError, ProfileError
 from greenllm.scheduler.algorithm import schedule
 from greenllm.scheduler.completion import complete_with_uncertainty
 from greenllm.scheduler.constraints import monotone_in_qps
@@ -155,6 +155,12 @@ class Planner:
         """Drop configurations that never served a token (no carbon per token can be known);
         return the matrices and the default column's index in them."""
         default = m.configs[m.default_column() if self.default is None else m.column(self.default)]
+        empty = np.flatnonzero(~m.carbon_observed.any(axis=1))
+        if empty.size:
+            raise ProfileError(
+                f"row {empty[0]} ({m.rows[empty[0]].label}) has no profiled configuration that "
+                "served a token; profile one that can serve it (e.g. Standalone)"
+            )
         keep = np.flatnonzero(m.carbon_observed.any(axis=0))
         if len(keep) < m.shape[1]:
             dropped = [m.configs[i].label for i in range(m.shape[1]) if i not in set(keep)]
