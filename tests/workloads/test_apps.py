@@ -28,7 +28,7 @@ TABLE2 = {
     "humaneval": (0.125, 0.200, (108, 31), (136, 55), (182, 88)),
     "longbench": (15.0, 0.150, (1134, 201), (1495, 275), (1817, 352)),
 }
-PAPER = Path("/work/shared/paper/greenllm-paper.txt")
+PAPER = Path(__file__).resolve().parents[2].parent / "shared" / "paper" / "greenllm-paper.txt"
 ROW = r"^(ShareGPT|HumanEval|LongBench) \[\d+\]\t([^\t]+)\t(\S+)\t(\S+)\t(.*)$"
 
 application_names = st.sampled_from(sorted(TABLE2))
