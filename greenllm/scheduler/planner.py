@@ -225,12 +225,16 @@ class Planner:
         switch_embodied_g: float = 0.0,
         solver: Literal["offline", "online"] = "offline",
         hysteresis: float = 1.0,
+        size: tuple[int, int] | None = None,
     ) -> HourlyPlan:
         """A configuration per hour of ``trace`` for one application (beyond the paper).
 
         ``qps_by_hour`` is one rate, or 24 values (hour of day, UTC), or one per hour of the
-        trace; each hour is served by the profiled row of the next QPS level at or above it
-        (the conservative choice; the top level if it exceeds every profiled one). Allowed
+        trace; ``size`` = (input, output tokens) picks the request size when the application was
+        profiled at several (default: the size with the most QPS levels, the median size on a
+        tie, e.g. ShareGPT's P50). Each hour is served by the profiled row of the next QPS
+        level at or above it (the conservative choice; the top level if it exceeds every
+        profiled one). Allowed
         configurations per row are Algorithm 1's feasible set, or its fallback when empty.
         """
         m = source if isinstance(source, ProfileMatrices) else _from_store(source, backend)
@@ -238,8 +242,7 @@ class Planner:
         if not rows:
             apps = sorted({k.application for k in m.rows})
             raise ConfigError(f"application {application!r} is not profiled; profiled: {apps}")
-        # Several request sizes per application: plan on the most common (first) size.
-        size = (m.rows[rows[0]].input_tokens, m.rows[rows[0]].output_tokens)
+        size = _pick_size([(m.rows[i].input_tokens, m.rows[i].output_tokens) for i in rows], size)
         rows = [i for i in rows if (m.rows[i].input_tokens, m.rows[i].output_tokens) == size]
         levels = np.array([m.rows[i].qps for i in rows])
         alpha = np.asarray(trace.g_per_kwh, dtype=float)
@@ -265,6 +268,17 @@ class Planner:
             solver=solver,
             hysteresis=hysteresis,
         )
+
+
+def _pick_size(sizes: list[tuple[int, int]], wanted: tuple[int, int] | None) -> tuple[int, int]:
+    counts = {s: sizes.count(s) for s in sorted(set(sizes))}
+    if wanted is not None:
+        if tuple(wanted) not in counts:
+            raise ConfigError(f"size {tuple(wanted)} is not profiled; profiled: {list(counts)}")
+        return tuple(wanted)  # type: ignore[return-value]
+    best = max(counts.values())
+    tied = [s for s, n in counts.items() if n == best]
+    return tied[(len(tied) - 1) // 2]
 
 
 def _qps_per_hour(qps_by_hour: float | np.ndarray, trace: CarbonIntensityTrace) -> np.ndarray:

@@ -181,3 +181,14 @@ def test_hourly_plan_over_a_real_year_beats_the_static_plan() -> None:
         planner.plan_hourly(m, trace, "sharegpt", qps_by_hour=[1.0, 2.0])
     with pytest.raises(ConfigError, match="'chess' is not profiled"):
         planner.plan_hourly(m, trace, "chess", qps_by_hour=1.0)
+
+
+def test_hourly_plan_picks_the_median_size_on_a_tie_or_the_one_asked() -> None:
+    from greenllm.scheduler.planner import _pick_size
+
+    sizes = [(24, 24)] * 3 + [(160, 140)] * 3 + [(510, 357)] * 3
+    assert _pick_size(sizes, None) == (160, 140)  # ShareGPT's P50 among P25/P50/P75
+    assert _pick_size([*sizes, (24, 24)], None) == (24, 24)  # most QPS levels wins
+    assert _pick_size(sizes, (510, 357)) == (510, 357)
+    with pytest.raises(ConfigError, match=r"size \(1, 1\) is not profiled"):
+        _pick_size(sizes, (1, 1))
