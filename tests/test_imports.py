@@ -32,7 +32,7 @@ def test_core_imports_with_heavy_dependencies_blocked() -> None:
 def test_import_greenllm_is_lazy() -> None:
     code = "import sys, greenllm; print(sorted(m for m in sys.modules if m.startswith('greenllm')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['greenllm']"
+    assert out.stdout.strip() == "['greenllm', 'greenllm._lazy']"
 
 
 def test_unknown_attribute_raises_attribute_error() -> None:
