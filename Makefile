@@ -18,7 +18,7 @@ demo: $(PY)
 
 ## make test: lint and the whole test suite (what CI runs)
 test: $(PY)
-	$(PIP) -e '.[test,cf,plot,data]'
+	$(PIP) -e '.[test,cf,plot,data,nvml,ray,torch]'
 	$(VENV)/bin/ruff check greenllm tests benchmarks examples
 	$(PY) -m pytest -q
 
