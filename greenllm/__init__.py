@@ -44,6 +44,8 @@ _LAZY: dict[str, str] = {
     "Plan": "greenllm.scheduler",
     # profiler
     "ProfileStore": "greenllm.profiler.store",
+    "CarbonMeter": "greenllm.profiler.meter",
+    "CarbonReport": "greenllm.profiler.meter",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -70,3 +72,4 @@ if TYPE_CHECKING:  # pragma: no cover
         ProfileError,
         WorkerError,
     )
+    from greenllm.profiler.meter import CarbonMeter, CarbonReport  # noqa: F401

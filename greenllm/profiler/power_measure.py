@@ -1,0 +1,183 @@
+"""What a power sampler measures: :class:`EnergyMeasurement`, and the trapezoid integration of
+``(t_s, power_w)`` samples over a window whose edges fall between samples.
+
+Power is taken as linear between samples, so the trapezoid rule is exact for it and a window
+edge between two samples gets the power interpolated linearly there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EnergyMeasurement", "epoch_clock", "measure_window", "trapezoid_j", "window_series"]
+
+_EPOCH_OFFSET_S = time.time() - time.monotonic()
+
+
+def epoch_clock() -> float:
+    """Seconds since the Unix epoch that never go backwards (monotonic clock + fixed offset)."""
+    return time.monotonic() + _EPOCH_OFFSET_S
+
+
+def trapezoid_j(
+    times_s: Sequence[float] | np.ndarray, power_w: Sequence[float] | np.ndarray
+) -> float:
+    """Trapezoid rule: ``sum (p_i + p_{i+1}) / 2 * (t_{i+1} - t_i)`` J; exact for linear power."""
+    t = np.asarray(times_s, dtype=float)
+    p = np.asarray(power_w, dtype=float)
+    if t.size < 2:
+        return 0.0
+    return math.fsum(((p[:-1] + p[1:]) * 0.5 * np.diff(t)).tolist())
+
+
+def window_series(
+    times_s: Sequence[float] | np.ndarray,
+    power_w: Sequence[float] | np.ndarray,
+    t0_s: float,
+    t1_s: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples inside ``[t0_s, t1_s]`` with the power at both edges interpolated linearly.
+
+    The window is clipped to the samples' span (no extrapolation): a device lost mid-window
+    contributes up to its last sample. Empty arrays when the window misses the samples.
+    """
+    t = np.asarray(times_s, dtype=float)
+    p = np.asarray(power_w, dtype=float)
+    if t.size == 0:
+        return np.zeros(0), np.zeros(0)
+    a, b = max(float(t0_s), float(t[0])), min(float(t1_s), float(t[-1]))
+    if b < a:
+        return np.zeros(0), np.zeros(0)
+    inner = (t > a) & (t < b)
+    pa, pb = float(np.interp(a, t, p)), float(np.interp(b, t, p))
+    if b == a:
+        return np.array([a]), np.array([pa])
+    return np.concatenate(([a], t[inner], [b])), np.concatenate(([pa], p[inner], [pb]))
+
+
+@dataclass(frozen=True)
+class EnergyMeasurement:
+    """What one window measured. Per-device mappings are keyed by the sampler's device names.
+
+    ``counter_energy_j`` holds a hardware energy counter's reading over the window where the
+    sampler has one as a cross-check (NVML); ``flags`` name anything to distrust, e.g.
+    ``device_lost:gpu1``, ``partial:gpu1`` (samples do not cover the window), ``no_samples:gpu1``,
+    ``read_errors:gpu0``, ``power_averaged_1s:gpu0``, ``unmeasured`` (a sampler with no device).
+    ``samples`` holds the window's ``(times_s, power_w)`` series per device (edges included);
+    ``sample_kind`` says how to read it: ``"instant"`` (power at that time, linear in between)
+    or ``"interval_mean"`` (mean power since the previous sample, from an energy counter).
+    """
+
+    name: str
+    start_s: float
+    end_s: float
+    energy_j: Mapping[str, float]
+    mean_power_w: Mapping[str, float]
+    peak_power_w: Mapping[str, float]
+    n_samples: int
+    counter_energy_j: Mapping[str, float] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    samples: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    sample_kind: str = "instant"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def total_energy_j(self) -> float:
+        """Energy summed over devices, J."""
+        return math.fsum(self.energy_j.values())
+
+    @property
+    def lost_devices(self) -> tuple[str, ...]:
+        return tuple(f.split(":", 1)[1] for f in self.flags if f.startswith("device_lost:"))
+
+    @property
+    def measured(self) -> bool:
+        """False when no device was measured (a :class:`NullSampler`)."""
+        return "unmeasured" not in self.flags
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the raw samples)."""
+        return {
+            "name": self.name,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "duration_s": self.duration_s,
+            "energy_j": dict(self.energy_j),
+            "total_energy_j": self.total_energy_j,
+            "mean_power_w": dict(self.mean_power_w),
+            "peak_power_w": dict(self.peak_power_w),
+            "n_samples": self.n_samples,
+            "counter_energy_j": dict(self.counter_energy_j),
+            "flags": list(self.flags),
+        }
+
+
+def measure_window(
+    name: str,
+    t0: float,
+    t1: float,
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    counters_start_j: Mapping[str, float],
+    counters_end_j: Mapping[str, float],
+    *,
+    counter_is_primary: bool = False,
+    lost: Collection[str] = (),
+    errors: Mapping[str, int] | None = None,
+    device_flags: Mapping[str, Collection[str]] | None = None,
+) -> EnergyMeasurement:
+    """Window ``[t0, t1]`` of per-device sample ``series`` (one entry per device) as an
+    :class:`EnergyMeasurement`: trapezoid energy (counter differences when
+    ``counter_is_primary``), mean and peak power, and the flags listed there."""
+    errors, device_flags = errors or {}, device_flags or {}
+    duration = t1 - t0
+    energy, mean, peak, counter_j, samples = {}, {}, {}, {}, {}
+    flags: list[str] = [] if series else ["unmeasured"]
+    n_samples = 0
+    for dev in series:
+        ts, ps = series[dev]
+        t, p = window_series(ts, ps, t0, t1)
+        samples[dev] = (t, p)
+        n_samples = max(n_samples, int(np.count_nonzero((ts >= t0) & (ts <= t1))))
+        covered = float(t[-1] - t[0]) if t.size else 0.0
+        if dev in counters_end_j and dev in counters_start_j:
+            counter_j[dev] = counters_end_j[dev] - counters_start_j[dev]
+        if counter_is_primary and dev in counter_j:
+            energy[dev] = counter_j.pop(dev)
+            mean[dev] = energy[dev] / duration if duration > 0 else 0.0
+        else:
+            energy[dev] = trapezoid_j(t, p)
+            mean[dev] = energy[dev] / covered if covered > 0 else (float(p[0]) if p.size else 0.0)
+            if not t.size:
+                flags.append(f"no_samples:{dev}")
+            elif duration > 0 and covered < duration * (1.0 - 1e-9):
+                flags.append(f"partial:{dev}")
+        peak[dev] = float(p.max()) if p.size else mean[dev]
+        if dev in lost:
+            flags.append(f"device_lost:{dev}")
+        if errors.get(dev, 0) > 0:
+            flags.append(f"read_errors:{dev}")
+        flags.extend(f"{f}:{dev}" for f in sorted(device_flags.get(dev, ())))
+    return EnergyMeasurement(
+        name=name,
+        start_s=t0,
+        end_s=t1,
+        energy_j=energy,
+        mean_power_w=mean,
+        peak_power_w=peak,
+        n_samples=n_samples,
+        counter_energy_j=counter_j,
+        flags=tuple(flags),
+        samples=samples,
+        sample_kind="interval_mean" if counter_is_primary else "instant",
+    )
