@@ -1,36 +1,36 @@
-"""Grid carbon intensity (the ``CI``/``alpha`` of Eq. 2 and 5): regions, countries, time series.
-
-``carbon_intensity(region)`` gives one g/kWh figure. Sources, in lookup order:
-
-* the paper's regions (Section 7.5): ``NCSW`` 17, ``CISO`` 261, ``MISO`` 501 -- these exact
-  values win even where a shipped trace exists (CISO's 2022 trace mean is 256, MISO's 441);
-* US balancing authorities ``ERCO``, ``PJM``, ``NYIS``, ``BPAT``: the time-weighted 2022 mean of
-  the shipped hourly traces (HewlettPackard/dc-rl, from US EIA data; MIT);
-* countries by ISO-3166 alpha-3 code (``FRA``, ``USA``, ...) or English name: Our World in Data's
-  ``carbon_intensity_elec`` (Ember / Energy Institute), latest year per country, as packaged in
-  codecarbon 3.3.2's ``global_energy_mix.json`` (MIT). See ``data/README.md``.
+"""Grid carbon intensity over time (the ``CI``/``alpha`` of Eq. 2 and 5) and by region.
 
 :class:`CarbonIntensityTrace` is a piecewise-constant (step) series: the sample at ``t_i`` holds
-on ``[t_i, t_{i+1})``, so hours missing from a source hold the previous hour's value.
+on ``[t_i, t_{i+1})``, so hours missing from a source hold the previous hour's value. The
+annual per-region figures (``carbon_intensity(region)``, :func:`region_info`,
+:func:`list_regions`) and their sources are in :mod:`greenllm.carbon.regions`, re-exported here.
 """
 
 from __future__ import annotations
 
 import csv
-import difflib
 import functools
 import io
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from greenllm.carbon.regions import (  # PAPER_REGIONS, RegionKind: kept importable from here
+    _ALIASES,
+    PAPER_REGIONS,  # noqa: F401
+    TRACE_REGIONS,
+    RegionInfo,
+    RegionKind,  # noqa: F401
+    _annual_table,
+    _data_text,
+    carbon_intensity,
+    list_regions,
+    region_info,
+)
 from greenllm.errors import ConfigError
 
 __all__ = [
@@ -44,37 +44,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 J_PER_KWH = 3.6e6
-TRACE_REGIONS: dict[str, str] = {
-    "BPAT": "Bonneville Power Administration (US Northwest)",
-    "CISO": "California ISO",
-    "ERCO": "ERCOT (Texas)",
-    "MISO": "Midcontinent ISO",
-    "NYIS": "New York ISO",
-    "PJM": "PJM Interconnection (US Mid-Atlantic)",
-}
-PAPER_REGIONS: dict[str, tuple[str, float]] = {
-    "NCSW": ("North Central Sweden (paper, Sec. 7.5)", 17.0),
-    "CISO": ("California ISO (paper, Sec. 7.5)", 261.0),
-    "MISO": ("Midcontinent ISO (paper, Sec. 7.5)", 501.0),
-}
-_ALIASES = {"CAISO": "CISO", "ERCOT": "ERCO", "NYISO": "NYIS", "BPA": "BPAT"}
-RegionKind = Literal["paper", "grid", "country"]
-
-
-@dataclass(frozen=True)
-class RegionInfo:
-    """One region's annual carbon intensity and where the number comes from."""
-
-    code: str
-    name: str
-    g_per_kwh: float
-    kind: RegionKind
-    year: int
-    source: str
-
-
-def _data_text(name: str) -> str:
-    return resources.files("greenllm.carbon").joinpath("data", name).read_text(encoding="utf-8")
 
 
 def _parse_timestamp(text: str) -> float:
@@ -323,53 +292,3 @@ class CarbonIntensityTrace:
 def _load_region(code: str) -> tuple[np.ndarray, np.ndarray]:
     name = f"{code}-2022-hourly.csv"
     return _parse_csv(io.StringIO(_data_text(name)), f"greenllm/carbon/data/{name}")
-
-
-@functools.lru_cache(maxsize=1)
-def _annual_table() -> dict[str, RegionInfo]:
-    table: dict[str, RegionInfo] = {}
-    for row in csv.DictReader(io.StringIO(_data_text("countries-carbon-intensity.csv"))):
-        table[row["iso3"]] = RegionInfo(
-            row["iso3"], row["country"], float(row["g_per_kwh"]), "country", int(row["year"]),
-            "Our World in Data carbon_intensity_elec via codecarbon 3.3.2",
-        )  # fmt: skip
-    for code, name in TRACE_REGIONS.items():
-        trace = CarbonIntensityTrace.from_region(code, periodic=False)
-        mean = float(trace.mean(trace.start_s, trace.end_s))
-        table[code] = RegionInfo(code, name, mean, "grid", 2022, "HewlettPackard/dc-rl (US EIA)")
-    for code, (name, value) in PAPER_REGIONS.items():
-        table[code] = RegionInfo(code, name, value, "paper", 2022, "GreenLLM paper, Sec. 7.5")
-    return table
-
-
-def region_info(region: str) -> RegionInfo:
-    """Where ``region``'s intensity comes from; case-insensitive code, alias or country name."""
-    table = _annual_table()
-    key = region.strip().upper() if isinstance(region, str) else ""
-    key = _ALIASES.get(key, key)
-    if key in table:
-        return table[key]
-    by_name = {info.name.upper(): info for info in table.values() if info.kind == "country"}
-    if key in by_name:
-        return by_name[key]
-    close = difflib.get_close_matches(key, [*table, *by_name], n=4, cutoff=0.6)
-    hints = {(table[c] if c in table else by_name[c]).code: c for c in close}
-    hint = ", ".join(f"{code} ({table[code].name})" for code in hints) or "none"
-    raise ConfigError(
-        f"unknown region {region!r}; close matches: {hint}. Regions are the paper's "
-        f"NCSW/CISO/MISO, US grids {', '.join(TRACE_REGIONS)}, and ISO-3166 alpha-3 country "
-        "codes; list them all with greenllm.carbon.list_regions()"
-    )
-
-
-def carbon_intensity(region: str) -> float:
-    """Annual carbon intensity of ``region`` in gCO2eq/kWh (the ``CI`` of Eq. 2)."""
-    return region_info(region).g_per_kwh
-
-
-def list_regions(kind: RegionKind | None = None) -> dict[str, float]:
-    """All known region codes -> g/kWh, sorted; ``kind`` filters paper/grid/country."""
-    if kind not in (None, "paper", "grid", "country"):
-        raise ConfigError(f"list_regions(kind={kind!r}): kind must be paper, grid, country or None")
-    table = _annual_table()
-    return {c: table[c].g_per_kwh for c in sorted(table) if kind in (None, table[c].kind)}

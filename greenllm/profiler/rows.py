@@ -15,10 +15,26 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
-from greenllm.config import Configuration, Workload
+from greenllm.config import (
+    ConfigKind,
+    Configuration,
+    RequestSize,
+    RequestSizeDistribution,
+    Workload,
+)
+from greenllm.errors import ConfigError
 from greenllm.profiler.records import ProfileRecord, cell_id, size_label
 
-__all__ = ["COLUMNS", "GPU_COLUMNS", "ORDER", "ModelCache", "RowCache", "gc_paused", "group_rows"]
+__all__ = [
+    "COLUMNS",
+    "GPU_COLUMNS",
+    "ORDER",
+    "ModelCache",
+    "RowCache",
+    "gc_paused",
+    "group_rows",
+    "where_clause",
+]
 
 _LAT = ("count", "mean_s", "p50_s", "p90_s", "p99_s")
 _CARBON = ("embodied_g", "operational_g", "intensity_g_per_kwh", "lifetime_years")
@@ -151,6 +167,48 @@ def group_rows(
         if row[n] is not None:
             cells[-1][1].append(gpu(row[n:]))
     return cells
+
+
+def where_clause(
+    application: str | None = None,
+    configuration_id: str | Configuration | None = None,
+    backend: str | None = None,
+    run_id: str | None = None,
+    kind: ConfigKind | str | None = None,
+    request_size: RequestSize | RequestSizeDistribution | str | None = None,
+    qps: float | None = None,
+) -> tuple[str, list[Any]]:
+    """``(" WHERE ...", params)`` selecting the cells that match every given filter (QPS to
+    6 significant digits); ``("", [])`` without filters. ``p`` is the ``profiles`` table."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if kind is not None:
+        try:
+            kind = ConfigKind(kind).value
+        except ValueError:
+            allowed = ", ".join(k.value for k in ConfigKind)
+            raise ConfigError(f"kind = {kind!r}: unknown (allowed: {allowed})") from None
+    if isinstance(configuration_id, Configuration):
+        configuration_id = configuration_id.id
+    if isinstance(request_size, (RequestSize, RequestSizeDistribution)):
+        request_size = size_label(request_size)
+    if isinstance(application, str):
+        application = application.strip().lower()
+    for col, val in (
+        ("application", application),
+        ("configuration_id", configuration_id),
+        ("backend", backend),
+        ("run_id", run_id),
+        ("kind", kind),
+        ("size_label", request_size),
+    ):
+        if val is not None:
+            clauses.append(f"p.{col} = ?")
+            params.append(val)
+    if qps is not None:
+        clauses.append("p.qps BETWEEN ? AND ?")
+        params += [qps * (1 - 5e-6), qps * (1 + 5e-6)]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 @contextlib.contextmanager

@@ -8,16 +8,17 @@ docs/simulator.md for how it works, its parameters and its limits.
 from __future__ import annotations
 
 from greenllm.backends.sim.backend import SimBackend
-from greenllm.backends.sim.configs import (
-    ACCEPTANCE_RATES,
-    DEFAULT_ACCEPTANCE_RATE,
-    SimOptions,
-    acceptance_rate_for,
-)
-from greenllm.backends.sim.engine import AcceptanceSampler, EngineParams
+from greenllm.backends.sim.instance import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S, Link
 from greenllm.backends.sim.models import get_model
+from greenllm.backends.sim.options import SimOptions
 from greenllm.backends.sim.roofline import StepModel, forward_time_s
+from greenllm.backends.sim.speculation import (
+    ACCEPTANCE_RATES,
+    DEFAULT_ACCEPTANCE_RATE,
+    AcceptanceSampler,
+    acceptance_rate_for,
+)
 
 __all__ = [
     "ACCEPTANCE_RATES",

@@ -17,32 +17,34 @@
   waits for the distributions too).
 
 Acceptance rates per (draft, target) pair are :data:`ACCEPTANCE_RATES` (see docs/simulator.md).
+Settings and the pre-run checks (:func:`plan`) are in :mod:`~greenllm.backends.sim.options`,
+the sampler and the speculative timelines in :mod:`~greenllm.backends.sim.speculation`; both
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from greenllm.backends.sim.engine import (
+from greenllm.backends.sim.engine import serve
+from greenllm.backends.sim.instance import BusyLog, InstanceResult, PlainTimeline
+from greenllm.backends.sim.link import Link
+from greenllm.backends.sim.options import ROLES, SimOptions, SimPlan, plan
+from greenllm.backends.sim.roofline import step_model
+from greenllm.backends.sim.speculation import (
+    ACCEPTANCE_RATES,
+    DEFAULT_ACCEPTANCE_RATE,
     AcceptanceSampler,
-    BusyLog,
-    EngineParams,
-    InstanceResult,
-    PlainTimeline,
-    serve,
+    SpecOneGPUTimeline,
+    SpecTwoGPUTimeline,
+    acceptance_rate_for,
 )
-from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S, Link
-from greenllm.backends.sim.models import get_model
-from greenllm.backends.sim.roofline import StepModel, kv_capacity_tokens, step_model
-from greenllm.carbon.hardware import GPUSpec, get_gpu
-from greenllm.config import ConfigKind, Configuration, ModelSpec
-from greenllm.errors import ConfigError
+from greenllm.config import ConfigKind
 from greenllm.workloads.requests import RequestSet
 
 __all__ = [
@@ -59,110 +61,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Probability a draft token is accepted, per (draft, target). Assumptions, not measurements of
-# these exact pairs: Leviathan et al. (ICML 2023, Table 3) report alpha 0.62-0.82 for drafts
-# 1-2 orders of magnitude smaller than the target; the larger draft gets the higher rate.
-ACCEPTANCE_RATES: dict[tuple[str, str], float] = {
-    ("llama-1b", "llama-2-7b"): 0.70,
-    ("llama-300m", "llama-2-7b"): 0.60,
-}
-DEFAULT_ACCEPTANCE_RATE = 0.6
-ROLES: dict[ConfigKind, tuple[str, ...]] = {
-    ConfigKind.STANDALONE: ("target",),
-    ConfigKind.SPEC_DECODE: ("target+draft",),
-    ConfigKind.DPD: ("prefill", "decode"),
-    ConfigKind.DSD: ("target", "draft"),
-}
-_TOKEN_ID_BYTES = 4  # int32 token ids
-_VERDICT_BYTES = 8  # per sequence and step: accepted count + next token id
-_PROB_BYTES = 2  # fp16 draft probabilities
-
-
-@dataclass(frozen=True)
-class SimOptions:
-    """Simulator settings that are not part of a :class:`~greenllm.config.Configuration`."""
-
-    engine: EngineParams = field(default_factory=EngineParams)
-    acceptance_rate: float | Mapping[tuple[str, str], float] | None = None
-    dsd_overlap: bool = True
-    link_latency_s: float = DEFAULT_LINK_LATENCY_S
-    gpu_memory_utilization: float = 0.9
-
-
-def acceptance_rate_for(
-    draft: str, target: str, override: float | Mapping[tuple[str, str], float] | None = None
-) -> float:
-    """Acceptance rate of ``draft`` proposing for ``target``: ``override`` (a number, or a
-    mapping checked first), else :data:`ACCEPTANCE_RATES`, else the default with a warning."""
-    if isinstance(override, Mapping):
-        if (draft, target) in override:
-            return _rate(override[(draft, target)])
-    elif override is not None:
-        return _rate(override)
-    if (draft, target) in ACCEPTANCE_RATES:
-        return ACCEPTANCE_RATES[(draft, target)]
-    logger.warning(
-        "no acceptance rate for draft %s / target %s; using %g (pass acceptance_rate=...)",
-        draft,
-        target,
-        DEFAULT_ACCEPTANCE_RATE,
-    )
-    return DEFAULT_ACCEPTANCE_RATE
-
-
-def _rate(a: Any) -> float:
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
-        raise ConfigError(f"acceptance_rate = {a!r}: must be a number in [0, 1] (e.g. 0.7)")
-    return float(a)
-
-
-@dataclass(frozen=True)
-class SimPlan:
-    """A configuration resolved against the catalogs and checked for memory, before any run."""
-
-    configuration: Configuration
-    gpus: tuple[GPUSpec, ...]  # configuration.gpus order (new first)
-    roles: tuple[str, ...]
-    target: ModelSpec
-    draft: ModelSpec | None
-    kv_capacity_tokens: tuple[int, ...]  # per GPU (SpecDecode: target + draft tokens)
-    acceptance_rate: float | None
-    k: int
-
-
-def plan(configuration: Configuration, options: SimOptions) -> SimPlan:
-    """Resolve GPUs and models and size the KV caches; ``ConfigError``/``InfeasibleError``
-    (a model that does not fit) before anything is simulated."""
-    c = configuration
-    gpus = tuple(get_gpu(g) for g in c.gpus)
-    target = get_model(c.target_model)
-    draft = get_model(c.draft_model) if c.draft_model is not None else None
-    if draft is not None and draft.vocab_size != target.vocab_size:
-        raise ConfigError(
-            f"draft {draft.name} (vocab {draft.vocab_size}) and target {target.name} (vocab "
-            f"{target.vocab_size}) must share a vocabulary for speculative decoding"
-        )
-    mem = {
-        "gpu_memory_utilization": options.gpu_memory_utilization,
-        "max_batched_tokens": options.engine.max_batched_tokens,
-    }
-    if c.kind is ConfigKind.STANDALONE:
-        caps = (kv_capacity_tokens(target, gpus[0], **mem),)
-    elif c.kind is ConfigKind.SPEC_DECODE:  # both models' weights, KV of both per token
-        assert draft is not None
-        caps = (kv_capacity_tokens(target, gpus[0], other_models=(draft,), **mem),)
-    elif c.kind is ConfigKind.DPD:
-        caps = tuple(kv_capacity_tokens(target, g, **mem) for g in gpus)
-    else:
-        assert draft is not None
-        caps = (
-            kv_capacity_tokens(target, gpus[0], **mem),
-            kv_capacity_tokens(draft, gpus[1], **mem),
-        )
-    rate = None
-    if draft is not None:
-        rate = acceptance_rate_for(draft.name, target.name, options.acceptance_rate)
-    return SimPlan(c, gpus, ROLES[c.kind], target, draft, caps, rate, c.num_speculative_tokens)
+_SpecOneGPU = SpecOneGPUTimeline  # the names these had when they lived here
+_SpecTwoGPU = SpecTwoGPUTimeline
 
 
 @dataclass
@@ -179,90 +79,6 @@ class SimOutcome:
     spec_proposed_tokens: int = 0
     spec_accepted_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class _SpecOneGPU:
-    """SpecDecode iteration: draft forwards then the target's verification, one GPU."""
-
-    def __init__(self, target: StepModel, draft: StepModel, k: int, busy: BusyLog) -> None:
-        self.tgt, self.drf, self.k1, self.js = target.time_util, draft.time_util, k + 1, range(1, k)
-        self.log = (busy.starts.append, busy.ends.append, busy.utils.append)
-
-    def step(
-        self, t0: float, b: int, ctx: int, ctok: int, cctx: int, nchunk: int
-    ) -> tuple[float, float]:
-        drf = self.drf
-        dt, work = drf(b + ctok, ctx + cctx, b + nchunk)  # prompt chunks ride on draft step 1
-        work *= dt
-        if b:
-            for j in self.js:
-                d, u = drf(b, ctx + j * b, b)
-                dt += d
-                work += d * u
-        d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk)
-        t1 = t0 + dt + d
-        log_s, log_e, log_u = self.log
-        log_s(t0)
-        log_e(t1)
-        log_u((work + d * u) / (dt + d))
-        return t1, t1
-
-
-class _SpecTwoGPU:
-    """DSD iteration: verdicts to the draft GPU, K drafts, ids then probabilities back."""
-
-    def __init__(
-        self,
-        target: StepModel,
-        draft: StepModel,
-        k: int,
-        vocab: int,
-        fwd: Link,
-        rev: Link,
-        overlap: bool,
-        busy_new: BusyLog,
-        busy_old: BusyLog,
-    ) -> None:
-        self.tgt, self.drf, self.k1, self.js = target.time_util, draft.time_util, k + 1, range(1, k)
-        self.ids_b, self.probs_b = k * _TOKEN_ID_BYTES, k * vocab * _PROB_BYTES
-        self.fwd, self.rev, self.overlap = fwd.send, rev.send, overlap
-        self.log_new = (busy_new.starts.append, busy_new.ends.append, busy_new.utils.append)
-        self.log_old = (busy_old.starts.append, busy_old.ends.append, busy_old.utils.append)
-        self.draft_free = 0.0
-
-    def step(
-        self, t0: float, b: int, ctx: int, ctok: int, cctx: int, nchunk: int
-    ) -> tuple[float, float]:
-        drf = self.drf
-        ds = self.rev(t0, _VERDICT_BYTES * b + _TOKEN_ID_BYTES * ctok)
-        if ds < self.draft_free:
-            ds = self.draft_free
-        dt, work = drf(b + ctok, ctx + cctx, b + nchunk)
-        work *= dt
-        if b:
-            for j in self.js:
-                d, u = drf(b, ctx + j * b, b)
-                dt += d
-                work += d * u
-        de = ds + dt
-        log_s, log_e, log_u = self.log_old
-        log_s(ds)
-        log_e(de)
-        log_u(work / dt)
-        self.draft_free = de
-        d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk)
-        if b:
-            t_ids = self.fwd(de, self.ids_b * b)
-            t_probs = self.fwd(de, self.probs_b * b)  # queued behind the ids
-            te = (t_ids if self.overlap else t_probs) + d
-            end = te if te > t_probs else t_probs
-        else:  # prompt chunks only: the target need not wait for the draft
-            te = end = t0 + d
-        log_s, log_e, log_u = self.log_new
-        log_s(te - d)
-        log_e(te)
-        log_u(u)
-        return end, te
 
 
 def simulate(
@@ -308,11 +124,11 @@ def simulate(
     drf = step_model(sim.draft, sim.gpus[-1])
     links: tuple[Link, ...] = ()
     if kind is ConfigKind.SPEC_DECODE:
-        timeline = _SpecOneGPU(tgt, drf, k, busy[0])
+        timeline = SpecOneGPUTimeline(tgt, drf, k, busy[0])
     else:
         assert gbps is not None
         links = (Link(gbps, options.link_latency_s), Link(gbps, options.link_latency_s))
-        timeline = _SpecTwoGPU(
+        timeline = SpecTwoGPUTimeline(
             tgt,
             drf,
             k,

@@ -24,23 +24,29 @@ Speed: per-request state lives in Python lists and numpy arrays; the batch's tot
 kept incrementally; completions come off a heap keyed by the decode iteration in which each
 request finishes, known when it joins (speculative draws are dealt out up front), so an
 iteration does no work per sequence. Step times come from
-:class:`~greenllm.backends.sim.roofline.StepModel`.
+:class:`~greenllm.backends.sim.roofline.StepModel`. The instance's knobs, busy log, result and
+timelines are in :mod:`~greenllm.backends.sim.instance`, the acceptance sampler in
+:mod:`~greenllm.backends.sim.speculation` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-from greenllm.errors import ConfigError
+from greenllm.backends.sim.instance import (
+    BusyLog,
+    EngineParams,
+    InstanceResult,
+    PlainTimeline,
+    Timeline,
+)
+from greenllm.backends.sim.speculation import AcceptanceSampler
 
 __all__ = [
     "AcceptanceSampler",
@@ -54,164 +60,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 _NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class EngineParams:
-    """Scheduler knobs of every instance (defaults: vLLM V1 on GPUs under 70 GB)."""
-
-    max_batched_tokens: int = 2048
-    """Token budget of one iteration (vLLM ``max_num_batched_tokens``)."""
-    max_num_seqs: int = 256
-    """Sequences in one iteration (vLLM ``max_num_seqs``)."""
-    chunked_prefill: bool = True
-    """True: mix decodes with prompt chunks cut to fit the budget (Sarathi-Serve, vLLM V1).
-    False: whole prompts in iterations of their own, before any decode (vLLM V0)."""
-    block_size_tokens: int = 16
-    """KV reservations are rounded up to blocks of this many tokens (vLLM ``block_size``)."""
-    max_queue_delay_s: float = 300.0
-    """Overloaded once the oldest waiting request has waited this long."""
-    drain_timeout_s: float = 600.0
-    """Overloaded if the run has not drained this long after the last arrival."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_batched_tokens", "max_num_seqs", "block_size_tokens"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"EngineParams.{name} = {v!r}: must be an integer >= 1")
-        for name in ("max_queue_delay_s", "drain_timeout_s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError(f"EngineParams.{name} = {v!r}: must be a number > 0 (or inf)")
-
-    def reserve(self, tokens: np.ndarray) -> np.ndarray:
-        """KV tokens reserved for final sizes ``tokens`` (rounded up to whole blocks)."""
-        bs = self.block_size_tokens
-        return -(-np.asarray(tokens, dtype=np.int64) // bs) * bs
-
-
-@dataclass
-class BusyLog:
-    """Busy intervals ``[start, end)`` of one GPU with the utilisation of each."""
-
-    starts: list[float] = field(default_factory=list)
-    ends: list[float] = field(default_factory=list)
-    utils: list[float] = field(default_factory=list)
-
-    @property
-    def busy_s(self) -> float:
-        return float(np.sum(np.asarray(self.ends) - np.asarray(self.starts))) if self.ends else 0.0
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return np.asarray(self.starts), np.asarray(self.ends), np.asarray(self.utils)
-
-
-@dataclass
-class InstanceResult:
-    """What one instance did to the requests given to it (indices are local)."""
-
-    first_token_s: np.ndarray
-    finish_s: np.ndarray
-    end_s: float
-    overloaded: bool = False
-    rejected: int = 0
-    iterations: int = 0
-    reason: str = ""
-    seq_steps: int = 0  # decode steps summed over sequences (speculation steps when speculating)
-    accepted_tokens: int = 0  # draft tokens accepted (speculative decoding)
-    # token events: request id, time, tokens emitted at that time (only if recorded)
-    events: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-
-class Timeline(Protocol):
-    """Times one iteration and logs the GPUs' busy intervals."""
-
-    def step(
-        self,
-        t0: float,
-        batch: int,
-        context_total: int,
-        chunk_tokens: int,
-        chunk_context: int,
-        n_chunks: int,
-    ) -> tuple[float, float]:
-        """``(end of the iteration, time its prompt chunks' first tokens come out)`` for an
-        iteration starting at ``t0`` with ``batch`` decoding sequences whose contexts sum to
-        ``context_total``, plus ``n_chunks`` prompt chunks of ``chunk_tokens`` tokens in all
-        on top of ``chunk_context`` cached tokens."""
-        ...
-
-
-class PlainTimeline:
-    """One forward pass per iteration on one GPU (Standalone, both DPD instances)."""
-
-    def __init__(
-        self, time_util: Callable[[float, float, float], tuple[float, float]], busy: BusyLog
-    ) -> None:
-        self.time_util, self.busy = time_util, busy
-
-    def step(
-        self, t0: float, b: int, ctx: int, ctok: int, cctx: int, nchunk: int
-    ) -> tuple[float, float]:
-        d, u = self.time_util(b + ctok, ctx + cctx, b + nchunk)
-        t1 = t0 + d
-        self.busy.starts.append(t0)
-        self.busy.ends.append(t1)
-        self.busy.utils.append(u)
-        return t1, t1
-
-
-class AcceptanceSampler:
-    """Tokens emitted per sequence per speculation step: ``1 + X`` with X accepted drafts.
-
-    Each draft token is accepted with probability ``a`` independently until the first
-    rejection (Leviathan et al., ICML 2023, Sec. 3.5), so ``P(X >= j) = a^j`` for ``j <= K``
-    and ``E[1 + X] = (1 - a^(K+1)) / (1 - a)``. :meth:`assign` draws, with a generator seeded
-    by ``seed``, one stream ``X = min(K, floor(ln U / ln a))`` (``U`` uniform on (0, 1]) and
-    deals it out to the requests in index order, each taking the fewest steps that reach its
-    token count; the last step emits only what is still needed.
-    """
-
-    def __init__(self, acceptance_rate: float, k: int, seed: int) -> None:
-        a = acceptance_rate
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
-            raise ConfigError(f"acceptance_rate = {a!r}: must be a number in [0, 1]")
-        self.a, self.k = float(a), int(k)
-        self._rng = np.random.default_rng([seed, 2])
-        self.draws = np.zeros(0, np.int64)  # 1 + X per step, dealt out in request order
-        self.cum = np.zeros(1, np.int64)  # cum[j] = draws[:j].sum()
-
-    def expected_tokens(self) -> float:
-        """E[1 + X] = (1 - a^(K+1)) / (1 - a) (Leviathan et al. 2023, Eq. 1)."""
-        a, k = self.a, self.k
-        return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
-
-    def _draw(self, size: int) -> np.ndarray:
-        if self.a <= 0.0:
-            return np.ones(size, np.int64)
-        if self.a >= 1.0:
-            return np.full(size, self.k + 1, np.int64)
-        u = 1.0 - self._rng.random(size)  # (0, 1]
-        return np.minimum(np.floor(np.log(u) / math.log(self.a)), self.k).astype(np.int64) + 1
-
-    def assign(self, tokens: np.ndarray) -> tuple[list[int], list[int]]:
-        """Per request: the index of its first draw and its number of speculation steps."""
-        tok = np.asarray(tokens, dtype=np.int64).tolist()
-        need = sum(tok)
-        draws = self._draw(int(need / self.expected_tokens() * 1.05) + 64 * (self.k + 1))
-        cum = np.concatenate([[0], np.cumsum(draws)])
-        while cum[-1] < need:  # rare: extend the stream
-            more = self._draw(len(draws) // 4 + 64)
-            draws = np.concatenate([draws, more])
-            cum = np.concatenate([cum, cum[-1] + np.cumsum(more)])
-        cl = cum.tolist()
-        start, steps = [0] * len(tok), [0] * len(tok)
-        p = 0
-        for i, x in enumerate(tok):
-            q = bisect.bisect_left(cl, cl[p] + x, p + 1) if x > 0 else p
-            start[i], steps[i], p = p, q - p, q
-        self.draws, self.cum = draws[:p], cum[: p + 1]
-        return start, steps
 
 
 def serve(
