@@ -24,19 +24,29 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from greenllm import __version__
-    from greenllm.cli import analyze_cmd, carbon_cmd, catalog_cmd, demo_cmd, plan_cmd
+    from greenllm.cli import (
+        analyze_cmd,
+        carbon_cmd,
+        catalog_cmd,
+        demo_cmd,
+        plan_cmd,
+        profile_cmd,
+    )
 
     parser = _Parser(prog="greenllm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"greenllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (demo_cmd, carbon_cmd, analyze_cmd, catalog_cmd, plan_cmd):
+    for module in (demo_cmd, carbon_cmd, analyze_cmd, catalog_cmd, profile_cmd, plan_cmd):
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (already printed as one line), --help, --version
+        return int(exc.code or 0)
     try:
         return int(args.run(args) or 0)
     except GreenLLMError as err:
