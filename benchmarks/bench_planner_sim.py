@@ -1,123 +1,231 @@
 """Decision quality of the planner on matrices profiled by the GPU simulator.
 
-Profiles the paper's grid on the simulator (or reuses the demo's store), then hides all but
-X% of the cells, plans with the Planner (completion + Algorithm 1; monotone attainment on and
-off; with and without a safety margin) and compares with the oracle that sees every cell:
+Reuses the demo's profile store (``greenllm demo --out out/demo``; missing cells are profiled),
+hides all but X% of the cells at random, plans with the Planner and compares with the oracle,
+Algorithm 1 on the full matrices:
 
 * regret: chosen / oracle carbon per token - 1, over workloads where a feasible configuration
-  exists and the chosen one is feasible in the full matrix;
+  exists and the chosen one is feasible in the full matrix (mean over all such decisions;
+  "seed spread" is the lowest and highest per-seed mean, and their standard deviation);
 * violations: workloads where a feasible configuration exists but the chosen one is not
   ("severe": its true attainment is more than 0.05 below the target).
 
+Seeds: ``dev`` (0-29) were used while developing the planner; ``heldout-a`` (1000-1019) and
+``heldout-b`` (2000-2019) were each run once and never used to choose anything (A on an
+earlier version of the planner, B on the final one).
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_planner_sim.py [--store out/demo/profiles.sqlite]
+    .venv/bin/python benchmarks/bench_planner_sim.py [--seeds dev|heldout-b|0-9] [--diagnose]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from greenllm.profiler.store import ProfileStore
-from greenllm.reproduce import Experiment, paper_configurations, run_cells
+sys.path.insert(0, str(Path(__file__).parent))
+from _sim_matrices import DEFAULT_STORE, full_matrices, masked_to, parse_seeds
+
 from greenllm.scheduler import Planner, schedule
-from greenllm.scheduler.matrix import ProfileMatrices, cells_from_records
+from greenllm.scheduler.cf_carbon import carbon_factors
+from greenllm.scheduler.matrix import ProfileMatrices
+from greenllm.scheduler.refine import reveal, verify_plan
+
+Chooser = Callable[[ProfileMatrices, int], np.ndarray]  # sparse, seed -> column per row of full
 
 
-def full_matrices(store_path: Path, n_requests: int) -> ProfileMatrices:
-    with ProfileStore(store_path) as store:
-        run_cells(Experiment().cells(), store, backend="sim", n_requests=n_requests)
-        records = store.query(backend="sim")
-    configs = paper_configurations()
-    ids = {c.id for c in configs}
-    cells = [c for c in cells_from_records(records) if c["config"].id in ids]
-    measured = [c for c in configs if any(x["config"].id == c.id for x in cells)]
-    return ProfileMatrices.from_cells(cells, configs=measured)
-
-
-def masked(m: ProfileMatrices, fraction: float, seed: int) -> ProfileMatrices:
-    rng = np.random.default_rng(seed)
-    n, k = m.shape
-    keep = rng.random((n, k)) < fraction
-    served = m.carbon_observed
-    for r in range(n):  # at least one cell that served tokens per row ...
-        keep[r, rng.choice(np.flatnonzero(served[r]))] = True
-    for c in np.flatnonzero(served.any(axis=0)):  # ... and per column
-        keep[rng.choice(np.flatnonzero(served[:, c])), c] = True
-    hide = ~keep
-    return ProfileMatrices(
-        rows=m.rows, configs=m.configs,
-        seconds=np.where(hide[..., None], np.nan, m.seconds),
-        energy_j=np.where(hide[..., None], np.nan, m.energy_j),
-        tokens=np.where(hide, np.nan, m.tokens),
-        attainment=np.where(hide, np.nan, m.attainment),
-    )  # fmt: skip
-
-
-def evaluate(full: ProfileMatrices, planner: Planner, fraction: float, seeds: range) -> dict:
+def truth(full: ProfileMatrices, planner: Planner) -> tuple[np.ndarray, np.ndarray]:
+    """Full carbon (1e9 where a configuration served nothing) and attainment (0 there)."""
     carbon = full.carbon_g_per_token(planner.intensity_g_per_kwh, planner.lifetimes_years)
-    # A configuration that served nothing (or could not run) is never a feasible choice.
-    attainment = np.nan_to_num(full.attainment, nan=0.0)
-    carbon = np.where(np.isfinite(carbon), carbon, 1e9)
-    oracle = schedule(carbon, attainment, planner.slo_target, "slo", full.default_column())
-    feasible = attainment >= planner.slo_target
-    regrets, violations, severe, n, seconds = [], 0, 0, 0, 0.0
+    return np.where(np.isfinite(carbon), carbon, 1e9), np.nan_to_num(full.attainment, nan=0.0)
+
+
+def planner_chooser(full: ProfileMatrices, planner: Planner) -> Chooser:
+    def choose(sparse: ProfileMatrices, seed: int) -> np.ndarray:
+        return np.array([full.column(e.configuration) for e in planner.plan(sparse).entries])
+
+    return choose
+
+
+def verifying_chooser(full: ProfileMatrices, planner: Planner, share: float) -> Chooser:
+    """The same number of profiled cells as the random mask, but only ``1 - share`` of them at
+    random (a mask of that density, same seed) and the rest spent by :func:`verify_plan` on the
+    cells the plan chose."""
+
+    def choose(sparse: ProfileMatrices, seed: int) -> np.ndarray:
+        base = masked_to(full, (1.0 - share) * float(sparse.observed.mean()), seed)
+        budget = int(sparse.observed.sum() - base.observed.sum())
+        state = [base]
+
+        def measure(cells: list) -> ProfileMatrices:
+            state[0] = reveal(full, state[0], cells)
+            return state[0]
+
+        v = verify_plan(planner, base, measure, budget)
+        return np.array([full.column(e.configuration) for e in v.plan.entries])
+
+    return choose
+
+
+def diagnostic_chooser(full: ProfileMatrices, planner: Planner, true_part: str) -> Chooser:
+    """The planner with one matrix replaced by the truth: where does the regret come from?"""
+    carbon, attainment = truth(full, planner)
+
+    def choose(sparse: ProfileMatrices, seed: int) -> np.ndarray:
+        m, base = planner.candidates(sparse)
+        cols = [full.column(c) for c in m.configs]
+        filled = planner.complete(m)
+        if true_part == "attainment":
+            att = attainment[:, cols]
+            z = np.where(att >= planner.slo_target, np.inf, -np.inf)
+            filled = {**filled, "attainment": att, "attainment_lower": att, "attainment_z": z}
+        else:
+            filled = {**filled, "carbon": carbon[:, cols]}
+        return np.array(cols)[planner.choose(filled, base)]
+
+    return choose
+
+
+def evaluate(full: ProfileMatrices, planner: Planner, choose: Chooser, fraction: float,
+             seeds: range | list[int], list_violations: bool = False) -> dict:  # fmt: skip
+    carbon, attainment = truth(full, planner)
+    target = planner.slo_target
+    oracle = schedule(carbon, attainment, target, "slo", full.default_column())
+    feasible = attainment >= target
+    has = feasible.any(axis=1)
+    regrets, per_seed, violations, severe, seconds, observed = [], [], 0, 0, 0.0, []
     for seed in seeds:
-        sparse = masked(full, fraction, seed)
+        sparse = masked_to(full, fraction, seed)
+        observed.append(float(sparse.observed.mean()))
         start = time.perf_counter()
-        plan = planner.plan(sparse)
+        chosen = choose(sparse, seed)
         seconds += time.perf_counter() - start
-        chosen = np.array([full.column(e.configuration) for e in plan.entries])
-        for r, c in enumerate(chosen):
-            if not feasible[r].any():
-                continue
-            n += 1
-            if feasible[r, c]:
-                regrets.append(carbon[r, c] / carbon[r, oracle[r]] - 1)
-            else:
-                violations += 1
-                severe += int(attainment[r, c] < planner.slo_target - 0.05)
+        rows = np.flatnonzero(has)
+        ok = feasible[rows, chosen[rows]]
+        r = carbon[rows[ok], chosen[rows[ok]]] / carbon[rows[ok], oracle[rows[ok]]] - 1
+        regrets.extend(r.tolist())
+        per_seed.append(float(r.mean()) if r.size else float("nan"))
+        bad = rows[~ok]
+        violations += bad.size
+        for r in bad if list_violations else ():
+            ok_att = [f"{attainment[r, c]:.3f}" for c in np.flatnonzero(feasible[r])]
+            print(f"  violation: seed {seed}, {full.rows[r].label}: chose "
+                  f"{full.configs[chosen[r]].label} (attainment {attainment[r, chosen[r]]:.3f}); "
+                  f"feasible ones: {ok_att}")  # fmt: skip
+        severe += int((attainment[bad, chosen[bad]] < target - 0.05).sum())
     return {
         "regret": float(np.mean(regrets)) if regrets else float("nan"),
         "p95": float(np.percentile(regrets, 95)) if regrets else float("nan"),
+        "seed_min": float(np.min(per_seed)),
+        "seed_max": float(np.max(per_seed)),
+        "seed_sd": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
         "violations": violations,
         "severe": severe,
-        "n": n,
+        "n": int(has.sum()) * len(seeds),
         "s_per_plan": seconds / len(seeds),
+        "observed": float(np.mean(observed)),
+    }
+
+
+def check_orders(full: ProfileMatrices, target: float = 0.9) -> None:
+    """How often the demo's profiles obey the orders the planner assumes (adjacent pairs)."""
+    f = carbon_factors(full)
+    rate = f.offered_tokens_per_s[:, None] / f.time_factor
+    quantities = {"attainment does not rise": (full.attainment, -1.0),
+                  "time factor does not fall": (f.time_factor, 1.0),
+                  "served token rate does not fall": (rate, 1.0),
+                  "power does not fall": (f.power_w, 1.0)}  # fmt: skip
+    groups: dict[tuple, list[int]] = {}
+    for i, k in enumerate(full.rows):
+        groups.setdefault((k.application, k.input_tokens, k.output_tokens), []).append(i)
+    by_qps = [sorted(idx, key=lambda i: full.rows[i].qps) for idx in groups.values()]
+    by_size = []  # adjacent request sizes of one application at the same QPS
+    for app in {k.application for k in full.rows}:
+        sizes = sorted({g[1:] for g in groups if g[0] == app})
+        for a, b in itertools.pairwise(sizes):
+            if a[0] <= b[0] and a[1] <= b[1]:
+                qa = {full.rows[i].qps: i for i in groups[(app, *a)]}
+                qb = {full.rows[i].qps: i for i in groups[(app, *b)]}
+                by_size += [[qa[q], qb[q]] for q in sorted(set(qa) & set(qb))]
+    for name, (x, sign) in quantities.items():
+        for axis, chains in (("QPS", by_qps), ("request size", by_size)):
+            d = np.concatenate([np.diff(x[c], axis=0) for c in chains]) * sign
+            ok = np.isfinite(d)
+            print(f"{name} with {axis}: {int((d[ok] >= -1e-9).sum())} of {int(ok.sum())} pairs")
+    meets = np.isfinite(f.time_factor) & (np.nan_to_num(full.attainment) >= target)
+    tf = f.time_factor[meets]
+    print(
+        f"time factor of the {meets.sum()} cells meeting {target}: min {tf.min():.3f}, "
+        f"99th percentile {np.percentile(tf, 99):.3f}, max {tf.max():.3f}\n"
+    )
+
+
+def planners() -> dict[str, Planner]:
+    return {
+        "before: sgd, direct carbon, no margin": Planner(
+            region="CISO", method="sgd", margin_sigmas=0.0, carbon_model="direct"
+        ),
+        "default (als, carbon factors, margin 2)": Planner(region="CISO"),
+        "default, margin 1": Planner(region="CISO", margin_sigmas=1.0),
+        "default, margin 0": Planner(region="CISO", margin_sigmas=0.0),
+        "default, sgd": Planner(region="CISO", method="sgd"),
+        "default, direct carbon": Planner(region="CISO", carbon_model="direct"),
+        "default, no monotone": Planner(region="CISO", monotone=False),
+        "default, row+column errors": Planner(region="CISO", error_by="row+column"),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--store", type=Path, default=Path("out/demo/profiles.sqlite"))
+    ap.add_argument("--store", type=Path, default=DEFAULT_STORE)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--densities", default="0.1,0.2,0.3,0.5")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", default="dev", help="dev (0-29), heldout-a, heldout-b, 0-9, 1,2")
+    ap.add_argument("--only", default=None, help="run only planners whose name contains this")
+    ap.add_argument(
+        "--diagnose", action="store_true", help="also the default with true attainment / carbon"
+    )
+    ap.add_argument("--check-orders", action="store_true", help="check the load orders, exit")
+    ap.add_argument("--list-violations", action="store_true", help="print every violation")
     args = ap.parse_args()
-    args.store.parent.mkdir(parents=True, exist_ok=True)
     full = full_matrices(args.store, args.requests)
+    if args.check_orders:
+        check_orders(full)
+        return
+    seeds = parse_seeds(args.seeds)
     print(
         f"simulator matrices: {full.shape[0]} workloads x {full.shape[1]} configurations "
-        f"(CISO, 7-year lifetimes, SLO target 0.9), {args.seeds} seeds per density\n"
+        f"(CISO, 7-year lifetimes, SLO target 0.9), seeds {args.seeds} ({len(seeds)})\n"
     )
-    planners = {
-        "CF (sgd) + Algorithm 1 + monotone": Planner(region="CISO"),
-        "CF (sgd) + Algorithm 1, no monotone": Planner(region="CISO", monotone=False),
-        "CF (sgd) + monotone + margin 1 sigma": Planner(region="CISO", margin_sigmas=1.0),
-        "CF (als) + monotone": Planner(region="CISO", method="als"),
-    }
-    print("| observed | planner | mean regret | p95 regret | violations | severe | s/plan |")
-    print("|---|---|---|---|---|---|---|")
+    choosers = {k: (p, planner_chooser(full, p)) for k, p in planners().items()}
+    for margin, share in ((2.0, 1 / 3), (2.0, 0.5), (1.0, 1 / 3), (0.0, 1 / 3)):
+        p = Planner(region="CISO", margin_sigmas=margin)
+        name = f"default, margin {margin:g}, verify ({share:.0%} of the cells)"
+        choosers[name] = (p, verifying_chooser(full, p, share))
+    if args.only:
+        choosers = {k: v for k, v in choosers.items() if args.only in k}
+    if args.diagnose:
+        p = Planner(region="CISO")
+        for part in ("attainment", "carbon"):
+            choosers[f"diagnostic: default, true {part}"] = (p, diagnostic_chooser(full, p, part))
+    print("| density | observed | planner | mean regret | seed spread (sd) | p95 regret "
+          "| violations | severe | s/plan |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for fraction in (float(x) for x in args.densities.split(",")):
-        for name, planner in planners.items():
-            r = evaluate(full, planner, fraction, range(args.seeds))
-            print(f"| {fraction:.0%} | {name} | {100 * r['regret']:.2f} % | "
-                  f"{100 * r['p95']:.1f} % | {r['violations']} / {r['n']} | {r['severe']} | "
-                  f"{r['s_per_plan']:.2f} |")  # fmt: skip
+        for name, (planner, choose) in choosers.items():
+            r = evaluate(full, planner, choose, fraction, seeds, args.list_violations)
+            print(f"| {fraction:.0%} | {100 * r['observed']:.1f} % | {name} | "
+                  f"{100 * r['regret']:.2f} % | "
+                  f"{100 * r['seed_min']:.2f}-{100 * r['seed_max']:.2f} % "
+                  f"({100 * r['seed_sd']:.2f}) | {100 * r['p95']:.1f} % | "
+                  f"{r['violations']} / {r['n']} | {r['severe']} | {r['s_per_plan']:.2f} |",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,15 +22,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-target", type=float, default=0.9, help="SLO attainment target")
     p.add_argument("--priority", choices=("slo", "default"), default="slo", help="fallback rule")
     p.add_argument(
-        "--method", default="sgd", help="completion: sgd, als, softimpute, surprise, mean"
+        "--method", default="als", help="completion: als (default), sgd, softimpute, surprise, mean"
     )
     p.add_argument(
         "--margin",
         type=float,
-        default=0.0,
+        default=2.0,
         metavar="SIGMAS",
-        help="filled cells must clear the target by this many estimated errors",
+        help="filled cells must clear the target by this many estimated errors (default 2)",
     )
+    p.add_argument(
+        "--verify",
+        type=int,
+        default=0,
+        metavar="CELLS",
+        help="profile up to CELLS of the chosen cells that were filled (on --backend, default "
+        "sim) and plan again, until every choice is measured",
+    )
+    p.add_argument("--requests", type=int, default=300, help="requests per verified cell")
     p.add_argument("--lifetime-years", type=float, default=7.0, help="default GPU lifetime")
     p.add_argument("--lifetime", action="append", metavar="GPU=YEARS", help="e.g. T4=10")
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     with ProfileStore(args.store) as store:
         if args.trace:
             return _run_hourly(args, planner, store)
-        plan = planner.plan(store, backend=args.backend)
+        if args.verify:
+            plan = _verified(args, planner, store)
+        else:
+            plan = planner.plan(store, backend=args.backend)
     if args.json:
         print(plan.to_json())
         return 0
@@ -86,6 +98,23 @@ def run(args: argparse.Namespace) -> int:
                 title=f"Plan at {where}, SLO target {plan.slo_target:g}, baseline "
                 f"{plan.baseline.label}, completion {plan.method}"))  # fmt: skip
     return 0
+
+
+def _verified(args: argparse.Namespace, planner, store):
+    from greenllm.errors import ConfigError
+    from greenllm.profiler.verify import sweep_measure
+    from greenllm.scheduler.matrix import matrices_from_store
+    from greenllm.scheduler.refine import verify_plan
+
+    if args.verify < 0:
+        raise ConfigError(f"--verify {args.verify}: must be a number of cells >= 0")
+    backend = args.backend or "sim"
+    measure = sweep_measure(store, backend=backend, n_requests=args.requests, seed=args.seed)
+    v = verify_plan(planner, matrices_from_store(store, backend=backend), measure, args.verify)
+    if not args.json:
+        print(f"verified: profiled {len(v.profiled)} cells on {backend} in {v.rounds} "
+              f"rounds; {len(v.unverified)} choices still filled")  # fmt: skip
+    return v.plan
 
 
 def _run_hourly(args: argparse.Namespace, planner, store) -> int:

@@ -251,7 +251,8 @@ class CompletionResult:
     ``stderr`` is 0 on observed cells (returned as measured). On a filled cell it is half the
     width of ``inverse(z_hat -+ sigma_ij)``, where ``sigma_ij`` (``sigma_transformed``) is the
     cross-validation RMSE of the model in the fitting space, estimated per row and per column
-    (each shrunk towards the global RMSE with 3 pseudo-entries) and averaged in quadrature.
+    (each shrunk towards the global RMSE with 3 pseudo-entries) and averaged in quadrature,
+    or per column only (``error_by="column"``).
     """
 
     values: np.ndarray
@@ -267,10 +268,19 @@ class CompletionResult:
         return ~self.observed_mask
 
 
+ERROR_BY = ("row+column", "column")
+
+
 def _cell_sigma(
-    entries: Observed, resid: np.ndarray, fallback_var: float, kappa: float = 3.0
+    entries: Observed,
+    resid: np.ndarray,
+    fallback_var: float,
+    kappa: float = 3.0,
+    by: str = "row+column",
 ) -> np.ndarray:
-    """Per-cell RMSE from held-out residuals: shrunk row and column mean squares, averaged."""
+    """Per-cell RMSE from held-out residuals: the row and column mean squares, each shrunk
+    towards the global one with ``kappa`` pseudo-entries, averaged (``by="row+column"``), or
+    the column's alone (``by="column"``)."""
     n, m = entries.shape
     ok = np.isfinite(resid)
     sq = np.where(ok, resid, 0.0) ** 2
@@ -280,7 +290,10 @@ def _cell_sigma(
     def shrunk(index: np.ndarray, size: int) -> np.ndarray:
         return (np.bincount(index, sq, size) + kappa * g) / (np.bincount(index, ok, size) + kappa)
 
-    return np.sqrt(0.5 * (shrunk(entries.rows, n)[:, None] + shrunk(entries.cols, m)[None, :]))
+    col = shrunk(entries.cols, m)[None, :]
+    if by == "column":
+        return np.sqrt(np.repeat(col, n, axis=0))
+    return np.sqrt(0.5 * (shrunk(entries.rows, n)[:, None] + col))
 
 
 def complete_with_uncertainty(
@@ -290,21 +303,26 @@ def complete_with_uncertainty(
     seed: int = 0,
     transform: str = "identity",
     n_folds: int = 5,
+    error_by: str = "row+column",
     **params: Any,
 ) -> CompletionResult:
     """:func:`complete` plus a per-cell error estimate (see :class:`CompletionResult`).
 
     The held-out residuals of the rank search are reused (with more than 8,000 observed
     entries they come from its row sample); with an explicit ``rank`` (or a rank-free method)
-    ``n_folds`` extra fits produce them. Observed cells get ``stderr = 0``.
+    ``n_folds`` extra fits produce them. Observed cells get ``stderr = 0``. ``error_by``:
+    a cell's error from its row's and its column's residuals (``"row+column"``) or from its
+    column's alone (``"column"``: how predictable that configuration is across workloads).
     """
+    if error_by not in ERROR_BY:
+        raise ConfigError(f"error_by = {error_by!r}: must be one of {list(ERROR_BY)}")
     obs, zobs, t = _prepare(matrix, transform)
     pred, search = _fit(zobs, method, rank, seed, params)
     entries, resid = search.entries, search.residuals
     if entries is None or resid is None:
         folds = split_folds(zobs, n_folds, np.random.default_rng(seed))
         entries, resid = zobs, _cv_residuals(zobs, folds, method, search.rank, seed, params)
-    sigma = _cell_sigma(entries, resid, float(np.var(zobs.values)) or 1.0)
+    sigma = _cell_sigma(entries, resid, float(np.var(zobs.values)) or 1.0, by=error_by)
     sigma[obs.rows, obs.cols] = 0.0
     stderr = 0.5 * np.abs(t.inverse(pred + sigma) - t.inverse(pred - sigma))
     values = t.inverse(pred)

@@ -4,11 +4,16 @@ Steps, as in Figure 5 and Algorithm 1:
 
 1. Build the matrices from the profile store (:class:`~greenllm.scheduler.matrix.ProfileMatrices`),
    recomputing carbon per token for the planner's intensity and lifetimes (Eq. 1-3).
-2. Fill the unprofiled cells by collaborative filtering: embodied and operational carbon per
-   token in log space, SLO attainment in logit space, each with a per-cell error estimate.
+2. Fill the unprofiled cells by collaborative filtering: SLO attainment in logit space with a
+   per-cell error estimate; carbon per token through its physical factors (time per offered
+   token, embodied carbon per second, power: :mod:`~greenllm.scheduler.cf_carbon`), each in
+   log space. Beyond the paper, filled cells are clamped to the orders of
+   :mod:`~greenllm.scheduler.constraints` (attainment never rises with load).
 3. Algorithm 1 per workload: the lowest-carbon configuration whose attainment reaches the target,
-   else the fallback. Beyond the paper, ``margin_sigmas > 0`` makes a *filled* cell feasible only
-   if its attainment clears the target by ``margin_sigmas`` times its estimated error.
+   else the fallback. Beyond the paper, with ``margin_sigmas > 0`` a *filled* cell is feasible
+   only if its attainment minus ``margin_sigmas`` estimated errors (in logit space, where the
+   errors were estimated) still reaches the target, unless a measured cell with more load
+   already does; the SLO fallback then takes the configuration most likely to meet the target.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from pydantic import Field
 
 from greenllm.config import Configuration, FrozenModel
 from greenllm.errors import ConfigError, ProfileError
-from greenllm.scheduler.algorithm import schedule
+from greenllm.scheduler.cf_carbon import filled_carbon_per_token
+from greenllm.scheduler.cf_margin import AttainmentBounds, attainment_bounds, choose_with_margin
 from greenllm.scheduler.completion import complete_with_uncertainty
-from greenllm.scheduler.constraints import monotone_in_qps
 from greenllm.scheduler.matrix import ProfileMatrices
 from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
 
@@ -36,6 +41,7 @@ __all__ = ["Plan", "PlanEntry", "Planner"]
 logger = logging.getLogger(__name__)
 
 Priority = Literal["slo", "default"]
+CarbonModel = Literal["factors", "direct"]
 
 
 class PlanEntry(FrozenModel):
@@ -85,9 +91,15 @@ class Planner:
 
     ``lifetimes_years`` is one number for every GPU or a mapping ``{"T4": 10, "default": 7}``.
     ``default`` is the configuration Algorithm 1 falls back to with ``priority="default"`` and
-    the baseline that savings are measured against (Standalone when None). ``monotone``
-    clamps filled SLO attainment so it never rises with QPS
-    (:func:`~greenllm.scheduler.constraints.monotone_in_qps`).
+    the baseline that savings are measured against (Standalone when None). ``method`` and
+    ``rank`` choose the completion (ALS by default, chosen on development masks of the
+    simulator's matrices; SGD is within noise on held-out masks, docs/planner.md).
+    ``margin_sigmas`` is the safety margin on filled attainment, in errors estimated in logit
+    space per configuration (``error_by="row+column"``: per row and column;
+    :mod:`~greenllm.scheduler.cf_margin`; 0: the paper's rule on the point estimates).
+    ``monotone`` clamps filled cells to the load orders of
+    :mod:`~greenllm.scheduler.constraints`; ``carbon_model="direct"`` completes embodied and
+    operational carbon per token as they are instead of through their physical factors.
     """
 
     def __init__(
@@ -99,11 +111,13 @@ class Planner:
         slo_target: Annotated[float, "0..1"] = 0.9,
         priority: Priority = "slo",
         default: Configuration | str | int | None = None,
-        method: str = "sgd",
-        margin_sigmas: float = 0.0,
+        method: str = "als",
+        margin_sigmas: float = 2.0,
         rank: int | None = None,
         seed: int = 0,
         monotone: bool = True,
+        carbon_model: CarbonModel = "factors",
+        error_by: Literal["column", "row+column"] = "column",
     ) -> None:
         if intensity_g_per_kwh is not None and region is not None:
             raise ConfigError("give intensity_g_per_kwh or region, not both")
@@ -113,6 +127,10 @@ class Planner:
             raise ConfigError(f"priority = {priority!r}: choose 'slo' or 'default'")
         if not np.isfinite(margin_sigmas) or margin_sigmas < 0:
             raise ConfigError(f"margin_sigmas = {margin_sigmas!r}: must be a finite number >= 0")
+        if carbon_model not in ("factors", "direct"):
+            raise ConfigError(f"carbon_model = {carbon_model!r}: choose 'factors' or 'direct'")
+        if error_by not in ("column", "row+column"):
+            raise ConfigError(f"error_by = {error_by!r}: choose 'column' or 'row+column'")
         self.region = region if intensity_g_per_kwh is None else None
         self.intensity_g_per_kwh = _intensity(intensity_g_per_kwh, region)
         self.lifetimes_years = _lifetimes(lifetimes_years)
@@ -124,32 +142,53 @@ class Planner:
         self.rank = rank
         self.seed = seed
         self.monotone = monotone
+        self.carbon_model: CarbonModel = carbon_model
+        self.error_by = error_by
 
     def complete(self, m: ProfileMatrices) -> dict[str, np.ndarray]:
         """Filled matrices: embodied and operational carbon (g/token), energy (kWh/token),
-        carbon, attainment and its error. Energy and embodied carbon are completed in log
-        space independently of the intensity, so one completion serves every hour of a trace."""
+        carbon, attainment (point estimate), its error, its lower bound after the safety
+        margin (``attainment_lower``, what Algorithm 1 compares with the target) and z-score
+        (:mod:`~greenllm.scheduler.cf_margin`). Energy and embodied carbon do not depend on
+        the intensity, so one completion serves every hour of a trace."""
         kw = {"method": self.method, "rank": self.rank, "seed": self.seed}
-        emb = complete_with_uncertainty(m.embodied_g_per_token(self.lifetimes_years),
-                                        transform="log", **kw).values  # fmt: skip
-        energy = complete_with_uncertainty(m.energy_kwh_per_token(), transform="log", **kw).values
-        att = complete_with_uncertainty(m.attainment, transform="logit", **kw)
-        att_values = np.clip(att.values, 0.0, 1.0)
-        if self.monotone:
-            att_values = monotone_in_qps(att_values, m.observed, m.rows)
+        att = complete_with_uncertainty(
+            m.attainment, transform="logit", error_by=self.error_by, **kw
+        )
+        b = attainment_bounds(att, m.rows, self.slo_target, self.margin_sigmas, self.monotone)
+        if self.carbon_model == "factors":
+            emb, energy = filled_carbon_per_token(
+                m, self.lifetimes_years, b.lower >= self.slo_target, self.slo_target,
+                monotone=self.monotone, **kw,
+            )  # fmt: skip
+        else:
+            emb = complete_with_uncertainty(m.embodied_g_per_token(self.lifetimes_years),
+                                            transform="log", **kw).values  # fmt: skip
+            energy = complete_with_uncertainty(m.energy_kwh_per_token(), transform="log",
+                                               **kw).values  # fmt: skip
         opr = self.intensity_g_per_kwh * energy
         return {
             "embodied": emb,
             "energy_kwh": energy,
             "operational": opr,
             "carbon": emb + opr,
-            "attainment": att_values,
+            "attainment": b.point,
             "attainment_stderr": att.stderr,
+            "attainment_lower": b.lower,
+            "attainment_z": b.z,
         }
 
     def _effective_attainment(self, filled: dict[str, np.ndarray]) -> np.ndarray:
-        att = filled["attainment"] - self.margin_sigmas * filled["attainment_stderr"]
-        return np.clip(att, 0.0, 1.0)
+        return filled["attainment_lower"]
+
+    def choose(self, filled: dict[str, np.ndarray], base: int) -> np.ndarray:
+        """The configuration per row: Algorithm 1 on ``carbon`` and ``attainment_lower``, with
+        the fallback of :func:`~greenllm.scheduler.cf_margin.choose_with_margin`."""
+        bounds = AttainmentBounds(
+            filled["attainment"], filled["attainment_lower"], filled["attainment_z"]
+        )
+        return choose_with_margin(filled["carbon"], bounds, self.slo_target, self.priority,
+                                  base, self.margin_sigmas)  # fmt: skip
 
     def candidates(self, m: ProfileMatrices) -> tuple[ProfileMatrices, int]:
         """Drop configurations that never served a token (no carbon per token can be known);
@@ -170,14 +209,27 @@ class Planner:
             m = m.select_columns(keep)
         return m, m.column(default)
 
-    def plan(self, source: ProfileMatrices | object, backend: str | None = None) -> Plan:
-        """Plan from :class:`ProfileMatrices` or a ``ProfileStore`` (run ids averaged)."""
+    def plan(
+        self,
+        source: ProfileMatrices | object,
+        backend: str | None = None,
+        *,
+        prefer_measured: bool = False,
+    ) -> Plan:
+        """Plan from :class:`ProfileMatrices` or a ``ProfileStore`` (run ids averaged).
+
+        ``prefer_measured``: a workload with a *measured* configuration that meets the SLO
+        gets the cheapest such one, never a filled (predicted) one; filled cells decide only
+        where nothing measured meets the target (used after :func:`verify_plan
+        <greenllm.scheduler.refine.verify_plan>` has profiled the promising filled cells).
+        """
         m = source if isinstance(source, ProfileMatrices) else _from_store(source, backend)
         m, base = self.candidates(m)
         filled = self.complete(m)
-        att_eff = self._effective_attainment(filled)
-        choice = schedule(filled["carbon"], att_eff, self.slo_target, self.priority, base)
-        feasible = att_eff >= self.slo_target
+        choice = self.choose(filled, base)
+        if prefer_measured:
+            choice = measured_choice(choice, filled["carbon"], m, self.slo_target)
+        feasible = self._effective_attainment(filled) >= self.slo_target
         rows = np.arange(m.shape[0])
         carbon = filled["carbon"]
         entries = [
@@ -250,9 +302,8 @@ class Planner:
         level = np.minimum(np.searchsorted(levels, qps - 1e-12), len(levels) - 1)
         m, base = self.candidates(m)
         filled = self.complete(m)
-        att = self._effective_attainment(filled)[rows]
-        allowed = att >= self.slo_target
-        fallback = schedule(filled["carbon"][rows], att, self.slo_target, self.priority, base)
+        allowed = self._effective_attainment(filled)[rows] >= self.slo_target
+        fallback = self.choose({k: v[rows] for k, v in filled.items()}, base)
         none = ~allowed.any(axis=1)
         allowed[none, fallback[none]] = True
         return plan_hourly(
@@ -313,6 +364,23 @@ def _lifetimes(value: float | Mapping[str, float]) -> dict[str, float]:
             raise ConfigError(f"lifetime of {gpu} = {years!r} years: must be > 0")
     items.setdefault("default", 7.0)
     return {k: float(v) for k, v in items.items()}
+
+
+def measured_feasible(m: ProfileMatrices, slo_target: float) -> np.ndarray:
+    """Cells measured to serve tokens and to meet ``slo_target``."""
+    return m.carbon_observed & (np.nan_to_num(m.attainment, nan=0.0) >= slo_target)
+
+
+def measured_choice(
+    choice: np.ndarray, carbon: np.ndarray, m: ProfileMatrices, slo_target: float
+) -> np.ndarray:
+    """``choice`` with every filled pick replaced by the cheapest measured-feasible cell of its
+    row, where the row has one."""
+    ok = measured_feasible(m, slo_target)
+    rows = np.arange(len(choice))
+    swap = ~m.carbon_observed[rows, choice] & ok.any(axis=1)
+    best = np.argmin(np.where(ok, carbon, np.inf), axis=1)
+    return np.where(swap, best, choice).astype(np.intp)
 
 
 def _from_store(store: object, backend: str | None) -> ProfileMatrices:
