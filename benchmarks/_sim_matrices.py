@@ -23,9 +23,14 @@ from greenllm.scheduler.matrix import ProfileMatrices, cells_from_records  # noq
 
 DEFAULT_STORE = Path("out/demo/profiles.sqlite")
 DEV_SEEDS = range(0, 30)  # used while developing the planner
-# Held-out masks, each run once and never used to choose anything: A on the planner before the
-# per-configuration attainment error (error_by="column"), B on the final planner.
-HELDOUT_SEEDS = {"heldout-a": range(1000, 1020), "heldout-b": range(2000, 2020)}
+# Held-out masks, never used to choose anything: A and B at the nominal densities of the first
+# planner work (A before error_by="column", B after); C at the true observed density (masked_to),
+# run once on the planner with verify_plan.
+HELDOUT_SEEDS = {
+    "heldout-a": range(1000, 1020),
+    "heldout-b": range(2000, 2020),
+    "heldout-c": range(4000, 4020),
+}
 
 
 def full_matrices(store_path: Path = DEFAULT_STORE, n_requests: int = 400) -> ProfileMatrices:

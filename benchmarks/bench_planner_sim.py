@@ -1,8 +1,9 @@
 """Decision quality of the planner on matrices profiled by the GPU simulator.
 
 Reuses the demo's profile store (``greenllm demo --out out/demo``; missing cells are profiled),
-hides all but X% of the cells at random, plans with the Planner and compares with the oracle,
-Algorithm 1 on the full matrices:
+hides all but X% of the cells at random (X is the true fraction profiled, counting the cell
+kept in every row and column), plans with the Planner and compares with the oracle, Algorithm 1
+on the full matrices:
 
 * regret: chosen / oracle carbon per token - 1, over workloads where a feasible configuration
   exists and the chosen one is feasible in the full matrix (mean over all such decisions;
@@ -10,9 +11,10 @@ Algorithm 1 on the full matrices:
 * violations: workloads where a feasible configuration exists but the chosen one is not
   ("severe": its true attainment is more than 0.05 below the target).
 
-Seeds: ``dev`` (0-29) were used while developing the planner; ``heldout-a`` (1000-1019) and
-``heldout-b`` (2000-2019) were each run once and never used to choose anything (A on an
-earlier version of the planner, B on the final one).
+Seeds: ``dev`` (0-29) were used while developing the planner; ``heldout-a`` (1000-1019),
+``heldout-b`` (2000-2019) and ``heldout-c`` (4000-4019) never chose anything (docs/planner.md).
+The "verify" planners spend part of the same number of profiled cells on
+:func:`~greenllm.scheduler.refine.verify_plan` instead of at random.
 
 Usage::
 

@@ -53,22 +53,36 @@ class VerifiedPlan:
 
 
 def to_verify(planner: Planner, m: ProfileMatrices) -> list[Cell]:
-    """The filled cells the planner would choose, most valuable to profile first: rows with no
-    measured configuration meeting the SLO, then by the predicted saving of the filled choice
-    over the cheapest measured one that meets it. A filled choice predicted no cheaper than
-    that measured one is not worth profiling (the measured one is served instead)."""
+    """The filled cells worth profiling, most valuable first.
+
+    1. The planner's filled choices in workloads where nothing measured meets the SLO;
+    2. workloads where nothing measured meets the SLO and the choice is a measured miss (the
+       fallback): their filled cell most likely to meet it (largest ``attainment_z``);
+    3. the other filled choices, by their predicted saving over the cheapest measured
+       configuration that meets the SLO. A filled choice predicted no cheaper than that one
+       is not worth profiling (the measured one is served instead).
+    """
     mc, base = planner.candidates(m)
     filled = planner.complete(mc)
     choice = planner.choose(filled, base)
     rows = np.arange(mc.shape[0])
     carbon = filled["carbon"]
     ok = measured_feasible(mc, planner.slo_target)
+    none_ok = ~ok.any(axis=1)
     best_measured = np.min(np.where(ok, carbon, np.inf), axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        gain = np.where(ok.any(axis=1), 1.0 - carbon[rows, choice] / best_measured, np.inf)
-    todo = rows[~mc.observed[rows, choice] & (gain > 0)]
-    todo = todo[np.argsort(-gain[todo], kind="stable")]
-    return [(mc.rows[r], mc.configs[choice[r]]) for r in todo]
+        gain = np.where(none_ok, np.inf, 1.0 - carbon[rows, choice] / best_measured)
+    chosen_filled = ~mc.observed[rows, choice]
+    first = rows[chosen_filled & none_ok]
+    z = np.where(mc.observed, -np.inf, filled["attainment_z"])
+    likeliest = np.argmax(z, axis=1)
+    stuck = rows[~chosen_filled & none_ok & np.isfinite(z[rows, likeliest])]
+    rest = rows[chosen_filled & ~none_ok & (gain > 0)]
+    rest = rest[np.argsort(-gain[rest], kind="stable")]
+    cells = [(r, choice[r]) for r in first]
+    cells += [(r, likeliest[r]) for r in stuck]
+    cells += [(r, choice[r]) for r in rest]
+    return [(mc.rows[r], mc.configs[c]) for r, c in cells]
 
 
 def verify_plan(
