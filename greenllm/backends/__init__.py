@@ -1,7 +1,8 @@
 """Backends: the registry from a name to a ``"module:Class"`` implementing :class:`Backend`.
 
 Modelled on vLLM's KV-connector factory: entries are strings, imported on first use, so listing
-backends never imports torch, vLLM or Ray. Built-in: ``sim`` (the GPU simulator). Out-of-tree
+backends never imports torch, vLLM or Ray. Built-in: ``sim`` (the GPU simulator), ``torch``
+(greenllm's own engine, :mod:`greenllm.engine`) and ``vllm`` (real vLLM engines). Out-of-tree
 backends register through the entry-point group ``greenllm.backends``::
 
     # the plugin's pyproject.toml
@@ -39,7 +40,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "greenllm.backends"
-BUILTIN_BACKENDS: dict[str, str] = {"sim": "greenllm.backends.sim:SimBackend"}
+BUILTIN_BACKENDS: dict[str, str] = {
+    "sim": "greenllm.backends.sim:SimBackend",
+    "torch": "greenllm.backends.torch_backend:TorchBackend",
+    "vllm": "greenllm.backends.vllm:VLLMBackend",
+}
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")

@@ -26,7 +26,14 @@ from greenllm.config import SLO, ConfigKind, Configuration, Workload
 from greenllm.errors import ConfigError
 from greenllm.workloads.requests import RequestSet
 
-__all__ = ["Backend", "Capabilities", "GPUTrace", "RequestTimings", "RunResult"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "GPUTrace",
+    "RequestTimings",
+    "RunResult",
+    "run_requests",
+]
 
 
 @dataclass(frozen=True)
@@ -218,3 +225,35 @@ class Backend(Protocol):
     ) -> RunResult: ...
 
     def close(self) -> None: ...
+
+
+def run_requests(
+    backend: str,
+    capabilities: Capabilities,
+    configuration: Configuration,
+    workload: Workload,
+    requests: RequestSet | None,
+    duration_s: float | None,
+    seed: int,
+) -> RequestSet:
+    """Check the arguments of :meth:`Backend.run` and return the requests to serve: ``requests``
+    as given, or Poisson arrivals at ``workload.qps`` for ``duration_s`` seeded by ``seed``."""
+    if not isinstance(configuration, Configuration):
+        raise ConfigError(f"configuration = {configuration!r}: expected a Configuration")
+    if not isinstance(workload, Workload):
+        raise ConfigError(f"workload = {workload!r}: expected a Workload")
+    capabilities.check(configuration, backend)
+    if (requests is None) == (duration_s is None):
+        raise ConfigError(
+            "give exactly one of requests=RequestSet(...) or duration_s=... (got "
+            f"{'both' if requests is not None else 'neither'})"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed = {seed!r}: must be an integer >= 0")
+    if requests is None:
+        return RequestSet.poisson(
+            workload.qps, workload.request_size, duration_s=duration_s, seed=int(seed)
+        )
+    if not isinstance(requests, RequestSet):
+        raise ConfigError(f"requests = {type(requests).__name__}: expected a RequestSet")
+    return requests

@@ -80,8 +80,12 @@ def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: st
     monkeypatch.delitem(sys.modules, name, raising=False)
 
 
-def test_sim_is_the_builtin_and_listing_imports_nothing(registry: backends._Registry) -> None:
-    assert BUILTIN_BACKENDS == {"sim": "greenllm.backends.sim:SimBackend"}
+def test_builtins_and_listing_imports_nothing(registry: backends._Registry) -> None:
+    assert BUILTIN_BACKENDS == {
+        "sim": "greenllm.backends.sim:SimBackend",
+        "torch": "greenllm.backends.torch_backend:TorchBackend",
+        "vllm": "greenllm.backends.vllm:VLLMBackend",
+    }
     assert list_backends()["sim"] == "greenllm.backends.sim:SimBackend"
     assert registry.classes == {}
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.backends.base import Capabilities, GPUTrace, RequestTimings, RunResult
+from greenllm.backends.base import Capabilities, GPUTrace, RequestTimings, RunResult, run_requests
 from greenllm.backends.sim.configs import SimOptions, SimOutcome, plan, simulate
 from greenllm.backends.sim.engine import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S
@@ -91,25 +91,9 @@ class SimBackend:
         record_token_times: bool = False,
     ) -> RunResult:
         """Serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``)."""
-        if not isinstance(configuration, Configuration):
-            raise ConfigError(f"configuration = {configuration!r}: expected a Configuration")
-        if not isinstance(workload, Workload):
-            raise ConfigError(f"workload = {workload!r}: expected a Workload")
-        self.capabilities().check(configuration, self.name)
-        if (requests is None) == (duration_s is None):
-            raise ConfigError(
-                "give exactly one of requests=RequestSet(...) or duration_s=... (got "
-                f"{'both' if requests is not None else 'neither'})"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed = {seed!r}: must be an integer >= 0")
+        requests = run_requests(self.name, self.capabilities(), configuration, workload,
+                                requests, duration_s, seed)  # fmt: skip
         sim = plan(configuration, self.options)  # errors before any simulation
-        if requests is None:
-            requests = RequestSet.poisson(
-                workload.qps, workload.request_size, duration_s=duration_s, seed=int(seed)
-            )
-        elif not isinstance(requests, RequestSet):
-            raise ConfigError(f"requests = {type(requests).__name__}: expected a RequestSet")
         wall = time.perf_counter()
         out = simulate(
             sim, requests, self.options, seed=int(seed), record_token_times=record_token_times

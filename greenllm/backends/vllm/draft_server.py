@@ -1,0 +1,193 @@
+"""The remote draft server of Disg-Spec-Decode: the draft model on the old GPU, over TCP.
+
+``python -m greenllm.backends.vllm.draft_server --model DIR [--host 127.0.0.1] [--port 0]``
+loads the draft (transformers ``AutoModelForCausalLM``, one KV cache per sequence) and prints
+``{"event": "ready", "host", "port", "load_s", "device"}`` on stdout. Protocol: one JSON object
+per line each way, per TCP connection:
+
+* ``{"op": "propose", "k": K, "rows": [[row, keep, [appended ids...]], ...]}`` ->
+  ``{"ids": [[K ids], ...], "busy_s": compute seconds}``. Row ``row``'s context is the first
+  ``keep`` tokens of the context last sent for that row plus the appended ids (so only new
+  tokens cross the link); the answer is the draft's K greedy tokens after it.
+* ``{"op": "ping"}`` -> ``{"ok": true, "pid", "model"}``; ``{"op": "stats"}`` -> counters.
+
+Each connection has its own sequences; a dropped connection drops them. The KV cache of a row
+is cropped to the longest prefix it shares with the new context, so accepted tokens are never
+recomputed. The client is :class:`~greenllm.backends.vllm.proposer.DraftClient`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from greenllm.errors import ConfigError, missing_extra
+
+__all__ = ["DraftModel", "main", "parse_cpus"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``"0,2-3"`` -> ``{0, 2, 3}`` (Linux CPU list syntax)."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ConfigError(f"CPU list {text!r}: expected numbers and ranges like '0,2-3'")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class _Sequence:
+    __slots__ = ("cache", "cached", "sent")
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []  # the context as the client last sent it
+        self.cached: list[int] = []  # tokens whose KV is in ``cache``
+        self.cache: Any = None
+
+
+class DraftModel:
+    """A causal LM proposing greedy tokens for many sequences, each with its own KV cache."""
+
+    def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32") -> None:
+        try:
+            import torch
+            import transformers
+        except ImportError as err:
+            raise missing_extra("torch", "torch") from err
+        self.torch = torch
+        self.transformers = transformers
+        torch_dtype = getattr(torch, dtype, None)
+        if not isinstance(torch_dtype, torch.dtype):
+            raise ConfigError(f"dtype = {dtype!r}: not a torch dtype (use float32 or float16)")
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
+        self.model = model.to(device).eval()
+        self.device = device
+        self.lock = threading.Lock()
+
+    def warm_up(self, k: int = 4) -> None:
+        """One proposal on a dummy context: the first forward of a model is slow."""
+        self.propose(_Sequence(), [1] * 16, k)
+
+    def _forward(self, seq: _Sequence, ids: list[int]) -> int:
+        torch = self.torch
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=x, past_key_values=seq.cache, use_cache=True)
+        seq.cache = out.past_key_values
+        seq.cached.extend(ids)
+        return int(out.logits[0, -1].argmax())
+
+    def propose(self, seq: _Sequence, context: list[int], k: int) -> list[int]:
+        """K greedy draft tokens after ``context``, reusing ``seq``'s cache where it matches."""
+        if not context:
+            return []
+        keep = min(_common_prefix(seq.cached, context), len(context) - 1)
+        if seq.cache is None or keep == 0:
+            seq.cache, seq.cached = self.transformers.DynamicCache(), []
+            keep = 0
+        elif keep < len(seq.cached):
+            seq.cache.crop(keep - len(seq.cached))  # a negative count: tokens to remove
+            del seq.cached[keep:]
+        with self.torch.inference_mode():
+            tokens = [self._forward(seq, context[keep:])]
+            for _ in range(k - 1):
+                tokens.append(self._forward(seq, [tokens[-1]]))
+        return tokens
+
+
+class _Connection:
+    def __init__(self, model: DraftModel, conn: socket.socket, totals: dict[str, float]) -> None:
+        self.model = model
+        self.conn = conn
+        self.rows: dict[int, _Sequence] = {}
+        self.totals = totals
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == "propose":
+            k = int(msg["k"])
+            t0 = time.perf_counter()
+            ids = []
+            with self.model.lock:
+                for row, keep, append in msg["rows"]:
+                    seq = self.rows.setdefault(int(row), _Sequence())
+                    seq.sent = seq.sent[: int(keep)] + [int(t) for t in append]
+                    ids.append(self.model.propose(seq, seq.sent, k))
+            busy = time.perf_counter() - t0
+            self.totals["calls"] += 1
+            self.totals["busy_s"] += busy
+            self.totals["tokens"] += sum(len(x) for x in ids)
+            return {"ids": ids, "busy_s": busy}
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "stats":
+            return dict(self.totals)
+        return {"error": f"unknown op {op!r}; use propose, ping or stats"}
+
+    def serve(self) -> None:
+        with contextlib.closing(self.conn), self.conn.makefile("rwb") as f:
+            for raw in f:
+                try:
+                    reply = self.handle(json.loads(raw))
+                except Exception as err:  # a bad request gets an error reply, not a dead server
+                    logger.exception("draft request failed")
+                    reply = {"error": f"{type(err).__name__}: {err}"}
+                data = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+                self.totals["bytes_in"] += len(raw)
+                self.totals["bytes_out"] += len(data)
+                f.write(data)
+                f.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="draft model folder (Hugging Face format)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--cpus", default="", help="CPU cores to run on, e.g. 1 or 2-3 (Linux)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    model = DraftModel(args.model, args.device, args.dtype)
+    model.torch.set_num_threads(max(1, args.threads))
+    if args.cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, parse_cpus(args.cpus))
+    model.warm_up()
+    srv = socket.create_server((args.host, args.port))  # SO_REUSEADDR: restarts reuse the port
+    host, port = srv.getsockname()[:2]
+    totals = dict.fromkeys(("calls", "busy_s", "tokens", "bytes_in", "bytes_out"), 0.0)
+    ready = {"event": "ready", "host": host, "port": port, "device": args.device,
+             "load_s": time.perf_counter() - t0, "pid": os.getpid()}  # fmt: skip
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        handler = _Connection(model, conn, totals)
+        threading.Thread(target=handler.serve, daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared engine fixtures: tiny seeded Llama models built offline (same vocabulary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+TINY_VOCAB = 256
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Any:
+    """Tiny models run several times faster on one thread, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_target() -> Any:
+    """A 4-layer random Llama (vocab 256, hidden 64), init std 0.1 so its greedy choices are
+    peaked and partly learnable by a smaller draft."""
+    from greenllm.engine.pretrained import tiny_llama
+
+    return tiny_llama(
+        vocab_size=TINY_VOCAB, hidden_size=64, n_layers=4, seed=0, initializer_range=0.1
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_draft() -> Any:
+    """A different, smaller random Llama with the target's vocabulary (1 layer, hidden 32)."""
+    from greenllm.engine.pretrained import tiny_llama
+
+    return tiny_llama(vocab_size=TINY_VOCAB, hidden_size=32, n_layers=1, n_heads=2,
+                      n_kv_heads=1, seed=1, initializer_range=0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_prompts() -> list[list[int]]:
+    """Eight seeded prompts of 12 token ids (ids >= 2: 0 is BOS, 1 is EOS in tiny_llama)."""
+    g = torch.Generator().manual_seed(123)
+    return [torch.randint(2, TINY_VOCAB, (12,), generator=g).tolist() for _ in range(8)]

@@ -1,0 +1,133 @@
+"""In-process pieces of the runtime: mailbox, link emulation, control framing, batching, stats."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.engine.runtime_conftest_helpers import reference
+
+torch = pytest.importorskip("torch")
+
+from greenllm.engine.batching import BatchDecoder  # noqa: E402
+from greenllm.engine.link import LinkEmulation, LinkShaper  # noqa: E402
+from greenllm.engine.messages import ControlChannel  # noqa: E402
+from greenllm.engine.sampling import SamplingParams  # noqa: E402
+from greenllm.engine.stats import EngineStats, WorkerCounters  # noqa: E402
+from greenllm.engine.transport import Kind, Mailbox, Message, PeerLostError  # noqa: E402
+from greenllm.engine.workers import SeqOutput  # noqa: E402
+from greenllm.errors import ConfigError, WorkerError  # noqa: E402
+
+
+def test_mailbox_matches_kind_and_request_out_of_order() -> None:
+    box = Mailbox("draft worker (rank 1)")
+    box.put(Message(Kind.IDS, 2))
+    box.put(Message(Kind.ROW, 1, a=3))
+    assert box.get(Kind.ROW, 1, 1.0).a == 3
+    assert box.poll(Kind.IDS, 1) is None
+    assert box.poll(Kind.IDS, 2).rid == 2  # type: ignore[union-attr]
+
+
+def test_mailbox_timeout_names_peer_message_and_timeout() -> None:
+    box = Mailbox("dsd_draft worker (rank 1)")
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=r"timed out after 0\.2 s waiting for draft token ids "
+                       r"for request 7 from dsd_draft worker \(rank 1\)"):  # fmt: skip
+        box.get(Kind.IDS, 7, 0.2, "draft token ids")
+    assert 0.19 <= time.monotonic() - start < 2
+
+
+def test_mailbox_fail_wakes_a_waiter() -> None:
+    box = Mailbox("peer")
+    threading.Timer(0.1, box.fail, args=("killed",)).start()
+    with pytest.raises(PeerLostError, match="peer lost: killed"):
+        box.get(Kind.PROBS, 1, 10.0)
+
+
+def test_link_emulation_validates() -> None:
+    with pytest.raises(ConfigError, match="bandwidth_gbps=0"):
+        LinkEmulation(0)
+    with pytest.raises(ConfigError, match="latency_s=-1"):
+        LinkEmulation(1.0, -1)
+    assert LinkEmulation(1.0).wire_time_s(125_000_000) == pytest.approx(1.0)
+
+
+def test_link_shaper_delays_by_wire_time_plus_latency_fifo() -> None:
+    link = LinkEmulation(bandwidth_gbps=0.01, latency_s=0.05)  # 125 kB = 0.1 s on the wire
+    shaper = LinkShaper(link)
+    arrived: list[float] = []
+    start = time.monotonic()
+    first, _ = shaper.submit({"probs": 125_000}, lambda: arrived.append(time.monotonic()))
+    second, _ = shaper.submit({"probs": 62_500}, lambda: arrived.append(time.monotonic()))
+    assert first.wait(5) and second.wait(5)
+    shaper.close()
+    assert arrived[0] - start == pytest.approx(0.15, abs=0.05)  # 0.1 s wire + 0.05 s latency
+    assert arrived[1] - start == pytest.approx(0.20, abs=0.05)  # queued behind the first
+    assert shaper.wire_s["probs"] == pytest.approx(0.15)
+
+
+def test_control_channel_roundtrip_and_refusals() -> None:
+    a, b = socket.socketpair()
+    left, right = ControlChannel(a, "right"), ControlChannel(b, "left")
+    left.send({"type": "generate", "rid": 1, "prompt": [1, 2, 3], "x": 0.5})
+    assert right.recv(1.0) == {"type": "generate", "rid": 1, "prompt": [1, 2, 3], "x": 0.5}
+    a.sendall(struct.pack(">I", 5) + b"[1,2]")
+    with pytest.raises(WorkerError, match="not an object with a 'type'"):
+        right.recv(1.0)
+    a.sendall(struct.pack(">I", 1 << 30))
+    with pytest.raises(WorkerError, match="exceeds"):
+        right.recv(1.0)
+    with pytest.raises(WorkerError, match=r"timed out after 0\.1 s waiting for hello from left"):
+        right.recv(0.1, what="hello")
+    left.close()
+    with pytest.raises(EOFError):
+        right.recv(1.0)
+    right.close()
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.tokens: dict[int, list[int]] = {}
+        self.finished: list[int] = []
+
+    def emit(self, rid: int, tokens: list[int], times: list[float]) -> None:
+        self.tokens.setdefault(rid, []).extend(tokens)
+
+    def finish(self, rid: int, reason: str, *args: Any) -> None:
+        self.finished.append(rid)
+
+
+def test_batch_decoder_continuous_batching_equals_one_at_a_time(tiny_target: Any,
+                                                                tiny_prompts: Any) -> None:
+    prompts = [p[: 4 + 2 * i] for i, p in enumerate(tiny_prompts[:4])]  # different lengths
+    lengths = [20, 9, 15, 12]
+    refs = [reference(tiny_target, [p], n)[0] for p, n in zip(prompts, lengths, strict=True)]
+    counters, sink = WorkerCounters("standalone"), _Sink()
+    decoder = BatchDecoder(tiny_target, counters, max_batch=8)
+    for rid, (p, n) in enumerate(zip(prompts, lengths, strict=True)):
+        out = SeqOutput(rid, SamplingParams(max_tokens=n))
+        decoder.admit_prompt(out, p, None, sink)  # joins while others are mid-decode
+        decoder.step(sink)
+    while decoder.active:
+        decoder.step(sink)
+    assert [sink.tokens[i] for i in range(4)] == refs
+    assert sorted(sink.finished) == [0, 1, 2, 3]
+    assert counters.busy_s > 0 and counters.forward_passes >= max(lengths)
+
+
+def test_engine_stats_combine_counts_dead_sender_from_receiver() -> None:
+    new = {"role": "dsd_target", "busy_s": 1.5, "proposed": 40, "accepted": 30, "steps": 10,
+           "bytes_sent": {"control": 100, "header": 960},
+           "bytes_received": {"ids": 320, "probs": 40960, "header": 1920}}  # fmt: skip
+    stats = EngineStats.combine("dsd", [("new", new, True), ("old", {"role": "dsd_draft"}, False)])
+    assert stats.bytes_new_to_old == {"control": 100, "header": 960}
+    assert stats.bytes_old_to_new == {"ids": 320, "probs": 40960, "header": 1920}
+    assert stats.acceptance_rate == 0.75 and stats.verify_steps == 10
+    assert stats.link_bytes == 100 + 960 + 320 + 40960 + 1920
+    assert stats.busy_s("new") == 1.5 and stats.busy_s("old") == 0.0
+    assert [w.alive for w in stats.workers] == [True, False]
