@@ -16,6 +16,7 @@ seconds so that a test can kill it between any two cells. Prints ``STARTED`` fir
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -92,6 +93,10 @@ def _slow_down(delay_s: float) -> None:
 
 
 if __name__ == "__main__":
+    # Behave like a program started from a terminal even when the test runner was not: SIGINT
+    # may be ignored from the start (then Python installs no handler) or blocked, inherited.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.argv[1] == "cli":
         sys.exit(profile_cli(sys.argv[2:]))
     store_path, batch, workers, delay = sys.argv[1], *map(float, sys.argv[2:5])
