@@ -6,7 +6,6 @@ mechanics, so the models are tiny and one backend (three engines) serves every t
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from greenllm.config import Configuration, Workload
 from greenllm.errors import ConfigError
 from greenllm.workloads.apps import workload as app_workload
 from greenllm.workloads.requests import RequestSet
+from tests.engine.runtime_conftest_helpers import save_target_and_draft
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -42,14 +42,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = Path(tmp_path_factory.mktemp("torch-backend"))
     target = tiny_llama(vocab_size=256, hidden_size=64, n_layers=4, seed=0,
                         initializer_range=0.1)  # fmt: skip
-    target.save_pretrained(root / "target")
-    draft = copy.deepcopy(target)
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in draft.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.02 * p.std())
-    draft.save_pretrained(root / "draft")
-    return {"target": str(root / "target"), "draft": str(root / "draft")}
+    return save_target_and_draft(target, root)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["reference", "run_async", "tiny_dirs_fixture"]
+__all__ = ["reference", "run_async", "save_target_and_draft", "tiny_dirs_fixture"]
 
 
 @pytest.fixture(scope="session", name="tiny_dirs")
@@ -18,13 +18,18 @@ def tiny_dirs_fixture(tmp_path_factory: pytest.TempPathFactory, tiny_target: Any
     """``{"target": folder, "draft": folder}``: the conftest's tiny target and, as draft, a copy
     with every weight perturbed by 2% of its std: greedy acceptance ~0.6, so steps see both
     full acceptance (bonus token) and rejections (residual / lean row fetch)."""
+    return save_target_and_draft(tiny_target, Path(tmp_path_factory.mktemp("runtime-models")))
+
+
+def save_target_and_draft(target: Any, root: Path) -> dict[str, str]:
+    """Save ``target`` and, as its draft, a copy with every weight perturbed by 2% of its std
+    (greedy acceptance well between 0 and 1) under ``root``; return the two folders."""
     import copy
 
     import torch
 
-    root = Path(tmp_path_factory.mktemp("runtime-models"))
-    tiny_target.save_pretrained(root / "target")
-    draft = copy.deepcopy(tiny_target)
+    target.save_pretrained(root / "target")
+    draft = copy.deepcopy(target)
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for p in draft.parameters():
