@@ -217,7 +217,7 @@ class TorchBackend:
                        "k": engine.k, "lean": engine.lean, "overlap": engine.overlap,
                        "link_emulation": engine.link.to_dict() if engine.link else None,
                        "threads": engine.threads or "cores / workers",
-                       "placement": engine.placement,
+                       "placement": getattr(engine.placement, "name", engine.placement),
                        "start_s": round(self._start_s.get(id(engine), 0.0), 2)},
             "engine_stats": run,
             "acceptance_rate": accepted / proposed if proposed else float("nan"),

@@ -87,8 +87,9 @@ class Engine:
     aliases of :func:`greenllm.engine.pretrained.resolve_model_dir` (draft for spec_decode/dsd).
     k: draft tokens per step. overlap: DSD sends probabilities behind the target forward.
     lean: DSD sends draft-token probabilities only (full row on rejection). link: emulated
-    link between the two workers. placement: "local" processes or "ray" actors
-    (``ray_resources={"new": {"gpu_type:A100": 1}, "old": {"gpu_type:T4": 1}}``).
+    link between the two workers. placement: "local" processes, "ray" actors
+    (``ray_resources={"new": {"gpu_type:A100": 1}, "old": {"gpu_type:T4": 1}}``) or a placement
+    object, e.g. :class:`~greenllm.engine.placement.NetnsPlacement` (a real shaped link).
     timeout_s: every worker-to-worker receive; rendezvous_timeout_s: workers joining.
     threads: torch threads per worker (default: CPU count / number of workers).
     """
@@ -105,7 +106,7 @@ class Engine:
         overlap: bool = True,
         lean: bool = False,
         link: LinkEmulation | None = None,
-        placement: str = "local",
+        placement: Any = "local",
         ray_resources: dict[str, dict[str, float]] | None = None,
         timeout_s: float = 60.0,
         rendezvous_timeout_s: float = 30.0,
@@ -120,8 +121,8 @@ class Engine:
             raise ConfigError(f"mode={mode!r} needs a draft model: pass draft=<folder or alias>")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k={k!r}: the number of speculative tokens must be an integer >= 1")
-        if placement not in ("local", "ray"):
-            raise ConfigError(f"placement={placement!r}: use 'local' or 'ray'")
+        if isinstance(placement, str) and placement not in ("local", "ray"):
+            raise ConfigError(f"placement={placement!r}: use 'local', 'ray' or a placement object")
         self.mode, self.target, self.draft, self.k = mode, str(target), draft, k
         self.devices = {"new": device_new, "old": device_old}
         self.overlap, self.lean, self.link = overlap, lean, link

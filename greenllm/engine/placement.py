@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 from greenllm.errors import ConfigError, missing_extra
 
-__all__ = ["LocalPlacement", "RayPlacement", "WorkerHandle", "make_placement"]
+__all__ = ["LocalPlacement", "NetnsPlacement", "RayPlacement", "WorkerHandle", "make_placement"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +83,46 @@ class LocalPlacement:
         env.setdefault("HF_HUB_OFFLINE", "1")
         cmd = [sys.executable, "-m", "greenllm.engine.worker_main",
                "--driver", f"{host}:{port}", "--worker", str(index)]  # fmt: skip
+        cmd = self._wrap(side, cmd, env)
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         logger.info("launched %s worker %d (%s) as pid %d", side, index, role, proc.pid)
         return WorkerHandle(index, side, role, proc=proc, pid=proc.pid)
+
+    def _wrap(self, side: str, cmd: list[str], env: dict[str, str]) -> list[str]:
+        """Hook for subclasses: the command (and env) that starts ``side``'s worker."""
+        return cmd
+
+
+class NetnsPlacement(LocalPlacement):
+    """Local processes on the two ends of a :class:`~greenllm.engine.netns.ShapedLink`.
+
+    The driver (the process creating the Engine) must already run in the link's new
+    namespace (``link.command("new", argv)``); the new-side worker starts beside it and the
+    old-side worker in the old namespace, so the data plane (gloo) and the driver's control
+    messages to the old worker cross the shaped veth pair.
+    """
+
+    name = "netns"
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
+        try:
+            with socket.create_server((link.ip("new"), 0)):
+                pass
+        except OSError as err:
+            raise ConfigError(
+                f"NetnsPlacement: this process is not in namespace {link.namespace('new')} "
+                f"({link.ip('new')} is not local: {err}); start the driver with "
+                f"link.command('new', argv)"
+            ) from None
+
+    def driver_host(self) -> str:
+        return str(self.link.ip("new"))
+
+    def _wrap(self, side: str, cmd: list[str], env: dict[str, str]) -> list[str]:
+        env["GLOO_SOCKET_IFNAME"] = self.link.ifname(side)
+        cmd = [*cmd, "--node-ip", self.link.ip(side)]
+        return cmd if side == "new" else self.link.command(side, cmd)
 
 
 class RayPlacement:
@@ -142,10 +180,20 @@ class _RayWorker:
 
 
 def make_placement(
-    placement: str,
+    placement: Any,
     resources: dict[str, dict[str, float]] | None = None,
     num_gpus: dict[str, float] | None = None,
-) -> LocalPlacement | RayPlacement:
+) -> Any:
+    """``"local"``, ``"ray"``, or a placement object (with ``driver_host`` and ``launch``)."""
+    if not isinstance(placement, str):
+        if callable(getattr(placement, "launch", None)) and callable(
+            getattr(placement, "driver_host", None)
+        ):
+            return placement
+        raise ConfigError(
+            f"placement={placement!r}: use 'local', 'ray' or a placement object such as "
+            "NetnsPlacement(link)"
+        )
     if placement == "local":
         return LocalPlacement()
     if placement == "ray":

@@ -189,11 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="greenllm engine worker (started by Engine)")
     parser.add_argument("--driver", required=True, help="HOST:PORT of the driver's socket")
     parser.add_argument("--worker", type=int, required=True, help="worker index")
+    parser.add_argument("--node-ip", default="127.0.0.1", help="this worker's address for peers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("GREENLLM_LOG", "WARNING"),
                         format="%(asctime)s worker%(process)d %(name)s: %(message)s")  # fmt: skip
     host, _, port = args.driver.rpartition(":")
-    run_worker(host, int(port), args.worker)
+    run_worker(host, int(port), args.worker, node_ip=args.node_ip)
 
 
 if __name__ == "__main__":
