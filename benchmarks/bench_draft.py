@@ -21,9 +21,9 @@ import time
 from typing import Any
 
 from greenllm.engine.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL, draft_dir
+from greenllm.engine.generate import autoregressive_generate, speculative_generate
 from greenllm.engine.pretrained import load_model, smollm2_dir
 from greenllm.engine.sampling import SamplingParams
-from greenllm.engine.verifier import autoregressive_generate, speculative_generate
 from greenllm.workloads.humaneval import humaneval_prompts
 
 

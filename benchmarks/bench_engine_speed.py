@@ -5,9 +5,9 @@ Same target (SmolLM2-135M), same draft (the distilled draft if cached, else the 
 with a loud note), same held-out HumanEval prompts (never used for distillation), K draft
 tokens, prompts served one at a time. Rows:
 
-    a  target-only autoregressive, in process     (verifier.autoregressive_generate)
+    a  target-only autoregressive, in process     (generate.autoregressive_generate)
     b  transformers assisted generation           (generate(assistant_model=draft), K constant)
-    c  speculative decoding, in process           (verifier.speculative_generate)
+    c  speculative decoding, in process           (generate.speculative_generate)
     d  Engine spec_decode (one worker process: target + draft)
     e  Engine DSD (two worker processes: target + verifier | draft)
     f  Engine DSD lean (only the draft tokens' probabilities cross the link)
@@ -37,9 +37,9 @@ import torch
 from greenllm.backends.vllm.models import cached_distilled_draft
 from greenllm.engine.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL, draft_dir
 from greenllm.engine.engine import Engine
+from greenllm.engine.generate import autoregressive_generate, speculative_generate
 from greenllm.engine.pretrained import load_model, smollm2_dir
 from greenllm.engine.sampling import SamplingParams
-from greenllm.engine.verifier import autoregressive_generate, speculative_generate
 from greenllm.workloads.humaneval import humaneval_prompts
 
 ROWS = {"a": "target only (in process)", "b": "transformers assisted generation",

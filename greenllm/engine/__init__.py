@@ -9,7 +9,8 @@ Public names are imported lazily, so ``import greenllm.engine`` does not import 
   :func:`load_model`, :func:`tiny_llama`, :func:`cache_dir`;
 - sampling (:mod:`greenllm.engine.sampling`): :class:`SamplingParams`,
   :func:`probs_from_logits`, :func:`sample`;
-- speculative-decoding verification (:mod:`greenllm.engine.verifier`):
+- speculative-decoding verification (:mod:`greenllm.engine.verifier`, loops in
+  :mod:`greenllm.engine.generate`):
   :func:`rejection_sample` (full draft rows, as in the paper), :func:`rejection_sample_lean`
   (only the draft token probabilities, plus the one full row at a rejection), and the
   single-process reference loops :func:`speculative_generate` / :func:`autoregressive_generate`;
@@ -43,9 +44,9 @@ _LAZY: dict[str, str] = {
     "rejection_sample_lean": "greenllm.engine.verifier",
     "verify": "greenllm.engine.verifier",
     "verify_lean": "greenllm.engine.verifier",
-    "GenerationResult": "greenllm.engine.verifier",
-    "speculative_generate": "greenllm.engine.verifier",
-    "autoregressive_generate": "greenllm.engine.verifier",
+    "GenerationResult": "greenllm.engine.generate",
+    "speculative_generate": "greenllm.engine.generate",
+    "autoregressive_generate": "greenllm.engine.generate",
     "layerskip_draft": "greenllm.engine.draft",
     "distill_draft": "greenllm.engine.draft",
     "draft_dir": "greenllm.engine.draft",
@@ -64,6 +65,11 @@ if TYPE_CHECKING:  # pragma: no cover
         measure_acceptance,
     )
     from greenllm.engine.engine import MODES, Engine  # noqa: F401
+    from greenllm.engine.generate import (  # noqa: F401
+        GenerationResult,
+        autoregressive_generate,
+        speculative_generate,
+    )
     from greenllm.engine.link import LinkEmulation  # noqa: F401
     from greenllm.engine.outputs import RequestOutput  # noqa: F401
     from greenllm.engine.pretrained import (  # noqa: F401
@@ -76,12 +82,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from greenllm.engine.sampling import SamplingParams, probs_from_logits, sample  # noqa: F401
     from greenllm.engine.stats import EngineStats, WorkerStats  # noqa: F401
     from greenllm.engine.verifier import (  # noqa: F401
-        GenerationResult,
         VerifyResult,
-        autoregressive_generate,
         rejection_sample,
         rejection_sample_lean,
-        speculative_generate,
         verify,
         verify_lean,
     )

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from greenllm.engine._cache import as_token_list
+from greenllm.engine.generate import autoregressive_generate, speculative_generate
 from greenllm.engine.pretrained import atomic_build, cache_dir, load_model, smollm2_dir
 from greenllm.engine.sampling import SamplingParams
-from greenllm.engine.verifier import autoregressive_generate, speculative_generate
 from greenllm.errors import ConfigError, missing_extra
 
 try:

@@ -126,7 +126,7 @@ def run_standalone(ctx: Any) -> None:
 
 def run_spec_decode(ctx: Any) -> None:
     """Target and draft in one worker: speculative decoding per request (Section 3.2 SpecDecode)."""
-    from greenllm.engine.verifier import speculative_generate
+    from greenllm.engine.generate import speculative_generate
 
     k = int(ctx.init.get("k", 4))
     lean = bool(ctx.init.get("lean", False))

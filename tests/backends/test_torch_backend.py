@@ -70,9 +70,9 @@ def runs(backend: Any, folders: dict[str, str]) -> dict[str, RunResult]:
 
 
 def _reference(folder: str, prompts: list[list[int]], sizes: np.ndarray) -> list[list[int]]:
+    from greenllm.engine.generate import autoregressive_generate
     from greenllm.engine.pretrained import load_model
     from greenllm.engine.sampling import SamplingParams
-    from greenllm.engine.verifier import autoregressive_generate
 
     model, _ = load_model(folder)
     return [autoregressive_generate(model, p, SamplingParams(max_tokens=int(n))).tokens

@@ -10,11 +10,11 @@ import os
 import sys
 
 from greenllm.engine.engine import Engine
+from greenllm.engine.generate import autoregressive_generate
 from greenllm.engine.netns import ShapedLink
 from greenllm.engine.placement import NetnsPlacement
 from greenllm.engine.pretrained import load_model
 from greenllm.engine.sampling import SamplingParams
-from greenllm.engine.verifier import autoregressive_generate
 
 
 def main() -> None:

@@ -15,12 +15,11 @@ from greenllm.errors import ConfigError
 
 torch = pytest.importorskip("torch")
 
+from greenllm.engine.generate import autoregressive_generate, speculative_generate  # noqa: E402
 from greenllm.engine.sampling import SamplingParams  # noqa: E402
 from greenllm.engine.verifier import (  # noqa: E402
-    autoregressive_generate,
     rejection_sample,
     rejection_sample_lean,
-    speculative_generate,
     verify,
     verify_lean,
 )
