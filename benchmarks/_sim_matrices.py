@@ -25,11 +25,12 @@ DEFAULT_STORE = Path("out/demo/profiles.sqlite")
 DEV_SEEDS = range(0, 30)  # used while developing the planner
 # Held-out masks, never used to choose anything: A and B at the nominal densities of the first
 # planner work (A before error_by="column", B after); C at the true observed density (masked_to),
-# run once on the planner with verify_plan.
+# run once on the planner with verify_plan; D once on verify_plan's rounds and search bound.
 HELDOUT_SEEDS = {
     "heldout-a": range(1000, 1020),
     "heldout-b": range(2000, 2020),
     "heldout-c": range(4000, 4020),
+    "heldout-d": range(5000, 5020),
 }
 
 
@@ -78,7 +79,7 @@ def masked_to(m: ProfileMatrices, observed: float, seed: int) -> ProfileMatrices
 
 
 def parse_seeds(text: str) -> range | list[int]:
-    """``"0-9"`` -> range(0, 10); ``"dev"``, ``"heldout-a"``, ``"heldout-b"``; ``"1,5"``."""
+    """``"0-9"`` -> range(0, 10); ``"dev"``, ``"heldout-a"`` .. ``"heldout-d"``; ``"1,5"``."""
     if text == "dev":
         return DEV_SEEDS
     if text in HELDOUT_SEEDS:

@@ -12,13 +12,14 @@ on the full matrices:
   ("severe": its true attainment is more than 0.05 below the target).
 
 Seeds: ``dev`` (0-29) were used while developing the planner; ``heldout-a`` (1000-1019),
-``heldout-b`` (2000-2019) and ``heldout-c`` (4000-4019) never chose anything (docs/planner.md).
+``heldout-b`` (2000-2019), ``heldout-c`` (4000-4019) and ``heldout-d`` (5000-5019) never chose
+anything (docs/planner.md).
 The "verify" planners spend part of the same number of profiled cells on
 :func:`~greenllm.scheduler.refine.verify_plan` instead of at random.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_planner_sim.py [--seeds dev|heldout-b|0-9] [--diagnose]
+    .venv/bin/python benchmarks/bench_planner_sim.py [--seeds dev|heldout-d|0-9] [--diagnose]
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ def planner_chooser(full: ProfileMatrices, planner: Planner) -> Chooser:
     return choose
 
 
-def verifying_chooser(full: ProfileMatrices, planner: Planner, share: float) -> Chooser:
+def verifying_chooser(
+    full: ProfileMatrices, planner: Planner, share: float, one_round: bool = False, **kw: float
+) -> Chooser:
     """The same number of profiled cells as the random mask, but only ``1 - share`` of them at
     random (a mask of that density, same seed) and the rest spent by :func:`verify_plan` on the
-    cells the plan chose."""
+    cells the plan chose (``one_round``: rounds of the whole budget; ``kw``: to verify_plan)."""
 
     def choose(sparse: ProfileMatrices, seed: int) -> np.ndarray:
         base = masked_to(full, (1.0 - share) * float(sparse.observed.mean()), seed)
@@ -70,7 +73,8 @@ def verifying_chooser(full: ProfileMatrices, planner: Planner, share: float) -> 
             state[0] = reveal(full, state[0], cells)
             return state[0]
 
-        v = verify_plan(planner, base, measure, budget)
+        rounds = {"round_cells": max(1, budget)} if one_round else {}
+        v = verify_plan(planner, base, measure, budget, **rounds, **kw)
         return np.array([full.column(e.configuration) for e in v.plan.entries])
 
     return choose
@@ -189,7 +193,7 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--densities", default="0.1,0.2,0.3,0.5")
-    ap.add_argument("--seeds", default="dev", help="dev (0-29), heldout-a, heldout-b, 0-9, 1,2")
+    ap.add_argument("--seeds", default="dev", help="dev (0-29), heldout-a, -b, -c, -d, 0-9, 1,2")
     ap.add_argument("--only", default=None, help="run only planners whose name contains this")
     ap.add_argument(
         "--diagnose", action="store_true", help="also the default with true attainment / carbon"
@@ -211,6 +215,11 @@ def main() -> None:
         p = Planner(region="CISO", margin_sigmas=margin)
         name = f"default, margin {margin:g}, verify ({share:.0%} of the cells)"
         choosers[name] = (p, verifying_chooser(full, p, share))
+    p = Planner(region="CISO")  # ablations of verify_plan's rounds and search bound
+    choosers["ablation: verify (33%), one round per budget"] = (
+        p, verifying_chooser(full, p, 1 / 3, one_round=True))  # fmt: skip
+    choosers["ablation: verify (33%), no search bound"] = (
+        p, verifying_chooser(full, p, 1 / 3, search_sigmas=float("inf")))  # fmt: skip
     if args.only:
         choosers = {k: v for k, v in choosers.items() if args.only in k}
     if args.diagnose:

@@ -25,8 +25,9 @@ CONFIGS = [
 POWER_W = {"A100": (50.0, 400.0), "T4": (10.0, 70.0)}  # (idle, max)
 
 
-def cell(qps: float, index: int) -> dict:
-    cfg, cap, new_scale, old_scale = CONFIGS[index]
+def cell(qps: float, index: int, configs: list | None = None) -> dict:
+    """One profiled cell of ``configs`` (default :data:`CONFIGS`) at ``qps``."""
+    cfg, cap, new_scale, old_scale = (configs or CONFIGS)[index]
     util = min(1.0, qps / cap)
     energy = []
     for gpu, scale in zip(cfg.gpus, (new_scale, old_scale), strict=False):

@@ -9,6 +9,7 @@ import pytest
 
 from greenllm.errors import ConfigError
 from greenllm.scheduler import Planner
+from greenllm.scheduler.matrix import ProfileMatrices
 from greenllm.scheduler.planner import measured_feasible
 from greenllm.scheduler.refine import reveal, to_verify, verify_plan
 from tests.scheduler import synthetic
@@ -130,6 +131,9 @@ def test_a_measure_that_profiles_nothing_stops_the_loop(caplog) -> None:
         ({"budget_cells": -1}, "budget_cells"),
         ({"max_rounds": -1}, "max_rounds"),
         ({"explore_margin_sigmas": float("nan")}, "explore_margin_sigmas"),
+        ({"round_cells": 0}, "round_cells"),
+        ({"search_sigmas": -1.0}, "search_sigmas"),
+        ({"search_sigmas": float("nan")}, "search_sigmas"),
     ],
 )
 def test_bad_arguments_are_config_errors(kwargs, needle) -> None:
@@ -155,3 +159,144 @@ def test_reveal_copies_exactly_the_cells_asked_for() -> None:
     np.testing.assert_array_equal(out.energy_j[r, c], FULL.energy_j[r, c])
     with pytest.raises(ConfigError, match="same rows"):
         reveal(FULL.select_columns([0, 1]), sparse, [])
+
+
+# A world with a cliff: DSD (column 3) keeps up to 3.8 QPS, so at 4 QPS (row 4) only Standalone
+# (column 0, attainment 0.946) meets 0.9, and the two cheaper ones miss it (SD 0.193, DSD 0.361).
+CLIFF_CONFIGS = [(c[0], cap, c[2], c[3]) for c, cap in zip(synthetic.CONFIGS, (5.0, 3.5, 2.5, 3.8),
+                                                            strict=True)]  # fmt: skip
+CLIFF = ProfileMatrices.from_cells(
+    [synthetic.cell(q, j, CLIFF_CONFIGS) for q in synthetic.QPS for j in range(4)],
+    configs=[c[0] for c in CLIFF_CONFIGS],
+)
+ST, SD, DPD, DSD = range(4)
+# What is profiled (1) and, for the rest, what a (wrong) completion predicts: rows 0-2 get SD
+# right, row 3's SD (0.807) and row 4's SD and DSD are predicted to meet the SLO, rows 5-6
+# (6 and 8 QPS, where nothing meets it) are predicted hopeless.
+CLIFF_KEEP = np.array([[1, 0, 1, 1]] * 4 + [[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0]], dtype=bool)
+CLIFF_PRED = np.array([[1, 0.99, 1, 1]] * 3 + [[1, 0.95, 1, 1], [0.95, 0.97, 1, 0.96]]
+                      + [[1, 0.3, 0.3, 0.3], [0.2, 1, 0.2, 0.2]])  # fmt: skip
+SIGMA = 0.6  # the predictions' error in logit space
+
+
+class FixedPlanner(Planner):
+    """A planner whose completion is the table CLIFF_PRED (error SIGMA in logit space) where a
+    cell is not profiled, and true carbon: the search of ``verify_plan`` without CF noise."""
+
+    def __init__(self, margin_sigmas: float = 2.0, pred: np.ndarray = CLIFF_PRED) -> None:
+        super().__init__(intensity_g_per_kwh=261.0, margin_sigmas=margin_sigmas)
+        self.pred = pred
+
+    def complete(self, m: ProfileMatrices) -> dict[str, np.ndarray]:
+        def logit(p):
+            p = np.clip(p, 1e-9, 1 - 1e-9)
+            return np.log(p / (1 - p))
+
+        obs, target = m.observed, self.slo_target
+        point = np.where(obs, np.nan_to_num(m.attainment), self.pred)
+        z = np.where(obs, np.where(point >= target, np.inf, -np.inf),
+                     (logit(point) - logit(target)) / SIGMA)  # fmt: skip
+        lower = np.where(obs, point, 1 / (1 + np.exp(SIGMA * self.margin_sigmas - logit(point))))
+        emb, energy = CLIFF.embodied_g_per_token(self.lifetimes_years), CLIFF.energy_kwh_per_token()
+        opr = self.intensity_g_per_kwh * energy
+        return {"embodied": emb, "energy_kwh": energy, "operational": opr, "carbon": emb + opr,
+                "attainment": point, "attainment_stderr": np.where(obs, 0.0, 0.05),
+                "attainment_lower": lower, "attainment_z": z}  # fmt: skip
+
+
+def _cliff_sparse(keep: np.ndarray = CLIFF_KEEP) -> ProfileMatrices:
+    hide = ~keep
+    return ProfileMatrices(
+        rows=CLIFF.rows, configs=CLIFF.configs,
+        seconds=np.where(hide[..., None], np.nan, CLIFF.seconds),
+        energy_j=np.where(hide[..., None], np.nan, CLIFF.energy_j),
+        tokens=np.where(hide, np.nan, CLIFF.tokens),
+        attainment=np.where(hide, np.nan, CLIFF.attainment),
+    )  # fmt: skip
+
+
+class CliffRevealer(Revealer):
+    def __call__(self, cells):
+        self.calls.append([(CLIFF.rows.index(k), CLIFF.column(c)) for k, c in cells])
+        self.state = reveal(CLIFF, self.state, cells)
+        return self.state
+
+
+def test_cliff_world_is_what_the_tests_below_assume() -> None:
+    att = CLIFF.attainment
+    np.testing.assert_allclose(att[4], [0.946, 0.193, 0.014, 0.361], atol=1e-3)
+    assert att[3, SD] < 0.9 <= att[3, DSD] and (att[5:] < 0.1).all()
+    carbon = CLIFF.carbon_g_per_token(261.0, {"default": 7.0})
+    assert carbon[4, SD] < carbon[4, DSD] < carbon[4, ST]  # the cheap ones miss at 4 QPS
+    assert (carbon[:4, SD] < carbon[:4, [ST, DSD]].min(axis=1)).all()
+
+
+def test_an_open_workload_is_searched_until_a_configuration_is_measured_to_meet_the_slo() -> None:
+    sparse = _cliff_sparse()
+    measure = CliffRevealer(sparse)
+    v = verify_plan(FixedPlanner(), sparse, measure, budget_cells=4)
+    # Rounds of a quarter of the budget: row 4's cheapest candidates, each a miss, then
+    # Standalone; then the largest predicted saving elsewhere (row 3's SD, a miss too).
+    assert measure.calls == [[(4, SD)], [(4, DSD)], [(4, ST)], [(3, SD)]]
+    assert v.rounds == 4 and len(v.profiled) == 4
+    e = v.plan.entries[4]
+    assert (CLIFF.column(e.configuration), e.measured, e.fallback) == (ST, True, False)
+    assert e.slo_attainment == pytest.approx(0.946, abs=1e-3)
+    assert CLIFF.column(v.plan.entries[3].configuration) == DSD  # SD measured as a miss
+    # The whole budget in one round leaves row 4 at its fallback, DSD, which misses the SLO.
+    one = verify_plan(FixedPlanner(), sparse, CliffRevealer(sparse), 4, round_cells=4)
+    e = one.plan.entries[4]
+    assert (CLIFF.column(e.configuration), e.measured, e.fallback) == (DSD, False, True)
+    assert CLIFF.attainment[4, DSD] < 0.9
+
+
+def test_the_search_gives_up_where_no_configuration_can_plausibly_meet_the_slo() -> None:
+    sparse = _cliff_sparse()
+    explorer = FixedPlanner(margin_sigmas=0.0)
+    rows = {CLIFF.rows.index(k) for k, _ in to_verify(explorer, sparse)}
+    assert rows == {0, 1, 2, 3, 4}  # 6 and 8 QPS: 0.3 and 0.2 are 5 and 6 errors short
+    unbounded = to_verify(explorer, sparse, search_sigmas=float("inf"))
+    assert {CLIFF.rows.index(k) for k, _ in unbounded} == set(range(7))
+    assert not any(sparse.observed[CLIFF.rows.index(k), CLIFF.column(c)] for k, c in unbounded)
+    # With budget to spare the search stops early instead of profiling the hopeless rows.
+    measure = CliffRevealer(sparse)
+    v = verify_plan(FixedPlanner(), sparse, measure, budget_cells=20)
+    profiled = [c for call in measure.calls for c in call]
+    assert not any(r >= 5 for r, _ in profiled) and len(profiled) < 20
+    assert all(e.measured for e in v.plan.entries[:5])
+    assert all(e.fallback and not e.measured for e in v.plan.entries[5:])
+    # Without the bound it profiles every cell of the hopeless rows, each once.
+    measure = CliffRevealer(sparse)
+    v = verify_plan(FixedPlanner(), sparse, measure, 30, search_sigmas=float("inf"))
+    profiled = [c for call in measure.calls for c in call]
+    assert len(set(profiled)) == len(profiled) == len(v.profiled)
+    assert sorted(c for c in profiled if c[0] >= 5) == [(5, 1), (5, 2), (5, 3), (6, 0),
+                                                       (6, 2), (6, 3)]  # fmt: skip
+
+
+def test_a_fallback_on_a_measured_miss_searches_the_filled_cell_likeliest_to_meet_the_slo() -> None:
+    # Row 3 profiled at SD (0.807) and DPD (0.193); Standalone and DSD predicted below those:
+    # the explorer's choice (the highest attainment) is the measured 0.807, a miss.
+    keep = CLIFF_KEEP.copy()
+    keep[3] = [0, 1, 1, 0]
+    pred = CLIFF_PRED.copy()
+    pred[3] = [0.8, 1, 1, 0.75]  # z = -1.35 and -1.83: plausible within 2 errors
+    sparse = _cliff_sparse(keep)
+    todo = to_verify(FixedPlanner(0.0, pred), sparse)
+    assert (CLIFF.rows[3], CLIFF.configs[ST]) in todo  # the largest z, truly 0.997
+    assert (CLIFF.rows[3], CLIFF.configs[DSD]) not in todo  # one cell per workload
+    assert not any(k == CLIFF.rows[3] for k, _ in to_verify(FixedPlanner(0.0, pred), sparse, 1.0))
+
+
+@pytest.mark.parametrize(("budget", "round_cells", "largest"), [(7, None, 2), (7, 3, 3), (5, 1, 1)])
+def test_rounds_respect_the_budget_and_never_profile_a_cell_twice(budget, round_cells,
+                                                                   largest) -> None:  # fmt: skip
+    sparse = synthetic.matrices(observed_fraction=0.3, seed=3)
+    measure = Revealer(sparse)
+    v = verify_plan(Planner(intensity_g_per_kwh=261.0), sparse, measure, budget,
+                    round_cells=round_cells)  # fmt: skip
+    sizes = [len(call) for call in measure.calls]
+    assert sizes and max(sizes) <= largest and sum(sizes) == len(v.profiled) <= budget
+    cells = [(synthetic.QPS.index(k.qps), FULL.column(c)) for k, c in v.profiled]
+    assert len(set(cells)) == len(cells)
+    assert not any(sparse.observed[r, c] for r, c in cells)
