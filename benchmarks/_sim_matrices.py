@@ -58,14 +58,7 @@ def masked(m: ProfileMatrices, fraction: float, seed: int) -> ProfileMatrices:
         keep[r, rng.choice(np.flatnonzero(served[r]))] = True
     for c in np.flatnonzero(served.any(axis=0)):  # ... and per column
         keep[rng.choice(np.flatnonzero(served[:, c])), c] = True
-    hide = ~keep
-    return ProfileMatrices(
-        rows=m.rows, configs=m.configs,
-        seconds=np.where(hide[..., None], np.nan, m.seconds),
-        energy_j=np.where(hide[..., None], np.nan, m.energy_j),
-        tokens=np.where(hide, np.nan, m.tokens),
-        attainment=np.where(hide, np.nan, m.attainment),
-    )  # fmt: skip
+    return m.where(keep)
 
 
 def masked_to(m: ProfileMatrices, observed: float, seed: int) -> ProfileMatrices:

@@ -93,6 +93,27 @@ class ProfileMatrices:
             attainment=self.attainment[:, idx],
         )
 
+    def where(self, keep: np.ndarray, other: ProfileMatrices | None = None) -> ProfileMatrices:
+        """These cells where ``keep`` (an (R, C) bool mask) is true, elsewhere ``other``'s (same
+        rows and configurations) or unprofiled (NaN) when ``other`` is None."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != self.shape:
+            raise ConfigError(f"where: mask shape {keep.shape} != matrices shape {self.shape}")
+        if other is not None and (other.rows != self.rows or other.configs != self.configs):
+            raise ConfigError("where: both matrices must have the same rows and configurations")
+
+        def pick(mine: np.ndarray, theirs: np.ndarray | None) -> np.ndarray:
+            mask = keep[..., None] if mine.ndim == 3 else keep
+            return np.where(mask, mine, np.nan if theirs is None else theirs)
+
+        return ProfileMatrices(
+            rows=self.rows, configs=self.configs,
+            seconds=pick(self.seconds, other.seconds if other else None),
+            energy_j=pick(self.energy_j, other.energy_j if other else None),
+            tokens=pick(self.tokens, other.tokens if other else None),
+            attainment=pick(self.attainment, other.attainment if other else None),
+        )  # fmt: skip
+
     def column(self, config: Configuration | str | int) -> int:
         """Index of a configuration given as object, id, label or index."""
         if isinstance(config, int):

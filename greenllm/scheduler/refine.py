@@ -162,10 +162,4 @@ def reveal(
         if key not in index:
             raise ConfigError(f"reveal: row {key.label} is not in the matrices")
         mask[index[key], full.column(config)] = True
-    return ProfileMatrices(
-        rows=full.rows, configs=full.configs,
-        seconds=np.where(mask[..., None], full.seconds, sparse.seconds),
-        energy_j=np.where(mask[..., None], full.energy_j, sparse.energy_j),
-        tokens=np.where(mask, full.tokens, sparse.tokens),
-        attainment=np.where(mask, full.attainment, sparse.attainment),
-    )  # fmt: skip
+    return full.where(mask, sparse)

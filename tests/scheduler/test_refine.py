@@ -161,6 +161,23 @@ def test_reveal_copies_exactly_the_cells_asked_for() -> None:
         reveal(FULL.select_columns([0, 1]), sparse, [])
 
 
+def test_where_hides_or_merges_cells_and_checks_shapes() -> None:
+    keep = np.zeros(FULL.shape, dtype=bool)
+    keep[:, 0] = keep[0, :] = True  # a profiled cell in every row and column
+    hidden = FULL.where(keep)
+    np.testing.assert_array_equal(hidden.observed, keep)
+    assert np.isnan(hidden.energy_j[1, 1]).all() and np.isnan(hidden.attainment[1, 1])
+    assert hidden.attainment[1, 0] == FULL.attainment[1, 0]
+    merged = hidden.where(keep, FULL)  # the hidden cells taken from FULL: FULL again
+    np.testing.assert_array_equal(merged.seconds, FULL.seconds)
+    np.testing.assert_array_equal(merged.attainment, FULL.attainment)
+    with pytest.raises(ConfigError, match="mask shape"):
+        FULL.where(keep[:, :1])
+    swapped = FULL.select_columns([1, 0, *range(2, FULL.shape[1])])
+    with pytest.raises(ConfigError, match="same rows"):
+        FULL.where(keep, swapped)
+
+
 # A world with a cliff: DSD (column 3) keeps up to 3.8 QPS, so at 4 QPS (row 4) only Standalone
 # (column 0, attainment 0.946) meets 0.9, and the two cheaper ones miss it (SD 0.193, DSD 0.361).
 CLIFF_CONFIGS = [(c[0], cap, c[2], c[3]) for c, cap in zip(synthetic.CONFIGS, (5.0, 3.5, 2.5, 3.8),
@@ -205,14 +222,7 @@ class FixedPlanner(Planner):
 
 
 def _cliff_sparse(keep: np.ndarray = CLIFF_KEEP) -> ProfileMatrices:
-    hide = ~keep
-    return ProfileMatrices(
-        rows=CLIFF.rows, configs=CLIFF.configs,
-        seconds=np.where(hide[..., None], np.nan, CLIFF.seconds),
-        energy_j=np.where(hide[..., None], np.nan, CLIFF.energy_j),
-        tokens=np.where(hide, np.nan, CLIFF.tokens),
-        attainment=np.where(hide, np.nan, CLIFF.attainment),
-    )  # fmt: skip
+    return CLIFF.where(keep)
 
 
 class CliffRevealer(Revealer):
