@@ -13,13 +13,14 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from greenllm.profiler.store import ProfileStore  # noqa: E402
-from greenllm.reproduce import Experiment, paper_configurations, run_cells  # noqa: E402
-from greenllm.scheduler.matrix import ProfileMatrices, cells_from_records  # noqa: E402
+from greenllm.profiler.store import ProfileStore
+from greenllm.reproduce import Experiment, paper_configurations, run_cells
+from greenllm.scheduler import ProfileMatrices
+from greenllm.scheduler.matrix import cells_from_records
 
 DEFAULT_STORE = Path("out/demo/profiles.sqlite")
 DEV_SEEDS = range(0, 30)  # used while developing the planner

@@ -23,17 +23,20 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from functools import partial  # noqa: E402
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from greenllm.scheduler.algorithm import schedule  # noqa: E402
-from greenllm.scheduler.cf_surprise import surprise_available  # noqa: E402
-from greenllm.scheduler.completion import complete_attainment, complete_carbon  # noqa: E402
+from greenllm.scheduler import (
+    complete_attainment,
+    complete_carbon,
+    schedule,
+    surprise_available,
+)
 
 # name -> (method, extra keyword arguments); "surprise" uses Surprise's default 100 factors
 METHODS: dict[str, tuple[str, dict]] = {

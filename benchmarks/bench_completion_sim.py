@@ -33,9 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _sim_matrices import DEFAULT_STORE, full_matrices, masked_to, parse_seeds
 from bench_completion import METHODS, REFERENCE
 
-from greenllm.scheduler import Planner
-from greenllm.scheduler.cf_surprise import surprise_available
-from greenllm.scheduler.completion import complete_attainment, complete_carbon
+from greenllm.scheduler import Planner, complete_attainment, complete_carbon, surprise_available
 
 INTENSITY = 261.0  # CISO, g/kWh
 LIFETIME_YEARS = 7.0

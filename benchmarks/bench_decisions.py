@@ -32,15 +32,14 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import importlib
+import time
+from collections.abc import Callable
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from greenllm.scheduler.algorithm import schedule, schedule_with_margin  # noqa: E402
-from greenllm.scheduler.completion import complete, complete_with_uncertainty  # noqa: E402
+from greenllm.scheduler import complete, complete_with_uncertainty, schedule, schedule_with_margin
 
 Provider = Callable[[int], tuple[np.ndarray, np.ndarray]]
 

@@ -1,6 +1,6 @@
 """Draft models for SmolLM2-135M: layer-skip truncation vs distilled draft (issue 5).
 
-Builds (or loads from the cache) both drafts with ``greenllm.engine.draft.draft_dir``, then
+Builds (or loads from the cache) both drafts with ``greenllm.engine.model.draft.draft_dir``, then
 prints side by side: parameters, greedy decode ms/token of each model alone, greedy acceptance
 rate at K draft tokens on held-out HumanEval prompts (never used for distillation), and the
 ms/token of single-process speculative decoding with each draft.
@@ -20,11 +20,16 @@ import logging
 import time
 from typing import Any
 
-from greenllm.engine.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL, draft_dir
-from greenllm.engine.generate import autoregressive_generate, speculative_generate
-from greenllm.engine.pretrained import load_model, smollm2_dir
-from greenllm.engine.sampling import SamplingParams
-from greenllm.workloads.humaneval import humaneval_prompts
+from greenllm.engine import (
+    SamplingParams,
+    autoregressive_generate,
+    draft_dir,
+    load_model,
+    smollm2_dir,
+    speculative_generate,
+)
+from greenllm.engine.model.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL
+from greenllm.workloads import humaneval_prompts
 
 
 def _decode_ms_per_token(model: Any, prompt: list[int], n_tokens: int) -> float:

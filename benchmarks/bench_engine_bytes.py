@@ -17,12 +17,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from greenllm.engine.draft import draft_dir
-from greenllm.engine.engine import Engine
-from greenllm.engine.pretrained import load_model, smollm2_dir
-from greenllm.engine.sampling import SamplingParams
-from greenllm.workloads.apps import get_application
-from greenllm.workloads.humaneval import humaneval_prompts
+from greenllm.engine import Engine, SamplingParams, draft_dir, load_model, smollm2_dir
+from greenllm.workloads import get_application, humaneval_prompts
 
 APPS = ("sharegpt", "humaneval", "longbench")
 

@@ -2,7 +2,7 @@
 namespaces joined by a veth pair limited to ``--gbps`` by ``tc tbf`` (root + iproute2).
 
 The driver and the target worker run in the "new" namespace, the draft worker in the "old"
-one (:class:`greenllm.engine.placement.NetnsPlacement`), so the draft's probability rows cross
+one (:class:`greenllm.engine.comm.placement.NetnsPlacement`), so the draft's probability rows cross
 the kernel's TCP stack and the rate limit. With the overlap off the target waits for the rows
 before its forward, so that wait is the transfer time as seen by the target; with it on, it
 waits only for what the forward did not cover. Hidden = 1 - wait(on) / wait(off). Also printed:
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from greenllm.engine.netns import ShapedLink, netns_unavailable_reason
+from greenllm.engine.comm.netns import ShapedLink, netns_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,12 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def inside(args: argparse.Namespace) -> None:
     from bench_engine_overlap import _run  # same folder
 
-    from greenllm.engine.draft import draft_dir
-    from greenllm.engine.engine import Engine
-    from greenllm.engine.placement import NetnsPlacement
-    from greenllm.engine.pretrained import smollm2_dir
-    from greenllm.engine.sampling import SamplingParams
-    from greenllm.workloads.humaneval import humaneval_prompts
+    from greenllm.engine import Engine, SamplingParams, draft_dir, smollm2_dir
+    from greenllm.engine.comm.placement import NetnsPlacement
+    from greenllm.workloads import humaneval_prompts
 
     link = ShapedLink(gbps=args.gbps, prefix=args.prefix)
     target, draft = smollm2_dir(), draft_dir(args.draft)

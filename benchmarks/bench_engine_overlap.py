@@ -18,12 +18,8 @@ import asyncio
 import time
 from typing import Any
 
-from greenllm.engine.draft import draft_dir
-from greenllm.engine.engine import Engine
-from greenllm.engine.link import LinkEmulation
-from greenllm.engine.pretrained import smollm2_dir
-from greenllm.engine.sampling import SamplingParams
-from greenllm.workloads.humaneval import humaneval_prompts
+from greenllm.engine import Engine, LinkEmulation, SamplingParams, draft_dir, smollm2_dir
+from greenllm.workloads import humaneval_prompts
 
 
 def _run(engine: Engine, prompts: list[str], sp: SamplingParams, overlap: bool) -> dict[str, Any]:

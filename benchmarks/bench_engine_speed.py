@@ -35,12 +35,17 @@ from typing import Any
 import torch
 
 from greenllm.backends.vllm.models import cached_distilled_draft
-from greenllm.engine.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL, draft_dir
-from greenllm.engine.engine import Engine
-from greenllm.engine.generate import autoregressive_generate, speculative_generate
-from greenllm.engine.pretrained import load_model, smollm2_dir
-from greenllm.engine.sampling import SamplingParams
-from greenllm.workloads.humaneval import humaneval_prompts
+from greenllm.engine import (
+    Engine,
+    SamplingParams,
+    autoregressive_generate,
+    draft_dir,
+    load_model,
+    smollm2_dir,
+    speculative_generate,
+)
+from greenllm.engine.model.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL
+from greenllm.workloads import humaneval_prompts
 
 ROWS = {"a": "target only (in process)", "b": "transformers assisted generation",
         "c": "speculative (in process)", "d": "Engine spec_decode (1 process)",

@@ -36,9 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _sim_matrices import DEFAULT_STORE, full_matrices, masked_to, parse_seeds
 
-from greenllm.scheduler import Planner, schedule
-from greenllm.scheduler.cf_carbon import carbon_factors
-from greenllm.scheduler.matrix import ProfileMatrices
+from greenllm.scheduler import Planner, ProfileMatrices, schedule
+from greenllm.scheduler.carbon_factors import carbon_factors
 from greenllm.scheduler.refine import reveal, verify_plan
 
 Chooser = Callable[[ProfileMatrices, int], np.ndarray]  # sparse, seed -> column per row of full

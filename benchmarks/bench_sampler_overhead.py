@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from greenllm.profiler.power import (
+from greenllm.energy import (
     ModelledSampler,
     NVMLSampler,
     PowerSampler,
@@ -31,7 +31,7 @@ from greenllm.profiler.power import (
     read_power_csv,
 )
 
-TRACE = Path(__file__).resolve().parent.parent / "tests/profiler/data/sim_dsd_a100_t4_sharegpt.csv"
+TRACE = Path(__file__).resolve().parent.parent / "tests/energy/data/sim_dsd_a100_t4_sharegpt.csv"
 TARGET_PCT = 1.0
 
 

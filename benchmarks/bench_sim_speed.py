@@ -22,7 +22,7 @@ import numpy as np
 
 from greenllm.backends.sim import SimBackend
 from greenllm.config import Configuration, RequestSize, Workload
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 
 TARGET_S = 5.0
 SIZE = RequestSize(input_tokens=160, output_tokens=140)

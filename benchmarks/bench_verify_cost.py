@@ -28,11 +28,15 @@ from typing import Any
 import torch
 
 from greenllm.backends.vllm.models import cached_distilled_draft
-from greenllm.engine.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL, draft_dir
-from greenllm.engine.generate import autoregressive_generate
-from greenllm.engine.pretrained import load_model, smollm2_dir
-from greenllm.engine.sampling import SamplingParams
-from greenllm.workloads.humaneval import humaneval_prompts
+from greenllm.engine import (
+    SamplingParams,
+    autoregressive_generate,
+    draft_dir,
+    load_model,
+    smollm2_dir,
+)
+from greenllm.engine.model.draft import DISTILL_DEFAULTS, HELDOUT_HUMANEVAL
+from greenllm.workloads import humaneval_prompts
 
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 

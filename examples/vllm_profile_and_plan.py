@@ -27,8 +27,7 @@ from greenllm.backends.vllm import VLLMBackend
 from greenllm.config import SLO, Configuration
 from greenllm.profiler.store import ProfileStore
 from greenllm.scheduler import Planner
-from greenllm.workloads import workload
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet, workload
 
 
 def main() -> None:

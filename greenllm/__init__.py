@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from greenllm._lazy import lazy_exports
+from greenllm.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -43,9 +43,9 @@ _LAZY: dict[str, str] = {
     "Planner": "greenllm.scheduler",
     "Plan": "greenllm.scheduler",
     # profiler
-    "ProfileStore": "greenllm.profiler.store",
-    "CarbonMeter": "greenllm.profiler.meter",
-    "CarbonReport": "greenllm.profiler.meter",
+    "ProfileStore": "greenllm.profiler.store.store",
+    "CarbonMeter": "greenllm.energy.meter",
+    "CarbonReport": "greenllm.energy.meter",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
         RequestSizeDistribution,
         Workload,
     )
+    from greenllm.energy.meter import CarbonMeter, CarbonReport  # noqa: F401
     from greenllm.errors import (  # noqa: F401
         BackendUnavailableError,
         ConfigError,
@@ -72,4 +73,3 @@ if TYPE_CHECKING:  # pragma: no cover
         ProfileError,
         WorkerError,
     )
-    from greenllm.profiler.meter import CarbonMeter, CarbonReport  # noqa: F401

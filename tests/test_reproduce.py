@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from greenllm.profiler.store import ProfileStore
-from greenllm.reproduce import Experiment, analyse, paper_configurations, run_cells
+from greenllm.profiler.sweep import paper_configurations
+from greenllm.reproduce import Experiment, analyse, run_cells
 
 SMALL = Experiment(
     qps={"sharegpt": (1.0, 4.0), "humaneval": (2.0,), "longbench": (0.5,)},

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "greenllm.backends"
 BUILTIN_BACKENDS: dict[str, str] = {
     "sim": "greenllm.backends.sim:SimBackend",
-    "torch": "greenllm.backends.torch_backend:TorchBackend",
+    "torch": "greenllm.backends.torch.backend:TorchBackend",
     "vllm": "greenllm.backends.vllm:VLLMBackend",
 }
 

@@ -24,13 +24,13 @@ import numpy as np
 
 from greenllm.config import SLO, ConfigKind, Configuration, Workload
 from greenllm.errors import ConfigError
-from greenllm.workloads.requests import RequestSet
+from greenllm.slo import RequestTimings
+from greenllm.workloads import RequestSet
 
 __all__ = [
     "Backend",
     "Capabilities",
     "GPUTrace",
-    "RequestTimings",
     "RunResult",
     "run_requests",
 ]
@@ -52,62 +52,6 @@ class Capabilities:
             raise ConfigError(
                 f"backend {backend!r} cannot run {configuration.kind.label}; it runs: {can}"
             )
-
-
-@dataclass(frozen=True)
-class RequestTimings:
-    """Per-request timing, columnar (one entry per request; NaN where a request was not served).
-
-    ``token_times_s`` (optional) holds every output token's time, concatenated over requests;
-    request ``i``'s tokens are ``token_times_s[token_offsets[i]:token_offsets[i + 1]]``.
-    """
-
-    arrival_s: np.ndarray
-    first_token_s: np.ndarray
-    finish_s: np.ndarray
-    input_tokens: np.ndarray
-    output_tokens: np.ndarray
-    token_times_s: np.ndarray | None = None
-    token_offsets: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.arrival_s)
-
-    @property
-    def served(self) -> np.ndarray:
-        return np.isfinite(self.finish_s)
-
-    @property
-    def ttft_s(self) -> np.ndarray:
-        """Time to first token (NaN if never served)."""
-        return self.first_token_s - self.arrival_s
-
-    @property
-    def tpot_s(self) -> np.ndarray:
-        """Mean time per output token after the first (NaN for one-token requests)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(
-                self.output_tokens > 1,
-                (self.finish_s - self.first_token_s) / (self.output_tokens - 1),
-                np.nan,
-            )
-
-    def tokens_of(self, i: int) -> np.ndarray:
-        if self.token_times_s is None or self.token_offsets is None:
-            raise ConfigError("token times were not recorded; run with record_token_times=True")
-        return self.token_times_s[self.token_offsets[i] : self.token_offsets[i + 1]]
-
-    @classmethod
-    def from_requests(cls, requests: RequestSet) -> RequestTimings:
-        """Timings for ``requests`` with nothing served yet (NaN times)."""
-        n = len(requests)
-        return cls(
-            requests.arrival_s,
-            np.full(n, np.nan),
-            np.full(n, np.nan),
-            requests.input_tokens,
-            requests.output_tokens,
-        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +115,7 @@ class RunResult:
 
     def slo_attainment(self, slo: SLO | None = None) -> float:
         """Fraction of requests whose TTFT and mean TPOT meet ``slo`` (unserved ones miss)."""
-        from greenllm.profiler.records import slo_attainment
+        from greenllm.slo import slo_attainment
 
         slo = slo or self.workload.slo
         if slo is None:
@@ -182,8 +126,8 @@ class RunResult:
         return both
 
     def to_record(self, slo: SLO | None = None, run_id: str = "default") -> Any:
-        """This run as a :class:`~greenllm.profiler.records.ProfileRecord` for the store."""
-        from greenllm.profiler.records import ProfileRecord
+        """This run as a :class:`~greenllm.profiler.store.records.ProfileRecord` for the store."""
+        from greenllm.profiler.store import ProfileRecord
 
         r = self.requests
         served = r.served

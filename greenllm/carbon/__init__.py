@@ -1,4 +1,5 @@
-"""Carbon accounting: GPU catalog, Eq. 1-3, grid carbon intensity, Section 5's analysis.
+"""Carbon accounting: the GPU catalog, Eq. 1-3, grid carbon intensity (Section 5's analysis is
+:mod:`greenllm.carbon.analysis`).
 
 Imports numpy only; never torch, vLLM, Ray or pynvml.
 """
@@ -6,6 +7,7 @@ Imports numpy only; never torch, vLLM, Ray or pynvml.
 from greenllm.carbon.accounting import (
     CarbonBreakdown,
     DeviceUsage,
+    amortized_embodied_g,
     embodied_carbon_g,
     lifetime_for,
     operational_carbon_g,
@@ -13,22 +15,34 @@ from greenllm.carbon.accounting import (
     total_carbon_g,
     window_carbon,
 )
-from greenllm.carbon.hardware import GPUSpec, act_embodied_kg, get_gpu, list_gpus, register_gpu
-from greenllm.carbon.intensity import (
-    CarbonIntensityTrace,
+from greenllm.carbon.catalog.act import act_embodied_breakdown_kg, act_embodied_kg
+from greenllm.carbon.catalog.registry import (
+    GPUSpec,
+    get_gpu,
+    list_gpus,
+    register_gpu,
+    unregister_gpu,
+)
+from greenllm.carbon.intensity.data import PAPER_REGIONS, TRACE_REGIONS
+from greenllm.carbon.intensity.regions import (
     RegionInfo,
     carbon_intensity,
     list_regions,
     region_info,
 )
+from greenllm.carbon.intensity.trace import CarbonIntensityTrace
 
 __all__ = [
+    "PAPER_REGIONS",
+    "TRACE_REGIONS",
     "CarbonBreakdown",
     "CarbonIntensityTrace",
     "DeviceUsage",
     "GPUSpec",
     "RegionInfo",
+    "act_embodied_breakdown_kg",
     "act_embodied_kg",
+    "amortized_embodied_g",
     "carbon_intensity",
     "embodied_carbon_g",
     "get_gpu",
@@ -40,5 +54,6 @@ __all__ = [
     "register_gpu",
     "split_by_tokens",
     "total_carbon_g",
+    "unregister_gpu",
     "window_carbon",
 ]

@@ -19,14 +19,14 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from greenllm.carbon.hardware import GPUSpec, get_gpu
+from greenllm.carbon.catalog.registry import GPUSpec, get_gpu
 from greenllm.errors import ConfigError
+from greenllm.units import G_PER_KG, J_PER_KWH, SECONDS_PER_YEAR
 
 __all__ = [
-    "J_PER_KWH",
-    "SECONDS_PER_YEAR",
     "CarbonBreakdown",
     "DeviceUsage",
+    "amortized_embodied_g",
     "embodied_carbon_g",
     "lifetime_for",
     "operational_carbon_g",
@@ -37,8 +37,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SECONDS_PER_YEAR = 365.25 * 86_400.0  # Julian year: 31,557,600 s
-J_PER_KWH = 3.6e6
 ArrayLike: TypeAlias = float | int | np.ndarray | Sequence[float]
 
 
@@ -84,9 +82,18 @@ def embodied_carbon_g(
     ``seconds`` is the time the GPU was allocated; arrays broadcast and return an ndarray.
     """
     spec = get_gpu(gpu)
+    return amortized_embodied_g(seconds, spec.embodied_kg * G_PER_KG, lifetime_years)
+
+
+def amortized_embodied_g(
+    seconds: ArrayLike, embodied_g: ArrayLike, lifetime_years: ArrayLike
+) -> float | np.ndarray:
+    """Eq. 1 on a device's whole embodied carbon: ``seconds / (lifetime_years * 365.25 * 86400)
+    * embodied_g`` in grams (arrays broadcast). :func:`embodied_carbon_g` looks ``C_e`` up."""
     t = _check("embodied_carbon_g", "seconds", seconds)
+    c_e = _check("embodied_carbon_g", "embodied_g", embodied_g)
     life = _check("embodied_carbon_g", "lifetime_years", lifetime_years, positive=True)
-    return _out(t / (life * SECONDS_PER_YEAR) * (spec.embodied_kg * 1e3))
+    return _out(t / (life * SECONDS_PER_YEAR) * c_e)
 
 
 def operational_carbon_g(energy_j: ArrayLike, intensity_g_per_kwh: ArrayLike) -> float | np.ndarray:

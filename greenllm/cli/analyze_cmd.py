@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from greenllm.cli._args import (
+from greenllm.cli.args import (
     add_intensity_args,
     float_range,
     gpu_lifetimes,
     nonnegative,
     resolve_intensity,
 )
-from greenllm.cli._output import emit_json, fmt, table
+from greenllm.cli.output import emit_json, fmt, table
 from greenllm.errors import ConfigError
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from greenllm.cli._args import add_intensity_args, nonnegative, positive, resolve_intensity
-from greenllm.cli._output import emit_json, fmt, table
+from greenllm.cli.args import add_intensity_args, nonnegative, positive, resolve_intensity
+from greenllm.cli.output import emit_json, fmt, table
 from greenllm.errors import ConfigError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from greenllm.cli._output import emit_json, table
+from greenllm.cli.output import emit_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

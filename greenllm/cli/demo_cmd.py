@@ -15,13 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from greenllm.cli._output import emit_json, fmt, table
-
-PAPER_REGIONS = ("NCSW", "CISO", "MISO")
-NEW_GPU = "A100"
-OLD_GPUS = ("T4", "V100")
-HOUR_S = 3600.0
-WHAT_IF_ENERGY_CUTS = (0.1, 0.2, 0.3)
+from greenllm.carbon.analysis import paper_setting
+from greenllm.carbon.analysis.paper_setting import PAPER_REGIONS, WHAT_IF_ENERGY_CUTS
+from greenllm.cli.output import emit_json, fmt, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +40,7 @@ def evaluate(out: Path, n_requests: int = 400, workers: int | None = None,
     import sys
     import time
 
-    from greenllm.cli._args import positive
+    from greenllm.cli.args import positive
     from greenllm.profiler.store import ProfileStore
     from greenllm.reproduce import Experiment, analyse, run_cells
 
@@ -73,73 +69,10 @@ def evaluate(out: Path, n_requests: int = 400, workers: int | None = None,
     return result
 
 
-def compute(lifetime_years: float = 7.0) -> dict[str, Any]:
-    """All numbers the demo prints, from Table 1 and Eq. 1-5 only."""
-    from greenllm.carbon import carbon_intensity, embodied_carbon_g, get_gpu, operational_carbon_g
-    from greenllm.carbon.analysis import carbon_ratio
-    from greenllm.cli._args import positive
-
-    positive("--lifetime-years", lifetime_years)
-    alphas = {r: carbon_intensity(r) for r in PAPER_REGIONS}
-    gpus = []
-    for name in (NEW_GPU, *OLD_GPUS):
-        spec = get_gpu(name)
-        max_j = spec.max_power_w * HOUR_S
-        gpus.append(
-            {
-                "gpu": spec.name,
-                "year": spec.year,
-                "embodied_kg": spec.embodied_kg,
-                "embodied_g_per_hour": embodied_carbon_g(HOUR_S, spec, lifetime_years),
-                "operational_g_per_hour_at_max_power": {
-                    r: operational_carbon_g(max_j, a) for r, a in alphas.items()
-                },
-            }
-        )
-
-    # Section 5 with t'_A = t_A = t_B = one hour (the A100 stays allocated in both cases):
-    # E'_A = E_A, so Eq. 5 < 1  <=>  N_A - N'_A - N_B > E_B / alpha (Eq. 4 plus the old GPU's
-    # embodied carbon). The break-even is the least energy the pair must save per hour.
-    e_a = embodied_carbon_g(HOUR_S, NEW_GPU, lifetime_years)
-    n_a_kwh = get_gpu(NEW_GPU).max_power_w * HOUR_S / 3.6e6
-    breakeven, what_if = [], []
-    for old in OLD_GPUS:
-        e_b = embodied_carbon_g(HOUR_S, old, lifetime_years)
-        for region, alpha in alphas.items():
-            min_saving_kwh = e_b / alpha if alpha > 0 else float("inf")
-            at_breakeven = carbon_ratio(
-                n_a_kwh, n_a_kwh - min_saving_kwh, 0.0, e_a, e_a, e_b, alpha
-            )
-            breakeven.append(
-                {
-                    "old_gpu": old,
-                    "region": region,
-                    "intensity_g_per_kwh": alpha,
-                    "min_energy_saving_wh_per_hour": 1000 * min_saving_kwh,
-                    "ratio_at_breakeven": float(at_breakeven),
-                }
-            )
-            for cut in WHAT_IF_ENERGY_CUTS:
-                ratio = float(carbon_ratio(n_a_kwh, n_a_kwh * (1 - cut), 0.0, e_a, e_a, e_b, alpha))
-                what_if.append(
-                    {
-                        "old_gpu": old,
-                        "region": region,
-                        "energy_cut": cut,
-                        "carbon_savings": 1 - ratio,
-                    }
-                )
-    return {
-        "lifetime_years": lifetime_years,
-        "intensity_g_per_kwh": alphas,
-        "gpus": gpus,
-        "breakeven": breakeven,
-        "what_if_a100_at_max_power": what_if,
-    }
-
-
 def run(args: argparse.Namespace) -> int:
-    result = compute(args.lifetime_years)
+    from greenllm.cli.args import positive
+
+    result = paper_setting(positive("--lifetime-years", args.lifetime_years))
     evaluation = None
     if not args.analysis_only:
         evaluation = evaluate(args.out, args.requests, args.workers, not args.no_figures,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from greenllm.cli._args import add_intensity_args, float_range, gpu_lifetimes
-from greenllm.cli._output import emit_json, fmt, table
+from greenllm.cli.args import add_intensity_args, float_range, gpu_lifetimes
+from greenllm.cli.output import emit_json, fmt, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _verified(args: argparse.Namespace, planner, store):
     from greenllm.errors import ConfigError
-    from greenllm.profiler.verify import sweep_measure
-    from greenllm.scheduler.matrix import matrices_from_store
+    from greenllm.profiler.sweep import sweep_measure
+    from greenllm.scheduler import matrices_from_store
     from greenllm.scheduler.refine import verify_plan
 
     if args.verify < 0:
@@ -120,7 +120,7 @@ def _verified(args: argparse.Namespace, planner, store):
 def _run_hourly(args: argparse.Namespace, planner, store) -> int:
     from greenllm.carbon import CarbonIntensityTrace
     from greenllm.errors import ConfigError
-    from greenllm.scheduler.matrix import matrices_from_store
+    from greenllm.scheduler import matrices_from_store
 
     if not args.application:
         raise ConfigError("--trace needs --application (which application to plan for)")

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from greenllm.cli._output import emit_json, table
+from greenllm.cli.output import emit_json, table
 
 EXIT_INTERRUPTED = 130
 
@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _grid(args: argparse.Namespace) -> Any:
-    from greenllm.cli._args import float_range, positive
+    from greenllm.cli.args import float_range, positive
     from greenllm.errors import ConfigError
     from greenllm.profiler.sweep import SweepGrid, parse_configurations
 

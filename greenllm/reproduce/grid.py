@@ -4,7 +4,7 @@ Configurations: Standalone A100 (Llama-2-7B); SpecDecode on the A100 with a 1B o
 DPD with prefill on the A100 and decode on a T4 or V100; DSD with the 7B target on the A100 and
 a 1B or 300M draft on a T4 or V100. Workloads: the applications of Table 2 at a request size
 over a QPS range. :func:`run_cells` is a thin wrapper over the general sweep runner
-(:func:`greenllm.profiler.sweep.run_sweep`): cells already stored are skipped, so an
+(:func:`greenllm.profiler.sweep.run.run_sweep`): cells already stored are skipped, so an
 interrupted run resumes where it stopped.
 """
 
@@ -14,12 +14,8 @@ import os
 from collections.abc import Callable, Sequence
 
 from greenllm.profiler.sweep import Cell, run_sweep
-from greenllm.profiler.sweep_grid import DEFAULT_TARGET as TARGET
-from greenllm.profiler.sweep_grid import PAPER_DRAFTS as DRAFTS
-from greenllm.profiler.sweep_grid import PAPER_OLD_GPUS as OLD_GPUS
-from greenllm.profiler.sweep_grid import paper_configurations
 
-__all__ = ["DRAFTS", "OLD_GPUS", "TARGET", "Cell", "paper_configurations", "run_cells"]
+__all__ = ["run_cells"]
 
 
 def run_cells(

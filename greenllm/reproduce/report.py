@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenllm.config import ConfigKind, Configuration
-from greenllm.reproduce.grid import Cell, paper_configurations
-from greenllm.scheduler.matrix import ProfileMatrices, RowKey, cells_from_records
-from greenllm.scheduler.planner import Planner
+from greenllm.profiler.sweep import Cell, paper_configurations
+from greenllm.scheduler import Planner, ProfileMatrices, RowKey
+from greenllm.scheduler.matrix import cells_from_records
 from greenllm.workloads import paper_qps_range
 
 __all__ = ["Experiment", "analyse", "summary_rows"]

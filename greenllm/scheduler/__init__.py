@@ -10,12 +10,9 @@ from greenllm.scheduler.algorithm import (
     schedule,
     schedule_with_margin,
 )
-from greenllm.scheduler.cf_als import ALSFactorization
-from greenllm.scheduler.cf_base import BiasBaseline, ColumnMean, CompletionEstimator
-from greenllm.scheduler.cf_models import SGDFactorization
-from greenllm.scheduler.cf_softimpute import SoftImpute
-from greenllm.scheduler.cf_surprise import SurpriseSVD, surprise_available
-from greenllm.scheduler.completion import (
+from greenllm.scheduler.completion.als import ALSFactorization
+from greenllm.scheduler.completion.base import BiasBaseline, ColumnMean, CompletionEstimator
+from greenllm.scheduler.completion.complete import (
     METHODS,
     CompletionResult,
     complete,
@@ -24,6 +21,9 @@ from greenllm.scheduler.completion import (
     complete_with_uncertainty,
     select_rank,
 )
+from greenllm.scheduler.completion.sgd import SGDFactorization
+from greenllm.scheduler.completion.softimpute import SoftImpute
+from greenllm.scheduler.completion.surprise import SurpriseSVD, surprise_available
 from greenllm.scheduler.matrix import ProfileMatrices, RowKey, matrices_from_store
 from greenllm.scheduler.planner import Plan, PlanEntry, Planner
 from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly

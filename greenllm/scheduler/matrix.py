@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.carbon import embodied_carbon_g, lifetime_for
+from greenllm.carbon import embodied_carbon_g, lifetime_for, operational_carbon_g
 from greenllm.config import ConfigKind, Configuration
 from greenllm.errors import ConfigError, ProfileError
+from greenllm.units import J_PER_KWH
 
 __all__ = ["ProfileMatrices", "RowKey", "cells_from_records", "matrices_from_store"]
 
-J_PER_KWH = 3.6e6
 
 
 @dataclass(frozen=True, order=True)
@@ -161,10 +161,11 @@ class ProfileMatrices:
         """The paper's carbon matrix C (Eq. 3 per token) at one intensity."""
         if not np.isfinite(intensity_g_per_kwh) or intensity_g_per_kwh < 0:
             raise ConfigError(f"intensity = {intensity_g_per_kwh!r}: must be a finite number >= 0")
-        return (
-            self.embodied_g_per_token(lifetimes_years)
-            + intensity_g_per_kwh * self.energy_kwh_per_token()
-        )
+        observed = self.carbon_observed
+        with np.errstate(invalid="ignore", divide="ignore"):
+            energy_j = np.where(observed, self.energy_j.sum(axis=2) / self.tokens, 0.0)
+        operational = operational_carbon_g(energy_j, intensity_g_per_kwh)  # Eq. 2
+        return np.where(observed, self.embodied_g_per_token(lifetimes_years) + operational, np.nan)
 
     @classmethod
     def from_cells(
@@ -205,7 +206,7 @@ class ProfileMatrices:
 def matrices_from_store(
     store: Any, *, backend: str | None = None, application: str | None = None
 ) -> ProfileMatrices:
-    """Matrices from a :class:`~greenllm.profiler.store.ProfileStore` (all run ids averaged).
+    """Matrices from a :class:`~greenllm.profiler.store.store.ProfileStore` (all run ids averaged).
 
     Time per GPU is its *allocated* time (an allocated GPU serves nobody else), tokens are the
     output tokens served. A distribution-sized workload is keyed by its P50 size.

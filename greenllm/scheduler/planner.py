@@ -6,7 +6,7 @@ Steps, as in Figure 5 and Algorithm 1:
    recomputing carbon per token for the planner's intensity and lifetimes (Eq. 1-3).
 2. Fill the unprofiled cells by collaborative filtering: SLO attainment in logit space with a
    per-cell error estimate; carbon per token through its physical factors (time per offered
-   token, embodied carbon per second, power: :mod:`~greenllm.scheduler.cf_carbon`), each in
+   token, embodied carbon per second, power: :mod:`~greenllm.scheduler.carbon_factors`), each in
    log space. Beyond the paper, filled cells are clamped to the orders of
    :mod:`~greenllm.scheduler.constraints` (attainment never rises with load).
 3. Algorithm 1 per workload: the lowest-carbon configuration whose attainment reaches the target,
@@ -27,9 +27,9 @@ from pydantic import Field
 
 from greenllm.config import Configuration, FrozenModel
 from greenllm.errors import ConfigError, ProfileError
-from greenllm.scheduler.cf_carbon import filled_carbon_per_token
-from greenllm.scheduler.cf_margin import AttainmentBounds, attainment_bounds, choose_with_margin
-from greenllm.scheduler.completion import complete_with_uncertainty
+from greenllm.scheduler.carbon_factors import filled_carbon_per_token
+from greenllm.scheduler.completion.complete import complete_with_uncertainty
+from greenllm.scheduler.margin import AttainmentBounds, attainment_bounds, choose_with_margin
 from greenllm.scheduler.matrix import ProfileMatrices
 from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
 
@@ -96,7 +96,7 @@ class Planner:
     simulator's matrices; SGD is within noise on held-out masks, docs/planner.md).
     ``margin_sigmas`` is the safety margin on filled attainment, in errors estimated in logit
     space per configuration (``error_by="row+column"``: per row and column;
-    :mod:`~greenllm.scheduler.cf_margin`; 0: the paper's rule on the point estimates).
+    :mod:`~greenllm.scheduler.margin`; 0: the paper's rule on the point estimates).
     ``monotone`` clamps filled cells to the load orders of
     :mod:`~greenllm.scheduler.constraints`; ``carbon_model="direct"`` completes embodied and
     operational carbon per token as they are instead of through their physical factors.
@@ -149,7 +149,7 @@ class Planner:
         """Filled matrices: embodied and operational carbon (g/token), energy (kWh/token),
         carbon, attainment (point estimate), its error, its lower bound after the safety
         margin (``attainment_lower``, what Algorithm 1 compares with the target) and z-score
-        (:mod:`~greenllm.scheduler.cf_margin`). Energy and embodied carbon do not depend on
+        (:mod:`~greenllm.scheduler.margin`). Energy and embodied carbon do not depend on
         the intensity, so one completion serves every hour of a trace."""
         kw = {"method": self.method, "rank": self.rank, "seed": self.seed}
         att = complete_with_uncertainty(
@@ -183,7 +183,7 @@ class Planner:
 
     def choose(self, filled: dict[str, np.ndarray], base: int) -> np.ndarray:
         """The configuration per row: Algorithm 1 on ``carbon`` and ``attainment_lower``, with
-        the fallback of :func:`~greenllm.scheduler.cf_margin.choose_with_margin`."""
+        the fallback of :func:`~greenllm.scheduler.margin.choose_with_margin`."""
         bounds = AttainmentBounds(
             filled["attainment"], filled["attainment_lower"], filled["attainment_z"]
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from greenllm._lazy import lazy_exports
+from greenllm.lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "Application": "greenllm.workloads.apps",

@@ -23,9 +23,9 @@ from greenllm.backends.base import Backend, RunResult
 from greenllm.carbon import get_gpu
 from greenllm.config import ConfigKind, Configuration, Workload
 from greenllm.errors import BackendUnavailableError, ConfigError
-from greenllm.profiler.records import ProfileRecord
-from greenllm.workloads.apps import workload as app_workload
-from greenllm.workloads.requests import RequestSet
+from greenllm.profiler.store import ProfileRecord
+from greenllm.workloads import RequestSet
+from greenllm.workloads import workload as app_workload
 
 ROLES = {"target", "draft", "prefill", "decode", "target+draft"}
 SPEC_KINDS = {ConfigKind.SPEC_DECODE, ConfigKind.DSD}

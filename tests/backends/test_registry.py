@@ -83,7 +83,7 @@ def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: st
 def test_builtins_and_listing_imports_nothing(registry: backends._Registry) -> None:
     assert BUILTIN_BACKENDS == {
         "sim": "greenllm.backends.sim:SimBackend",
-        "torch": "greenllm.backends.torch_backend:TorchBackend",
+        "torch": "greenllm.backends.torch.backend:TorchBackend",
         "vllm": "greenllm.backends.vllm:VLLMBackend",
     }
     assert list_backends()["sim"] == "greenllm.backends.sim:SimBackend"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from greenllm.carbon.intensity import (
+from greenllm.carbon import (
     TRACE_REGIONS,
     CarbonIntensityTrace,
     carbon_intensity,

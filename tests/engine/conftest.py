@@ -25,7 +25,7 @@ def _one_torch_thread() -> Any:
 def tiny_target() -> Any:
     """A 4-layer random Llama (vocab 256, hidden 64), init std 0.1 so its greedy choices are
     peaked and partly learnable by a smaller draft."""
-    from greenllm.engine.pretrained import tiny_llama
+    from greenllm.engine import tiny_llama
 
     return tiny_llama(
         vocab_size=TINY_VOCAB, hidden_size=64, n_layers=4, seed=0, initializer_range=0.1
@@ -35,7 +35,7 @@ def tiny_target() -> Any:
 @pytest.fixture(scope="session")
 def tiny_draft() -> Any:
     """A different, smaller random Llama with the target's vocabulary (1 layer, hidden 32)."""
-    from greenllm.engine.pretrained import tiny_llama
+    from greenllm.engine import tiny_llama
 
     return tiny_llama(vocab_size=TINY_VOCAB, hidden_size=32, n_layers=1, n_heads=2,
                       n_kv_heads=1, seed=1, initializer_range=0.1)

@@ -40,8 +40,7 @@ def save_target_and_draft(target: Any, root: Path) -> dict[str, str]:
 
 def reference(model: Any, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
     """Greedy target-only outputs, computed in this process."""
-    from greenllm.engine.generate import autoregressive_generate
-    from greenllm.engine.sampling import SamplingParams
+    from greenllm.engine import SamplingParams, autoregressive_generate
 
     params = SamplingParams(max_tokens=max_tokens)
     return [autoregressive_generate(model, p, params).tokens for p in prompts]

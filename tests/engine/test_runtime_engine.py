@@ -11,10 +11,12 @@ from tests.engine.runtime_conftest_helpers import reference, run_async, tiny_dir
 
 torch = pytest.importorskip("torch")
 
-from greenllm.engine.engine import Engine  # noqa: E402
-from greenllm.engine.sampling import SamplingParams  # noqa: E402
-from greenllm.engine.transport import HEADER_BYTES  # noqa: E402
-from greenllm.errors import ConfigError  # noqa: E402
+from greenllm.engine import (
+    Engine,
+    SamplingParams,
+)
+from greenllm.engine.comm.transport import HEADER_BYTES
+from greenllm.errors import ConfigError
 
 VOCAB = 256
 MAX_TOKENS = 24

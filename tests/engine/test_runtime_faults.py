@@ -15,11 +15,13 @@ from tests.engine.runtime_conftest_helpers import reference, tiny_dirs_fixture  
 
 torch = pytest.importorskip("torch")
 
-from greenllm.engine.engine import Engine  # noqa: E402
-from greenllm.engine.link import LinkEmulation  # noqa: E402
-from greenllm.engine.sampling import SamplingParams  # noqa: E402
-from greenllm.engine.worker_main import free_port  # noqa: E402
-from greenllm.errors import WorkerError  # noqa: E402
+from greenllm.engine import (
+    Engine,
+    LinkEmulation,
+    SamplingParams,
+)
+from greenllm.engine.worker.main import free_port
+from greenllm.errors import WorkerError
 
 
 async def _run_and_disrupt(
@@ -120,7 +122,7 @@ def test_dsd_hung_draft_hits_receive_timeout(
 
 
 def test_peer_never_connects_raises_within_rendezvous_timeout() -> None:
-    from greenllm.engine.transport import Transport
+    from greenllm.engine.comm.transport import Transport
 
     transport = Transport(0, "dsd_draft worker (rank 1)")
     start = time.monotonic()
@@ -131,7 +133,7 @@ def test_peer_never_connects_raises_within_rendezvous_timeout() -> None:
 
 _IDLE_PEER = """
 import sys, time, torch
-from greenllm.engine.transport import Kind, Transport
+from greenllm.engine.comm.transport import Kind, Transport
 rank, port = int(sys.argv[1]), int(sys.argv[2])
 t = Transport(rank, "peer", timeout_s=30)
 t.connect("127.0.0.1", port, rendezvous_timeout_s=2)

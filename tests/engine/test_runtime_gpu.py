@@ -11,8 +11,10 @@ from tests.engine.runtime_conftest_helpers import reference, tiny_dirs_fixture  
 
 torch = pytest.importorskip("torch")
 
-from greenllm.engine.engine import Engine  # noqa: E402
-from greenllm.engine.sampling import SamplingParams  # noqa: E402
+from greenllm.engine import (
+    Engine,
+    SamplingParams,
+)
 
 pytestmark = [
     pytest.mark.gpu,

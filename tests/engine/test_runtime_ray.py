@@ -14,8 +14,10 @@ from tests.engine.runtime_conftest_helpers import reference, tiny_dirs_fixture  
 ray = pytest.importorskip("ray")
 pytest.importorskip("torch")
 
-from greenllm.engine.engine import Engine  # noqa: E402
-from greenllm.engine.sampling import SamplingParams  # noqa: E402
+from greenllm.engine import (
+    Engine,
+    SamplingParams,
+)
 
 RESOURCES = {"new": {"gpu_type:A100": 1.0}, "old": {"gpu_type:T4": 1.0}}
 

@@ -14,14 +14,18 @@ from tests.engine.runtime_conftest_helpers import reference
 
 torch = pytest.importorskip("torch")
 
-from greenllm.engine.batching import BatchDecoder  # noqa: E402
-from greenllm.engine.link import LinkEmulation, LinkShaper  # noqa: E402
-from greenllm.engine.messages import ControlChannel  # noqa: E402
-from greenllm.engine.sampling import SamplingParams  # noqa: E402
-from greenllm.engine.stats import EngineStats, WorkerCounters  # noqa: E402
-from greenllm.engine.transport import Kind, Mailbox, Message, PeerLostError  # noqa: E402
-from greenllm.engine.workers import SeqOutput  # noqa: E402
-from greenllm.errors import ConfigError, WorkerError  # noqa: E402
+from greenllm.engine import (
+    EngineStats,
+    LinkEmulation,
+    SamplingParams,
+)
+from greenllm.engine.comm.control import ControlChannel
+from greenllm.engine.comm.link import LinkShaper
+from greenllm.engine.comm.transport import Kind, Mailbox, Message, PeerLostError
+from greenllm.engine.model.batching import BatchDecoder
+from greenllm.engine.stats import WorkerCounters
+from greenllm.engine.worker.single import SeqOutput
+from greenllm.errors import ConfigError, WorkerError
 
 
 def test_mailbox_matches_kind_and_request_out_of_order() -> None:

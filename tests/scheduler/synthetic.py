@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from greenllm.config import Configuration
-from greenllm.scheduler.matrix import ProfileMatrices, RowKey
+from greenllm.scheduler import ProfileMatrices, RowKey
 
 DURATION_S = 600.0
 OUTPUT_TOKENS = 140

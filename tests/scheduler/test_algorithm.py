@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from greenllm.errors import ConfigError
-from greenllm.scheduler.algorithm import Decision, decide, schedule, schedule_with_margin
-from greenllm.scheduler.completion import CompletionResult
+from greenllm.scheduler import CompletionResult, Decision, decide, schedule, schedule_with_margin
 
 
 @st.composite

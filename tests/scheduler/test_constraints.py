@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenllm.errors import ConfigError
+from greenllm.scheduler import RowKey
 from greenllm.scheduler.constraints import load_order, monotone_in_load, monotone_in_qps
-from greenllm.scheduler.matrix import RowKey
 
 SIZES = [(24, 24), (160, 140), (510, 357)]
 QPS = [0.5, 1.0, 2.0, 4.0]

@@ -8,10 +8,8 @@ import pytest
 from greenllm.carbon import CarbonIntensityTrace, get_gpu
 from greenllm.config import SLO, RequestSize, Workload
 from greenllm.errors import ConfigError, ProfileError
-from greenllm.profiler.records import ProfileRecord
-from greenllm.profiler.store import ProfileStore
-from greenllm.scheduler import Plan, Planner, schedule
-from greenllm.scheduler.matrix import ProfileMatrices, matrices_from_store
+from greenllm.profiler.store import ProfileRecord, ProfileStore
+from greenllm.scheduler import Plan, Planner, ProfileMatrices, matrices_from_store, schedule
 from tests.scheduler import synthetic
 
 YEAR_S = 365.25 * 86400

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from greenllm.errors import ConfigError
-from greenllm.scheduler import Planner
-from greenllm.scheduler.matrix import ProfileMatrices
+from greenllm.scheduler import Planner, ProfileMatrices
 from greenllm.scheduler.planner import measured_feasible
 from greenllm.scheduler.refine import reveal, to_verify, verify_plan
 from tests.scheduler import synthetic

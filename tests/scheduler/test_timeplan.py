@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from greenllm.errors import ConfigError
-from greenllm.scheduler.timeplan import plan_hourly
+from greenllm.scheduler import plan_hourly
 
 # Two configurations on one workload row: 0 = low embodied / high energy, 1 = the opposite.
 EMB = np.array([[1.0, 3.0]])

@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from greenllm.config import SLO, RequestSize, RequestSizeDistribution, Workload
 from greenllm.errors import ConfigError
-from greenllm.workloads import apps
-from greenllm.workloads.apps import (
+from greenllm.workloads import (
+    RequestSet,
+    apps,
     get_application,
     list_applications,
     paper_qps_range,
     workload,
 )
-from greenllm.workloads.requests import RequestSet
 
 # Table 2 of the paper, typed in from the PDF: (TTFT s, TPOT s, P25, P50, P75).
 TABLE2 = {
@@ -150,7 +150,7 @@ def test_qps_grids_cover_the_ranges_the_paper_reports() -> None:
 
 
 def test_applications_name_their_trace() -> None:
-    from greenllm.workloads.traces import TRACES
+    from greenllm.workloads import TRACES
 
     for app in apps.APPLICATIONS.values():
         assert app.trace in TRACES and TRACES[app.trace].application == app.name

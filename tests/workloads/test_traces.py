@@ -12,9 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenllm.errors import ConfigError
-from greenllm.workloads import traces
-from greenllm.workloads.apps import get_application
-from greenllm.workloads.traces import list_traces, load_trace, trace_stats
+from greenllm.workloads import get_application, list_traces, load_trace, trace_stats, traces
 
 EXPECTED_ROWS = {"conversation": 19_366, "code": 8_819, "summarization": 28_257}
 

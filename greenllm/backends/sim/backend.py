@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.backends.base import Capabilities, GPUTrace, RequestTimings, RunResult, run_requests
-from greenllm.backends.sim.configs import SimOptions, SimOutcome, plan, simulate
-from greenllm.backends.sim.engine import EngineParams
+from greenllm.backends.base import Capabilities, GPUTrace, RunResult, run_requests
+from greenllm.backends.sim.configs import SimOutcome, simulate
+from greenllm.backends.sim.instance import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S
-from greenllm.backends.sim.power import NVML_PERIOD_S, power_model
+from greenllm.backends.sim.options import SimOptions, plan
 from greenllm.config import ConfigKind, Configuration, Workload
+from greenllm.energy import NVML_PERIOD_S, power_model
 from greenllm.errors import ConfigError
-from greenllm.workloads.requests import RequestSet
+from greenllm.slo import RequestTimings
+from greenllm.workloads import RequestSet
 
 __all__ = ["SimBackend"]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from greenllm.carbon.hardware import GPUSpec
+from greenllm.carbon import GPUSpec
 
 __all__ = [
     "BANDWIDTH_GBS",
@@ -117,7 +117,7 @@ def gemm_ratio(gpu: GPUSpec) -> float:
     """Measured fp16 GEMM TFLOP/s / data-sheet peak (a sibling's or the median if unmeasured)."""
     name = LIKE.get(gpu.name, (gpu.name, gpu.name))[0]
     if name in GEMM_TFLOPS:
-        from greenllm.carbon.hardware import get_gpu
+        from greenllm.carbon import get_gpu
 
         return GEMM_TFLOPS[name][0] / tensor_tflops(get_gpu(name))
     return _median_gemm_ratio()
@@ -125,7 +125,7 @@ def gemm_ratio(gpu: GPUSpec) -> float:
 
 def bandwidth_ratio(gpu: GPUSpec) -> float:
     """Achievable / data-sheet memory bandwidth (HBM parts like A100-80GB, GDDR like T4)."""
-    from greenllm.carbon.hardware import get_gpu
+    from greenllm.carbon import get_gpu
 
     name = gpu.name if gpu.name in BANDWIDTH_GBS else LIKE.get(gpu.name, ("", ""))[1]
     if name not in BANDWIDTH_GBS:
@@ -134,7 +134,7 @@ def bandwidth_ratio(gpu: GPUSpec) -> float:
 
 
 def _median_gemm_ratio() -> float:
-    from greenllm.carbon.hardware import get_gpu
+    from greenllm.carbon import get_gpu
 
     return statistics.median(v / tensor_tflops(get_gpu(k)) for k, (v, _) in GEMM_TFLOPS.items())
 
@@ -218,7 +218,7 @@ def predict(
 ) -> float:
     """The step model's value for ``point``; ``eff_of(gpu) -> Efficiency`` overrides the fit."""
     from greenllm.backends.sim.roofline import StepModel
-    from greenllm.carbon.hardware import get_gpu
+    from greenllm.carbon import get_gpu
 
     g = get_gpu(point.gpu)
     eff = None if eff_of is None else eff_of(g)
@@ -273,7 +273,7 @@ def leave_one_out(roofline_p: float | None = None) -> list[float]:
 
 def report() -> str:
     """Markdown tables: per-GPU efficiencies and every calibration point (measured vs model)."""
-    from greenllm.carbon.hardware import get_gpu, list_gpus
+    from greenllm.carbon import get_gpu, list_gpus
 
     lines = ["| GPU | GEMM ratio | e_c | e_m |", "|---|---|---|---|"]
     for name in list_gpus():

@@ -34,30 +34,17 @@ import numpy as np
 from greenllm.backends.sim.engine import serve
 from greenllm.backends.sim.instance import BusyLog, InstanceResult, PlainTimeline
 from greenllm.backends.sim.link import Link
-from greenllm.backends.sim.options import ROLES, SimOptions, SimPlan, plan
+from greenllm.backends.sim.options import SimOptions, SimPlan
 from greenllm.backends.sim.roofline import step_model
 from greenllm.backends.sim.speculation import (
-    ACCEPTANCE_RATES,
-    DEFAULT_ACCEPTANCE_RATE,
     AcceptanceSampler,
     SpecOneGPUTimeline,
     SpecTwoGPUTimeline,
-    acceptance_rate_for,
 )
 from greenllm.config import ConfigKind
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 
-__all__ = [
-    "ACCEPTANCE_RATES",
-    "DEFAULT_ACCEPTANCE_RATE",
-    "ROLES",
-    "SimOptions",
-    "SimOutcome",
-    "SimPlan",
-    "acceptance_rate_for",
-    "plan",
-    "simulate",
-]
+__all__ = ["SimOutcome", "simulate"]
 
 logger = logging.getLogger(__name__)
 

@@ -40,23 +40,13 @@ from collections.abc import Callable
 import numpy as np
 
 from greenllm.backends.sim.instance import (
-    BusyLog,
     EngineParams,
     InstanceResult,
-    PlainTimeline,
     Timeline,
 )
 from greenllm.backends.sim.speculation import AcceptanceSampler
 
-__all__ = [
-    "AcceptanceSampler",
-    "BusyLog",
-    "EngineParams",
-    "InstanceResult",
-    "PlainTimeline",
-    "Timeline",
-    "serve",
-]
+__all__ = ["serve"]
 
 logger = logging.getLogger(__name__)
 _NAN = float("nan")

@@ -17,7 +17,7 @@ from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S
 from greenllm.backends.sim.models import get_model
 from greenllm.backends.sim.roofline import kv_capacity_tokens
 from greenllm.backends.sim.speculation import acceptance_rate_for
-from greenllm.carbon.hardware import GPUSpec, get_gpu
+from greenllm.carbon import GPUSpec, get_gpu
 from greenllm.config import ConfigKind, Configuration, ModelSpec
 from greenllm.errors import ConfigError
 

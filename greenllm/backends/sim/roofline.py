@@ -35,7 +35,7 @@ from greenllm.backends.sim.calibration import (
     tensor_tflops,
 )
 from greenllm.backends.sim.models import get_model
-from greenllm.carbon.hardware import GPUSpec, get_gpu
+from greenllm.carbon import GPUSpec, get_gpu
 from greenllm.config import ModelSpec
 from greenllm.errors import ConfigError
 

@@ -47,7 +47,7 @@ from greenllm.backends.vllm.router import route
 from greenllm.backends.vllm.scratch import Scratch
 from greenllm.config import ConfigKind, Configuration, Workload
 from greenllm.errors import ConfigError
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 
 __all__ = ["COMPUTE_CAPABILITY", "SHARE_ENV", "VLLMBackend"]
 
@@ -123,7 +123,7 @@ class VLLMBackend:
             self._pool = EnginePool(self.python, Scratch(scratch_dir), max_engines, start_timeout_s)
 
     def capabilities(self) -> Capabilities:
-        from greenllm.profiler.power import nvml_available
+        from greenllm.energy import nvml_available
 
         return Capabilities(
             kinds=frozenset(ConfigKind),

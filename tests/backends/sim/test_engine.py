@@ -9,14 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenllm.backends.sim.engine import (
-    AcceptanceSampler,
-    BusyLog,
-    EngineParams,
-    PlainTimeline,
-    serve,
-)
-from greenllm.backends.sim.link import Link
+from greenllm.backends.sim import AcceptanceSampler, EngineParams, Link
+from greenllm.backends.sim.engine import serve
+from greenllm.backends.sim.instance import BusyLog, PlainTimeline
 from greenllm.errors import ConfigError
 
 A, PER_TOKEN, PER_CTX = 0.01, 0.001, 1e-6  # a fake step: A + PER_TOKEN x new + PER_CTX x context

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from greenllm.backends.sim.models import (
-    get_model,
-    list_models,
-    register_model,
-    unregister_model,
-)
+from greenllm.backends.sim import get_model
+from greenllm.backends.sim.models import list_models, register_model, unregister_model
 from greenllm.config import ModelSpec
 from greenllm.errors import ConfigError
 

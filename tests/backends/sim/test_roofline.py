@@ -8,17 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from greenllm.backends.sim import StepModel, forward_time_s, get_model
 from greenllm.backends.sim import calibration as cal
-from greenllm.backends.sim.models import get_model
 from greenllm.backends.sim.roofline import (
-    StepModel,
-    forward_time_s,
     gpu_memory_bytes,
     kv_capacity_tokens,
     step_cost,
     step_model,
 )
-from greenllm.carbon.hardware import GPUSpec, get_gpu
+from greenllm.carbon import GPUSpec, get_gpu
 from greenllm.errors import ConfigError, InfeasibleError
 
 MODELS = ("llama-2-7b", "llama-1b", "llama-300m")
@@ -223,7 +221,7 @@ def test_fit_reproduces_constants() -> None:
 
 
 def test_every_catalog_gpu_has_plausible_efficiencies() -> None:
-    from greenllm.carbon.hardware import list_gpus
+    from greenllm.carbon import list_gpus
 
     for name in list_gpus():
         e = cal.efficiency_for(get_gpu(name))

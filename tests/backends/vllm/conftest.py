@@ -9,7 +9,7 @@ import pytest
 
 from greenllm.config import SLO, RequestSize, Workload
 from greenllm.errors import BackendUnavailableError
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 
 TARGET = "smollm2-135m"
 #: The tests draft with the target itself: greedy acceptance is then ~100%, so a proposal lost

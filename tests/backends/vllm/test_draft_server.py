@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from greenllm.backends.vllm.draft_server import parse_cpus  # noqa: E402
-from greenllm.backends.vllm.proposer import DraftClient  # noqa: E402
-from greenllm.engine.pretrained import tiny_llama  # noqa: E402
-from greenllm.errors import ConfigError  # noqa: E402
+from greenllm.backends.vllm.draft_server import parse_cpus
+from greenllm.backends.vllm.proposer import DraftClient
+from greenllm.engine import tiny_llama
+from greenllm.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

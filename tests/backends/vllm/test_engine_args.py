@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from greenllm.backends.vllm import EngineSettings
 from greenllm.backends.vllm.engine_args import (
     PROPOSER_CLASS,
-    EngineSettings,
     dpd_kwargs,
     dsd_kwargs,
     settings_for,

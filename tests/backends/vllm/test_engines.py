@@ -18,7 +18,7 @@ import pytest
 from greenllm.backends.base import RunResult
 from greenllm.carbon import get_gpu
 from greenllm.config import Configuration
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 from tests.backends.vllm.conftest import REQUESTS, SELF_DRAFT, TARGET, WORKLOAD
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from greenllm.config import Configuration
-from greenllm.profiler.power_nvml import nvml_available
+from greenllm.energy import nvml_available
 from tests.backends.vllm.conftest import REQUESTS, TARGET, WORKLOAD
 
 pytestmark = [
@@ -24,8 +24,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def nixl_backend(vllm_python: str) -> Iterator[object]:
-    from greenllm.backends.vllm import VLLMBackend
-    from greenllm.backends.vllm.engine_args import EngineSettings
+    from greenllm.backends.vllm import EngineSettings, VLLMBackend
 
     settings = EngineSettings(device="cuda", dtype="float16")  # SM 7.x tweaks added per GPU
     b = VLLMBackend(python=vllm_python, settings=settings, connector="NixlConnector")

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from greenllm.backends.sim.power import power_model
+from greenllm.backends.vllm import PYTHON_ENV, find_vllm_python
 from greenllm.backends.vllm.engine_args import split_cores
 from greenllm.backends.vllm.models import ALIASES, fit_length, prompt_texts, resolve_model
-from greenllm.backends.vllm.process import PYTHON_ENV, find_vllm_python
 from greenllm.backends.vllm.results import draft_log, gpu_trace, timings
 from greenllm.backends.vllm.router import RequestRecord
 from greenllm.backends.vllm.scratch import Scratch
+from greenllm.energy import power_model
 from greenllm.errors import BackendUnavailableError, ConfigError
-from greenllm.workloads.requests import RequestSet
+from greenllm.workloads import RequestSet
 
 
 def test_scratch_points_vllm_caches_inside_and_is_removed(tmp_path: Path) -> None:

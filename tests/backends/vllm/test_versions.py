@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from greenllm.backends.vllm import TESTED_RANGE
 from greenllm.backends.vllm.process import WorkerProcess
 from greenllm.backends.vllm.versions import (
     FEATURES,
-    TESTED_RANGE,
     check,
     check_version,
     missing_features,

@@ -1,0 +1,238 @@
+"""NVIDIA GPU power through NVML (nvidia-ml-py, imported as ``pynvml`` only when started).
+
+Power: ``nvmlDeviceGetPowerUsage`` (mW). On Ampere-and-newer GPUs other than GA100 (A100, A30,
+A800) that value is averaged over 1 s, so there we read the instantaneous field
+``NVML_FI_DEV_POWER_INSTANT`` through ``nvmlDeviceGetFieldValues`` when the driver has it, and
+flag the device ``power_averaged_1s`` when it does not. Where the GPU has an energy counter
+(``nvmlDeviceGetTotalEnergyConsumption``, mJ, Volta and newer) it is read at window edges and
+reported beside the integrated energy as a cross-check. NVML errors are translated into
+:class:`~greenllm.errors.ProfileError` with the fix; a GPU that disappears is flagged, not fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from greenllm.energy.sampler import PowerSampler, Sample
+from greenllm.errors import ConfigError, ProfileError, missing_extra
+
+__all__ = ["NVMLSampler", "import_pynvml", "nvml_available"]
+
+logger = logging.getLogger(__name__)
+
+GA100_MARKERS = ("A100", "A30", "A800")  # GA100 parts: their power reading is instantaneous
+MAX_CONSECUTIVE_ERRORS = 5  # a GPU failing this many reads in a row is treated as lost
+_VALUE_FIELDS = {
+    0: "dVal",
+    1: "uiVal",
+    2: "ulVal",
+    3: "ullVal",
+    4: "sllVal",
+    5: "siVal",
+    6: "usVal",
+}
+_FIX = "install the NVIDIA driver (it ships libnvidia-ml) or use NullSampler/ModelledSampler"
+
+
+def import_pynvml() -> Any:
+    """The ``pynvml`` module, or :class:`BackendUnavailableError` naming the ``nvml`` extra."""
+    try:
+        import pynvml
+    except ImportError as err:
+        raise missing_extra("pynvml", "nvml") from err
+    return pynvml
+
+
+def nvml_error(nv: Any, err: Exception, what: str) -> ProfileError:
+    """An NVML exception as a ProfileError that says how to fix it."""
+    name = type(err).__name__
+    if name == "NVMLError_LibraryNotFound":
+        return ProfileError(f"NVML not available: {err} ({what}); {_FIX}")
+    if name == "NVMLError_DriverNotLoaded":
+        return ProfileError(
+            f"NVML: the NVIDIA driver is not loaded ({what}); load it "
+            f"(`nvidia-smi` must work) or use NullSampler/ModelledSampler"
+        )
+    if name == "NVMLError_NoPermission":
+        return ProfileError(
+            f"NVML: no permission ({what}): {err}; run as a user who can open /dev/nvidia*"
+        )
+    return ProfileError(f"NVML error during {what}: {name}: {err}; check `nvidia-smi` on this host")
+
+
+def nvml_available() -> bool:
+    """True when pynvml imports, NVML initialises and sees at least one GPU."""
+    try:
+        nv = import_pynvml()
+    except ImportError:
+        return False
+    try:
+        nv.nvmlInit()
+    except Exception:  # any NVMLError: no driver, no permission, ...
+        return False
+    try:
+        return int(nv.nvmlDeviceGetCount()) > 0
+    except Exception:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            nv.nvmlShutdown()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NVMLSampler(PowerSampler):
+    """Power of NVIDIA GPUs every ``period_s`` (NVML); devices named ``gpu0``, ``gpu1``, ...
+
+    ``devices`` are NVML indices (default: all). ``models`` maps each device to its product name
+    once started, and ``power_source`` to ``"instant"`` or ``"average"`` (the 1 s average).
+    """
+
+    def __init__(
+        self,
+        period_s: float = 0.2,
+        devices: Sequence[int] | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(period_s, clock=clock)
+        if devices is not None and (
+            isinstance(devices, (str, bytes))
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in devices)
+        ):
+            raise ConfigError(f"NVMLSampler: devices = {devices!r}: must be GPU indices >= 0")
+        self._indices = None if devices is None else tuple(devices)
+        self._nv: Any = None
+        self._handles: dict[str, Any] = {}
+        self._has_counter: set[str] = set()
+        self._fails: dict[str, int] = {}
+        self.models: dict[str, str] = {}
+        self.power_source: dict[str, str] = {}
+
+    def _open(self) -> Sequence[str]:
+        nv = import_pynvml()
+        try:
+            nv.nvmlInit()
+        except nv.NVMLError as err:
+            raise nvml_error(nv, err, "nvmlInit") from err
+        self._nv = nv
+        try:
+            count = int(nv.nvmlDeviceGetCount())
+            indices = self._indices if self._indices is not None else tuple(range(count))
+            bad = [i for i in indices if i >= count]
+            if bad:
+                raise ConfigError(
+                    f"NVMLSampler: devices {bad} do not exist; this host has "
+                    f"{count} GPU(s), indices 0..{count - 1}"
+                )
+            self._handles, self._has_counter, self._fails = {}, set(), {}
+            self.models, self.power_source, self._device_flags = {}, {}, {}
+            for i in indices:
+                dev, handle = f"gpu{i}", nv.nvmlDeviceGetHandleByIndex(i)
+                self._handles[dev] = handle
+                self.models[dev] = _text(nv.nvmlDeviceGetName(handle))
+                self.power_source[dev] = self._choose_source(nv, handle, self.models[dev])
+                if self.power_source[dev] == "average" and self._newer_than_ga100(
+                    nv, handle, self.models[dev]
+                ):
+                    self._device_flags[dev] = {"power_averaged_1s"}
+                try:
+                    nv.nvmlDeviceGetTotalEnergyConsumption(handle)
+                    self._has_counter.add(dev)
+                except nv.NVMLError:
+                    pass
+        except nv.NVMLError as err:
+            self._close()
+            raise nvml_error(nv, err, "listing GPUs") from err
+        except ConfigError:
+            self._close()
+            raise
+        logger.info(
+            "NVMLSampler: %s", {d: (self.models[d], self.power_source[d]) for d in self._handles}
+        )
+        return tuple(self._handles)
+
+    def _close(self) -> None:
+        if self._nv is not None:
+            with contextlib.suppress(Exception):  # shutting down a lost driver must not raise
+                self._nv.nvmlShutdown()
+            self._nv = None
+
+    @staticmethod
+    def _newer_than_ga100(nv: Any, handle: Any, name: str) -> bool:
+        """Ampere or newer and not a GA100 part: nvmlDeviceGetPowerUsage is a 1 s average."""
+        try:
+            arch = int(nv.nvmlDeviceGetArchitecture(handle))
+        except Exception:  # old drivers / bindings without the call
+            return False
+        ampere = getattr(nv, "NVML_DEVICE_ARCH_AMPERE", 7)
+        unknown = getattr(nv, "NVML_DEVICE_ARCH_UNKNOWN", 0xFFFFFFFF)
+        return ampere <= arch != unknown and not any(m in name for m in GA100_MARKERS)
+
+    def _choose_source(self, nv: Any, handle: Any, name: str) -> str:
+        if not self._newer_than_ga100(nv, handle, name):
+            return "average"
+        if getattr(nv, "NVML_FI_DEV_POWER_INSTANT", None) is None:
+            return "average"
+        try:
+            self._instant_mw(nv, handle)
+        except nv.NVMLError:
+            return "average"
+        return "instant"
+
+    @staticmethod
+    def _instant_mw(nv: Any, handle: Any) -> float:
+        value = nv.nvmlDeviceGetFieldValues(handle, [nv.NVML_FI_DEV_POWER_INSTANT])[0]
+        if value.nvmlReturn != getattr(nv, "NVML_SUCCESS", 0):
+            raise nv.NVMLError(value.nvmlReturn)
+        return float(getattr(value.value, _VALUE_FIELDS.get(int(value.valueType), "uiVal")))
+
+    def _is_lost_error(self, err: Exception) -> bool:
+        lost = tuple(
+            getattr(self._nv, n)
+            for n in ("NVMLError_GpuIsLost", "NVMLError_GpuRequiresReset")
+            if hasattr(self._nv, n)
+        )
+        return isinstance(err, lost)
+
+    def _read_failed(self, dev: str, now_s: float, err: Exception) -> None:
+        if self._is_lost_error(err):
+            self._mark_lost(dev, now_s, err)
+            return
+        self._count_error(dev)
+        self._fails[dev] = self._fails.get(dev, 0) + 1
+        if self._fails[dev] >= MAX_CONSECUTIVE_ERRORS:
+            self._mark_lost(dev, now_s, f"{MAX_CONSECUTIVE_ERRORS} failed reads in a row: {err}")
+
+    def _poll(self, now_s: float, edge: bool) -> Iterable[Sample]:
+        nv, out = self._nv, []
+        for dev, handle in self._handles.items():
+            if dev in self._lost:
+                continue
+            try:
+                if self.power_source[dev] == "instant":
+                    mw = self._instant_mw(nv, handle)
+                else:
+                    mw = float(nv.nvmlDeviceGetPowerUsage(handle))
+            except nv.NVMLError as err:
+                self._read_failed(dev, now_s, err)
+                continue
+            self._fails[dev] = 0
+            out.append((dev, now_s, mw / 1000.0))
+        return out
+
+    def _counters_j(self) -> Mapping[str, float] | None:
+        nv, out = self._nv, {}
+        for dev in self._has_counter:
+            if dev in self._lost:
+                continue
+            try:
+                out[dev] = float(nv.nvmlDeviceGetTotalEnergyConsumption(self._handles[dev])) / 1e3
+            except nv.NVMLError as err:
+                self._read_failed(dev, self.now_s(), err)
+        return out

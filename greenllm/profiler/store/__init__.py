@@ -1,0 +1,38 @@
+"""The profile database (paper, Sections 4.2-4.3): :class:`ProfileStore` (SQLite, WAL), the
+records it holds, its versioned schema and JSON/CSV exchange."""
+
+from greenllm.profiler.store.exchange import export_csv, export_json, import_csv, import_json
+from greenllm.profiler.store.records import (
+    CarbonAtMeasurement,
+    CellUsage,
+    GPURow,
+    GPUUsage,
+    LatencySummary,
+    ProfileRecord,
+    Provenance,
+    cell_id,
+    qps_key,
+    size_label,
+)
+from greenllm.profiler.store.schema import ENV_VAR, default_store_path
+from greenllm.profiler.store.store import ProfileStore
+
+__all__ = [
+    "ENV_VAR",
+    "CarbonAtMeasurement",
+    "CellUsage",
+    "GPURow",
+    "GPUUsage",
+    "LatencySummary",
+    "ProfileRecord",
+    "ProfileStore",
+    "Provenance",
+    "cell_id",
+    "default_store_path",
+    "export_csv",
+    "export_json",
+    "import_csv",
+    "import_json",
+    "qps_key",
+    "size_label",
+]
