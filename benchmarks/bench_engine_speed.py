@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from greenllm.backends.vllm.models import cached_distilled_draft
 from greenllm.engine import (
     Engine,
     SamplingParams,
     autoregressive_generate,
+    cached_distilled_draft,
     draft_dir,
     load_model,
     smollm2_dir,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from greenllm.backends.vllm import VLLMBackend
 from greenllm.config import SLO, Configuration
-from greenllm.profiler.store import ProfileStore
+from greenllm.profiler.store import ProfileRecord, ProfileStore
 from greenllm.scheduler import Planner
 from greenllm.workloads import RequestSet, workload
 
@@ -65,7 +65,7 @@ def main() -> None:
             for w, c in sorted(chosen, key=lambda cell: cell[1].kind.value):  # reuse engines
                 requests = RequestSet.poisson(w.qps, w.request_size, n=args.n_requests, seed=0)
                 result = backend.run(c, w, requests=requests)
-                store.put(result.to_record())
+                store.put(ProfileRecord.from_run(result))
                 print(f"profiled {w.qps:>4} QPS {c.label:40} TTFT p50 "
                       f"{sorted(result.requests.ttft_s)[len(requests) // 2]:.2f} s  "
                       f"SLO {result.slo_attainment():.0%}  accept {result.acceptance_rate:.0%}  "

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from greenllm.lazy import lazy_exports
-
-__version__ = "0.1.0"
+from greenllm.version import __version__
 
 _LAZY: dict[str, str] = {
     # errors and config
@@ -20,6 +19,7 @@ _LAZY: dict[str, str] = {
     "InfeasibleError": "greenllm.errors",
     "ProfileError": "greenllm.errors",
     "WorkerError": "greenllm.errors",
+    "BackendClosedError": "greenllm.errors",
     "SLO": "greenllm.config",
     "RequestSize": "greenllm.config",
     "RequestSizeDistribution": "greenllm.config",
@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from greenllm.energy.meter import CarbonMeter, CarbonReport  # noqa: F401
     from greenllm.errors import (  # noqa: F401
+        BackendClosedError,
         BackendUnavailableError,
         ConfigError,
         GreenLLMError,

@@ -7,11 +7,13 @@ allowed range, e.g. ``SLO.ttft_s = -1.0: must be > 0 (allowed: 0 < ttft_s <= 360
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
+import json
 import typing
 from enum import Enum
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import annotated_types as at
 from pydantic import (
@@ -27,7 +29,14 @@ from pydantic import (
 
 from greenllm.errors import ConfigError
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    from typing_extensions import Self
+
 __all__ = [
+    "ID_FIELDS",
+    "ID_VERSION",
     "SLO",
     "ConfigKind",
     "Configuration",
@@ -76,7 +85,7 @@ def _describe(err: ValidationError, model: type[BaseModel]) -> str:
     return "; ".join(parts)
 
 
-def _nested_model(annotation: Any, field: str) -> type[BaseModel] | None:
+def _nested_model(annotation: object, field: str) -> type[BaseModel] | None:
     """The pydantic model in ``annotation`` (through Optional/Union/Annotated) owning ``field``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation if field in annotation.model_fields else None
@@ -104,14 +113,14 @@ class FrozenModel(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as err:
             raise ConfigError(_describe(err, cls)) from err
 
     @classmethod
-    def model_validate_json(cls, json_data: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
         try:
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as err:
@@ -161,7 +170,7 @@ class RequestSizeDistribution(FrozenModel):
                 raise ValueError(f"percentiles of {attr} must not decrease: got {a}, {b}, {c}")
         return self
 
-    def quantile(self, q: Any, attr: str = "input_tokens") -> Any:
+    def quantile(self, q: npt.ArrayLike, attr: str = "input_tokens") -> npt.NDArray[np.int64]:
         """Token count at quantile(s) ``q`` in (0, 1) of ``attr`` (input or output tokens)."""
         import numpy as np
 
@@ -188,7 +197,7 @@ class RequestSizeDistribution(FrozenModel):
         ]
 
 
-def _size_kind(v: Any) -> str:
+def _size_kind(v: object) -> str:
     if isinstance(v, dict):
         return "distribution" if "p50" in v else "fixed"
     return "distribution" if isinstance(v, RequestSizeDistribution) else "fixed"
@@ -210,7 +219,7 @@ class Workload(FrozenModel):
 
     @field_validator("application", mode="before")
     @classmethod
-    def _lower(cls, v: Any) -> Any:
+    def _lower(cls, v: object) -> object:
         return v.strip().lower() if isinstance(v, str) else v
 
 
@@ -295,6 +304,47 @@ _KIND_LABELS = {
 }
 
 
+#: The fields that identify a :class:`Configuration`: :attr:`Configuration.id` hashes these
+#: and nothing else (as vLLM's ``compute_hash`` lists its factors), so a new field, even with a
+#: default, changes no id. A field that identifies a configuration must be listed here, with
+#: :data:`ID_VERSION` bumped and a profile-store migration that re-keys stored cells
+#: (``docs/profile-store.md``).
+ID_FIELDS: tuple[str, ...] = (
+    "kind",
+    "new_gpu",
+    "old_gpu",
+    "target_model",
+    "draft_model",
+    "link_gbps",
+    "num_speculative_tokens",
+)
+#: Version of the id rule, hashed with the fields: bump it when :data:`ID_FIELDS` or the
+#: normalisation in :attr:`Configuration.id` change.
+ID_VERSION = 1
+
+
+def _id_value(value: Any) -> Any:
+    """A field value as the id hashes it: enums by value, floats to 9 significant digits and
+    integral numbers as ints (``16.0`` and ``16`` hash alike), None as JSON null."""
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        number = float(f"{float(value):.9g}")
+        return int(number) if number.is_integer() else number
+    raise TypeError(f"Configuration id field of type {type(value).__name__} has no id form")
+
+
+@functools.lru_cache(maxsize=4096)
+def _hash_id(values: tuple[Any, ...]) -> str:
+    """The id of the configuration whose :data:`ID_FIELDS` hold ``values`` (kind first)."""
+    payload: dict[str, Any] = {"id_version": ID_VERSION}
+    payload.update(zip(ID_FIELDS, map(_id_value, values), strict=True))
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"{payload['kind']}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
 class Configuration(FrozenModel):
     """A serving configuration: an optimiser (kind) and its GPU and model placement.
 
@@ -325,7 +375,7 @@ class Configuration(FrozenModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_link(cls, data: Any) -> Any:
+    def _default_link(cls, data: object) -> object:
         if isinstance(data, dict) and data.get("link_gbps") is None:
             kind = data.get("kind")
             try:
@@ -364,6 +414,13 @@ class Configuration(FrozenModel):
 
     @property
     def id(self) -> str:
-        """Stable identifier (same fields, same id) used as a key in the profile store."""
-        payload = self.model_dump_json(exclude_none=False)
-        return self.kind.value + "-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
+        """Stable identifier, the profile store's key of this configuration.
+
+        ``<kind>-<12 hex digits>``: the SHA-256 of the canonical JSON (sorted keys, no spaces)
+        of ``{"id_version": ID_VERSION, field: value for field in ID_FIELDS}``, values
+        normalised so that equal configurations give equal ids (floats to 9 significant
+        digits, integral numbers as ints, None as null, kinds by value). Only the fields in
+        :data:`ID_FIELDS` count: adding a field to the model changes no id. Changing the rule
+        needs a new :data:`ID_VERSION` and a store migration that re-keys stored cells.
+        """
+        return _hash_id(tuple(getattr(self, f) for f in ID_FIELDS))

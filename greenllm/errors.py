@@ -6,6 +6,17 @@ sqlite) are translated at the boundary with ``raise ... from err``.
 
 from __future__ import annotations
 
+__all__ = [
+    "BackendClosedError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "GreenLLMError",
+    "InfeasibleError",
+    "ProfileError",
+    "WorkerError",
+    "missing_extra",
+]
+
 
 class GreenLLMError(Exception):
     """Root of every error greenllm raises on purpose."""
@@ -32,6 +43,10 @@ class ProfileError(GreenLLMError):
 
 class WorkerError(GreenLLMError):
     """A serving worker (process or Ray actor) failed or vanished."""
+
+
+class BackendClosedError(GreenLLMError, RuntimeError):
+    """A backend was used after :meth:`close`; create a new one."""
 
 
 def missing_extra(module: str, extra: str) -> BackendUnavailableError:

@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from greenllm.config import (
+    ID_FIELDS,
+    ID_VERSION,
     SLO,
     ConfigKind,
     Configuration,
@@ -125,6 +127,78 @@ def test_configuration_defaults_labels_and_stable_ids() -> None:
     other = Configuration(kind="dsd", old_gpu="V100", draft_model="llama-1b")
     assert other.id != dsd.id
     assert Configuration.model_validate_json(dsd.model_dump_json()) == dsd
+
+
+# Pinned: these ids key every stored cell. A change here re-keys users' stores, so it needs a
+# new ID_VERSION and a store migration (greenllm/profiler/store/schema.py), not a test edit.
+PINNED_IDS = [
+    ({"kind": "standalone"}, "standalone-9cd6538344b2"),
+    ({"kind": "standalone", "new_gpu": "H100", "target_model": "llama-3.1-8b"},
+     "standalone-314b14e371c7"),
+    ({"kind": "spec_decode", "draft_model": "llama-1b"}, "spec_decode-82b072a4a104"),
+    ({"kind": "spec_decode", "draft_model": "llama-300m", "num_speculative_tokens": 8},
+     "spec_decode-c16e0352c27c"),
+    ({"kind": "dpd", "old_gpu": "T4"}, "dpd-d2e6d3b63ecd"),
+    ({"kind": "dpd", "old_gpu": "V100", "link_gbps": 12.5}, "dpd-b00018f49ff9"),
+    ({"kind": "dsd", "old_gpu": "T4", "draft_model": "llama-1b"}, "dsd-72f6aaa3cb89"),
+    ({"kind": "dsd", "new_gpu": "H100", "old_gpu": "T4", "draft_model": "llama-300m",
+      "link_gbps": 100}, "dsd-36e1d2301666"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "expected"), PINNED_IDS)
+def test_configuration_ids_are_pinned(fields: dict, expected: str) -> None:
+    assert ID_VERSION == 1
+    assert Configuration(**fields).id == expected
+
+
+def test_configuration_id_is_the_documented_hash_of_the_id_fields() -> None:
+    import hashlib
+    import json
+
+    cfg = Configuration(kind="dpd", old_gpu="V100", link_gbps=12.5)
+    payload = {"id_version": 1, "kind": "dpd", "new_gpu": "A100", "old_gpu": "V100",
+               "target_model": "llama-2-7b", "draft_model": None, "link_gbps": 12.5,
+               "num_speculative_tokens": 4}  # fmt: skip
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    assert cfg.id == "dpd-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    assert set(ID_FIELDS) <= set(Configuration.model_fields)  # no stale name in the list
+
+
+def test_configuration_id_normalises_numbers() -> None:
+    base = Configuration(kind="dpd", old_gpu="T4", link_gbps=16.0)
+    assert Configuration(kind="dpd", old_gpu="T4").id == base.id  # the default link
+    assert Configuration(kind="dpd", old_gpu="T4", link_gbps=16).id == base.id
+    assert Configuration(kind="dpd", old_gpu="T4", link_gbps=16 + 1e-12).id == base.id
+    assert Configuration(kind="dpd", old_gpu="T4", link_gbps=0.1 + 0.2).id == (
+        Configuration(kind="dpd", old_gpu="T4", link_gbps=0.3).id
+    )
+    assert Configuration(kind="dpd", old_gpu="T4", link_gbps=16.5).id != base.id
+    assert Configuration(kind="Disg-Pref-Decode", old_gpu="T4").id == base.id
+
+
+class _WithPriority(Configuration):
+    """A configuration model grown by a defaulted field (what a future release may add)."""
+
+    priority: int = 0
+
+
+@pytest.mark.parametrize(("fields", "expected"), PINNED_IDS)
+def test_a_new_defaulted_field_changes_no_id(fields: dict, expected: str) -> None:
+    grown = _WithPriority(**fields)
+    assert grown.id == expected == Configuration(**fields).id
+    assert _WithPriority(**fields, priority=3).id == expected  # not an identifying field
+    assert "priority" in grown.model_dump_json()  # the JSON grew; the id did not
+
+
+def test_every_identifying_field_changes_the_id() -> None:
+    base = Configuration(kind="dsd", old_gpu="T4", draft_model="llama-1b")
+    changes = {"new_gpu": "H100", "old_gpu": "V100", "target_model": "llama-3.1-8b",
+               "draft_model": "llama-300m", "link_gbps": 100.0, "num_speculative_tokens": 5}
+    assert set(changes) == set(ID_FIELDS) - {"kind"}  # fmt: skip
+    ids = {Configuration(**{**base.model_dump(), field: value}).id
+           for field, value in changes.items()}  # fmt: skip
+    assert len(ids | {base.id}) == len(changes) + 1
 
 
 def test_workload_normalises_application_and_round_trips() -> None:

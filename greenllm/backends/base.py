@@ -13,27 +13,43 @@ Hooks (all required):
 * ``run(configuration, workload, *, requests=None, duration_s=None, seed=0) -> RunResult``:
   serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``).
 * ``close()``: release processes, GPUs and scratch folders. Idempotent.
+
+The built-in backends subclass :class:`BackendBase`: the argument checks of ``run`` in one
+place, ``close()`` once (then ``run`` raises :class:`~greenllm.errors.BackendClosedError`) and
+``with`` blocks. Keys of ``RunResult.extra`` that mean the same on every backend are
+:class:`RunExtra`.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypedDict, TypeVar, runtime_checkable
 
 import numpy as np
 
 from greenllm.config import SLO, ConfigKind, Configuration, Workload
-from greenllm.errors import ConfigError
+from greenllm.errors import BackendClosedError, ConfigError
 from greenllm.slo import RequestTimings
 from greenllm.workloads import RequestSet
 
 __all__ = [
+    "ROLES",
     "Backend",
+    "BackendBase",
     "Capabilities",
     "GPUTrace",
+    "RunExtra",
     "RunResult",
-    "run_requests",
 ]
+
+#: The role of each GPU of a configuration kind, in ``Configuration.gpus`` order (new GPU first).
+ROLES: dict[ConfigKind, tuple[str, ...]] = {
+    ConfigKind.STANDALONE: ("target",),
+    ConfigKind.SPEC_DECODE: ("target+draft",),
+    ConfigKind.DPD: ("prefill", "decode"),
+    ConfigKind.DSD: ("target", "draft"),
+}
 
 
 @dataclass(frozen=True)
@@ -59,12 +75,35 @@ class GPUTrace:
     """What one GPU of the configuration did: time, energy and (optionally) power samples."""
 
     gpu: str
-    role: str  # "target", "draft", "prefill", "decode" or "target+draft"
+    role: str  # one of ROLES: "target", "draft", "prefill", "decode" or "target+draft"
     busy_s: float
     allocated_s: float
     energy_j: float
     power_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     power_w: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+class RunExtra(TypedDict, total=False):
+    """Keys of :attr:`RunResult.extra` that mean the same on every backend that sets them.
+
+    Every key is optional; a backend adds its own keys beside these (docs/simulator.md,
+    docs/engine.md, docs/vllm.md list them).
+    """
+
+    devices: dict[str, str | None]
+    """Where the work of each side really ran: ``{"new": "cuda:0" | "cpu", "old": ... | None}``
+    (``None``: no old-GPU side). ``new_gpu``/``old_gpu`` are the nominal GPUs. torch, vllm."""
+    token_ids: list[list[int] | None]
+    """The generated token ids of each request, in request order (``None``: it failed).
+    torch, vllm."""
+    energy_model: str
+    """How ``GPUTrace.energy_j`` was obtained: ``"measured: ..."`` or ``"modelled: ..."``.
+    torch, vllm (the simulator's energy is always modelled)."""
+    acceptance_rate: float
+    """Draft tokens accepted / proposed, in [0, 1]: the simulator's assumed rate per token, the
+    measured one elsewhere (then equal to :attr:`RunResult.acceptance_rate`). sim, torch."""
+    wall_s: float
+    """Wall-clock seconds the run took on this machine (s). sim."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +122,7 @@ class RunResult:
     spec_accepted_tokens: int = 0
     overloaded: bool = False  # the queue grew without bound or the KV cache could not fit
     energy: str = "modelled"
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # common keys: RunExtra
 
     @property
     def acceptance_rate(self) -> float:
@@ -125,30 +164,6 @@ class RunResult:
                                     n_failed=int((~r.served).sum()))  # fmt: skip
         return both
 
-    def to_record(self, slo: SLO | None = None, run_id: str = "default") -> Any:
-        """This run as a :class:`~greenllm.profiler.store.records.ProfileRecord` for the store."""
-        from greenllm.profiler.store import ProfileRecord
-
-        r = self.requests
-        served = r.served
-        return ProfileRecord.from_requests(
-            self.workload,
-            self.configuration,
-            self.backend,
-            ttft_s=r.ttft_s[served],
-            tpot_s=r.tpot_s[served],
-            energy_j=[g.energy_j for g in self.gpus],
-            duration_s=self.duration_s,
-            busy_s=[min(g.busy_s, self.duration_s) for g in self.gpus],
-            allocated_s=[g.allocated_s for g in self.gpus],
-            slo=slo,
-            n_failed=int((~served).sum()),
-            run_id=run_id,
-            input_tokens=int(r.input_tokens[served].sum()),
-            output_tokens=int(r.output_tokens[served].sum()),
-            link_bytes=int(self.link_bytes),
-        )
-
 
 @runtime_checkable
 class Backend(Protocol):
@@ -171,33 +186,104 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def run_requests(
-    backend: str,
-    capabilities: Capabilities,
-    configuration: Configuration,
-    workload: Workload,
-    requests: RequestSet | None,
-    duration_s: float | None,
-    seed: int,
-) -> RequestSet:
-    """Check the arguments of :meth:`Backend.run` and return the requests to serve: ``requests``
-    as given, or Poisson arrivals at ``workload.qps`` for ``duration_s`` seeded by ``seed``."""
-    if not isinstance(configuration, Configuration):
-        raise ConfigError(f"configuration = {configuration!r}: expected a Configuration")
-    if not isinstance(workload, Workload):
-        raise ConfigError(f"workload = {workload!r}: expected a Workload")
-    capabilities.check(configuration, backend)
-    if (requests is None) == (duration_s is None):
-        raise ConfigError(
-            "give exactly one of requests=RequestSet(...) or duration_s=... (got "
-            f"{'both' if requests is not None else 'neither'})"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed = {seed!r}: must be an integer >= 0")
-    if requests is None:
-        return RequestSet.poisson(
-            workload.qps, workload.request_size, duration_s=duration_s, seed=int(seed)
-        )
-    if not isinstance(requests, RequestSet):
-        raise ConfigError(f"requests = {type(requests).__name__}: expected a RequestSet")
-    return requests
+_B = TypeVar("_B", bound="BackendBase")
+
+
+class BackendBase(abc.ABC):
+    """Base class of the built-in backends (a :class:`Backend`).
+
+    :meth:`run` checks its arguments (:meth:`check_run`) and calls :meth:`_run`;
+    :meth:`close` calls :meth:`_close` once, after which :meth:`run` raises
+    :class:`~greenllm.errors.BackendClosedError`. A backend is also a context manager.
+    """
+
+    name: ClassVar[str]
+    _closed: bool = False
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """Configuration kinds this backend runs; measured or modelled energy."""
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def check_open(self) -> None:
+        """Raise :class:`~greenllm.errors.BackendClosedError` once :meth:`close` was called."""
+        if self._closed:
+            raise BackendClosedError(
+                f"this {type(self).__name__} is closed: create a new one to run again"
+            )
+
+    def run(
+        self,
+        configuration: Configuration,
+        workload: Workload,
+        *,
+        requests: RequestSet | None = None,
+        duration_s: float | None = None,
+        seed: int = 0,
+    ) -> RunResult:
+        """Serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``)."""
+        served = self.check_run(configuration, workload, requests, duration_s, seed)
+        return self._run(configuration, workload, served, int(seed))
+
+    @abc.abstractmethod
+    def _run(
+        self, configuration: Configuration, workload: Workload, requests: RequestSet, seed: int
+    ) -> RunResult:
+        """Serve ``requests``, already checked by :meth:`check_run`."""
+
+    def check_run(
+        self,
+        configuration: Configuration,
+        workload: Workload,
+        requests: RequestSet | None,
+        duration_s: float | None,
+        seed: int,
+    ) -> RequestSet:
+        """Check the arguments of :meth:`run` and return the requests to serve: ``requests`` as
+        given, or Poisson arrivals at ``workload.qps`` for ``duration_s`` seeded by ``seed``.
+
+        Raises :class:`~greenllm.errors.BackendClosedError` after :meth:`close`, and
+        :class:`~greenllm.errors.ConfigError` for a bad argument or a kind the backend does not
+        run."""
+        self.check_open()
+        if not isinstance(configuration, Configuration):
+            raise ConfigError(f"configuration = {configuration!r}: expected a Configuration")
+        if not isinstance(workload, Workload):
+            raise ConfigError(f"workload = {workload!r}: expected a Workload")
+        self.capabilities().check(configuration, self.name)
+        if (requests is None) == (duration_s is None):
+            raise ConfigError(
+                "give exactly one of requests=RequestSet(...) or duration_s=... (got "
+                f"{'both' if requests is not None else 'neither'})"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed = {seed!r}: must be an integer >= 0")
+        if requests is None:
+            return RequestSet.poisson(
+                workload.qps, workload.request_size, duration_s=duration_s, seed=int(seed)
+            )
+        if not isinstance(requests, RequestSet):
+            raise ConfigError(f"requests = {type(requests).__name__}: expected a RequestSet")
+        return requests
+
+    def close(self) -> None:
+        """Release processes, GPUs and scratch folders (idempotent); :meth:`run` then raises
+        :class:`~greenllm.errors.BackendClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close()
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release what this backend holds; called once, by the first :meth:`close`."""
+
+    def __enter__(self: _B) -> _B:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

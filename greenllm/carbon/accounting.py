@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def lifetime_for(gpu: str | GPUSpec, lifetimes_years: float | Mapping[str, float
     return float(lifetimes_years.get("default", 7.0))
 
 
-def _check(func: str, name: str, value: Any, *, positive: bool = False) -> float | np.ndarray:
+def _check(func: str, name: str, value: object, *, positive: bool = False) -> float | np.ndarray:
     """``value`` as a float (scalar in) or float ndarray, all finite and >= 0 (> 0 if positive)."""
     need = "> 0" if positive else ">= 0"
     if isinstance(value, (bool, str, bytes)) or value is None:
@@ -194,7 +194,7 @@ class CarbonBreakdown:
         }
 
 
-def _check_tokens(func: str, name: str, tokens: Any) -> int:
+def _check_tokens(func: str, name: str, tokens: object) -> int:
     if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)) or tokens < 0:
         raise ConfigError(f"{func}: {name} = {tokens!r}: must be an integer >= 0")
     return int(tokens)

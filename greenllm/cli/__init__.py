@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from greenllm.errors import GreenLLMError
 
+__all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
+
 EXIT_BAD_INPUT = 2
 
 
@@ -23,7 +25,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from greenllm import __version__
     from greenllm.cli import (
         analyze_cmd,
         carbon_cmd,
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         plan_cmd,
         profile_cmd,
     )
+    from greenllm.version import __version__
 
     parser = _Parser(prog="greenllm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"greenllm {__version__}")

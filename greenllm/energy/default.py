@@ -7,7 +7,7 @@ RAPL (CPU package/DRAM), a power model (the simulator), a recorded trace (tests)
 ...     m = sampler.end_window("prefill")
 >>> m.energy_j, m.mean_power_w, m.flags               # doctest: +SKIP
 
-The hardware modules (``pynvml``) are imported only when a sampler starts. See docs/profiler.md
+The hardware modules (``pynvml``) are imported only when a sampler starts. See docs/energy.md
 for how each kind of hardware measures energy and its known errors.
 """
 

@@ -11,11 +11,21 @@ import math
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeAlias
 
 import numpy as np
 
-__all__ = ["EnergyMeasurement", "epoch_clock", "measure_window", "trapezoid_j", "window_series"]
+__all__ = [
+    "EnergyMeasurement",
+    "MeasurementSummary",
+    "epoch_clock",
+    "measure_window",
+    "trapezoid_j",
+    "window_series",
+]
+
+MeasurementSummary: TypeAlias = dict[str, str | int | float | dict[str, float] | list[str]]
+""":meth:`EnergyMeasurement.to_dict`: numbers, per-device ``{device: value}`` and the flags."""
 
 _EPOCH_OFFSET_S = time.time() - time.monotonic()
 
@@ -106,7 +116,7 @@ class EnergyMeasurement:
         """False when no device was measured (a :class:`NullSampler`)."""
         return "unmeasured" not in self.flags
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> MeasurementSummary:
         """JSON-ready summary (without the raw samples)."""
         return {
             "name": self.name,

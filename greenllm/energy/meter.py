@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast, overload
 
 import numpy as np
 
@@ -38,17 +38,22 @@ from greenllm.carbon import (
     lifetime_for,
     operational_carbon_g,
 )
-from greenllm.energy.integration import EnergyMeasurement, trapezoid_j
+from greenllm.energy.integration import EnergyMeasurement, MeasurementSummary, trapezoid_j
 from greenllm.energy.nvml import NVMLSampler, nvml_available
 from greenllm.energy.replay import NullSampler
 from greenllm.energy.sampler import PowerSampler
 from greenllm.errors import ConfigError
 from greenllm.units import J_PER_KWH
 
-__all__ = ["CarbonMeter", "CarbonReport", "MeterWindow"]
+__all__ = ["CarbonMeter", "CarbonReport", "MeterWindow", "ReportDict"]
 
 logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+
+ReportDict: TypeAlias = dict[
+    str, str | int | float | bool | list[str] | list[float] | MeasurementSummary | None
+]
+""":meth:`CarbonReport.to_dict`: the breakdown's entries, the report's own and the measurement's."""
 
 
 @dataclass(frozen=True)
@@ -64,22 +69,63 @@ class CarbonReport:
     intensity_source: str
     pue: float = 1.0
 
-    start_s = property(lambda self: self.measurement.start_s)
-    end_s = property(lambda self: self.measurement.end_s)
-    duration_s = property(lambda self: self.measurement.duration_s)
-    device_energy_j = property(lambda self: dict(self.measurement.energy_j))
-    energy_measured = property(lambda self: self.measurement.measured)
-    flags = property(lambda self: self.measurement.flags)
-    energy_j = property(lambda self: self.breakdown.energy_j)
-    embodied_g = property(lambda self: self.breakdown.embodied_g)
-    operational_g = property(lambda self: self.breakdown.operational_g)
-    total_g = property(lambda self: self.breakdown.total_g)
-    tokens = property(lambda self: self.breakdown.tokens)
-    embodied_per_token_g = property(lambda self: self.breakdown.embodied_per_token_g)
-    operational_per_token_g = property(lambda self: self.breakdown.operational_per_token_g)
-    total_per_token_g = property(lambda self: self.breakdown.total_per_token_g)
+    @property
+    def start_s(self) -> float:
+        return self.measurement.start_s
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def end_s(self) -> float:
+        return self.measurement.end_s
+
+    @property
+    def duration_s(self) -> float:
+        return self.measurement.duration_s
+
+    @property
+    def device_energy_j(self) -> dict[str, float]:
+        return dict(self.measurement.energy_j)
+
+    @property
+    def energy_measured(self) -> bool:
+        return self.measurement.measured
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return self.measurement.flags
+
+    @property
+    def energy_j(self) -> float:
+        return self.breakdown.energy_j
+
+    @property
+    def embodied_g(self) -> float:
+        return self.breakdown.embodied_g
+
+    @property
+    def operational_g(self) -> float:
+        return self.breakdown.operational_g
+
+    @property
+    def total_g(self) -> float:
+        return self.breakdown.total_g
+
+    @property
+    def tokens(self) -> int | None:
+        return self.breakdown.tokens
+
+    @property
+    def embodied_per_token_g(self) -> float:
+        return self.breakdown.embodied_per_token_g
+
+    @property
+    def operational_per_token_g(self) -> float:
+        return self.breakdown.operational_per_token_g
+
+    @property
+    def total_per_token_g(self) -> float:
+        return self.breakdown.total_per_token_g
+
+    def to_dict(self) -> ReportDict:
         """JSON-ready: the breakdown, the measurement summary and where the numbers come from."""
         return {
             "name": self.name,
@@ -107,14 +153,22 @@ class MeterWindow:
         self.tokens = (self.tokens or 0) + _check_tokens(n)
 
 
-def _number(name: str, value: Any, minimum: float) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value >= minimum):
+def _number(name: str, value: object, minimum: float) -> float:
+    if not (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and not value < minimum  # numbers.Real declares < and <=, not >=
+    ):
         raise ConfigError(f"CarbonMeter: {name} = {value!r}: must be a finite number >= {minimum}")
     return float(value)
 
 
-def _check_tokens(tokens: Any) -> int | None:
+@overload
+def _check_tokens(tokens: int) -> int: ...
+@overload
+def _check_tokens(tokens: object) -> int | None: ...
+def _check_tokens(tokens: object) -> int | None:
     if tokens is None:
         return None
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
@@ -236,9 +290,9 @@ class CarbonMeter:
         ``tokens`` is a count or a function of the call's return value."""
 
         def decorate(fn: F) -> F:
-            label = name or getattr(fn, "__name__", "call")
+            label = name or str(getattr(fn, "__name__", "call"))
 
-            def count(result: Any) -> int | None:
+            def count(result: object) -> int | None:
                 return _check_tokens(tokens(result) if callable(tokens) else tokens)
 
             if inspect.iscoroutinefunction(fn):
@@ -253,7 +307,7 @@ class CarbonMeter:
                     finally:
                         self.end(win)
 
-                return awrapper  # type: ignore[return-value]
+                return cast(F, awrapper)
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -265,7 +319,7 @@ class CarbonMeter:
                 finally:
                     self.end(win)
 
-            return wrapper  # type: ignore[return-value]
+            return cast(F, wrapper)
 
         return decorate
 
@@ -302,6 +356,7 @@ class CarbonMeter:
         )
         energy = self.pue * m.total_energy_j
         if self.trace is None:
+            assert self.intensity_g_per_kwh is not None  # set whenever there is no trace
             operational = float(operational_carbon_g(energy, self.intensity_g_per_kwh))
             ci = float(self.intensity_g_per_kwh)
         else:

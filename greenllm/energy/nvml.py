@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 from greenllm.energy.sampler import PowerSampler, Sample
@@ -37,7 +38,7 @@ _VALUE_FIELDS = {
 _FIX = "install the NVIDIA driver (it ships libnvidia-ml) or use NullSampler/ModelledSampler"
 
 
-def import_pynvml() -> Any:
+def import_pynvml() -> ModuleType:
     """The ``pynvml`` module, or :class:`BackendUnavailableError` naming the ``nvml`` extra."""
     try:
         import pynvml
@@ -46,7 +47,7 @@ def import_pynvml() -> Any:
     return pynvml
 
 
-def nvml_error(nv: Any, err: Exception, what: str) -> ProfileError:
+def nvml_error(nv: ModuleType, err: Exception, what: str) -> ProfileError:
     """An NVML exception as a ProfileError that says how to fix it."""
     name = type(err).__name__
     if name == "NVMLError_LibraryNotFound":
@@ -82,7 +83,7 @@ def nvml_available() -> bool:
             nv.nvmlShutdown()
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -107,8 +108,8 @@ class NVMLSampler(PowerSampler):
         ):
             raise ConfigError(f"NVMLSampler: devices = {devices!r}: must be GPU indices >= 0")
         self._indices = None if devices is None else tuple(devices)
-        self._nv: Any = None
-        self._handles: dict[str, Any] = {}
+        self._nv: Any = None  # the pynvml module (untyped) while open
+        self._handles: dict[str, object] = {}  # pynvml's opaque device handles
         self._has_counter: set[str] = set()
         self._fails: dict[str, int] = {}
         self.models: dict[str, str] = {}
@@ -164,7 +165,7 @@ class NVMLSampler(PowerSampler):
             self._nv = None
 
     @staticmethod
-    def _newer_than_ga100(nv: Any, handle: Any, name: str) -> bool:
+    def _newer_than_ga100(nv: ModuleType, handle: object, name: str) -> bool:
         """Ampere or newer and not a GA100 part: nvmlDeviceGetPowerUsage is a 1 s average."""
         try:
             arch = int(nv.nvmlDeviceGetArchitecture(handle))
@@ -174,7 +175,7 @@ class NVMLSampler(PowerSampler):
         unknown = getattr(nv, "NVML_DEVICE_ARCH_UNKNOWN", 0xFFFFFFFF)
         return ampere <= arch != unknown and not any(m in name for m in GA100_MARKERS)
 
-    def _choose_source(self, nv: Any, handle: Any, name: str) -> str:
+    def _choose_source(self, nv: ModuleType, handle: object, name: str) -> str:
         if not self._newer_than_ga100(nv, handle, name):
             return "average"
         if getattr(nv, "NVML_FI_DEV_POWER_INSTANT", None) is None:
@@ -186,7 +187,7 @@ class NVMLSampler(PowerSampler):
         return "instant"
 
     @staticmethod
-    def _instant_mw(nv: Any, handle: Any) -> float:
+    def _instant_mw(nv: ModuleType, handle: object) -> float:
         value = nv.nvmlDeviceGetFieldValues(handle, [nv.NVML_FI_DEV_POWER_INSTANT])[0]
         if value.nvmlReturn != getattr(nv, "NVML_SUCCESS", 0):
             raise nv.NVMLError(value.nvmlReturn)

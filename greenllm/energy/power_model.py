@@ -11,7 +11,7 @@ roofline (:class:`~greenllm.backends.sim.roofline.StepCost`):
 
 so a compute-bound step at the tensor roof draws the power limit (prefill runs near TDP: Patel et
 al., "Splitwise", ISCA 2024) and a step saturating memory bandwidth draws ``beta`` of the dynamic
-range, :data:`~greenllm.backends.sim.calibration.MEMORY_POWER_FRACTION` (decode draws 137-300 W
+range, :data:`~greenllm.backends.sim.efficiency.MEMORY_POWER_FRACTION` (decode draws 137-300 W
 on a 700 W H200: Ma et al., arXiv:2605.11999). docs/simulator-model.md has the numbers. The per-step
 overhead (launches, scheduling) and the gaps between steps draw idle power: energy integrates
 power over the whole time a GPU is allocated, busy or not.

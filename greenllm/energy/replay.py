@@ -12,20 +12,57 @@ import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Protocol, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from greenllm.energy.sampler import PowerSampler, Sample
 from greenllm.errors import ConfigError, ProfileError
 
-__all__ = ["ModelledSampler", "NullSampler", "ReplaySampler", "read_power_csv", "write_power_csv"]
+__all__ = [
+    "Curve",
+    "GPUPowerTrace",
+    "ModelledSampler",
+    "NullSampler",
+    "PowerTraceRun",
+    "ReplaySampler",
+    "read_power_csv",
+    "write_power_csv",
+]
 
 Series: TypeAlias = dict[str, tuple[np.ndarray, np.ndarray]]
 PowerFn: TypeAlias = Callable[[float], "float | Mapping[str, float] | Sequence[float]"]
+Curve: TypeAlias = tuple[npt.ArrayLike, npt.ArrayLike]
+"""A power curve ``(times_s, power_w)``: two 1-D sequences (power may be 2-D, a row a device)."""
 
 
-def _series(times_s: Any, power_w: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+class GPUPowerTrace(Protocol):
+    """What :meth:`ModelledSampler.from_run` reads of one GPU of a run
+    (:class:`~greenllm.backends.base.GPUTrace`)."""
+
+    @property
+    def gpu(self) -> str: ...
+    @property
+    def allocated_s(self) -> float: ...
+    @property
+    def energy_j(self) -> float: ...
+    @property
+    def power_times_s(self) -> np.ndarray: ...
+    @property
+    def power_w(self) -> np.ndarray: ...
+
+
+class PowerTraceRun(Protocol):
+    """A run with per-GPU power traces (:class:`~greenllm.backends.base.RunResult`)."""
+
+    @property
+    def gpus(self) -> Sequence[GPUPowerTrace]: ...
+
+
+def _series(
+    times_s: npt.ArrayLike, power_w: npt.ArrayLike, where: str
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         t = np.array(times_s, dtype=float).reshape(-1)
         p = np.array(power_w, dtype=float).reshape(-1)
@@ -42,12 +79,13 @@ def _series(times_s: Any, power_w: Any, where: str) -> tuple[np.ndarray, np.ndar
     return t, p
 
 
-def _to_series(source: Any, device: str, where: str) -> Series:
+def _to_series(source: object, device: str, where: str) -> Series:
     """``(times, power)`` (power 1-D, or 2-D with one row per device) or ``{device: (t, p)}``."""
     if isinstance(source, Mapping):
         if not source:
             raise ConfigError(f"{where}: the mapping of devices to (times_s, power_w) is empty")
-        return {str(d): _series(*tp, f"{where}[{d!r}]") for d, tp in source.items()}
+        curves: Iterable[tuple[object, Curve]] = source.items()
+        return {str(d): _series(*tp, f"{where}[{d!r}]") for d, tp in curves}
     if not (isinstance(source, (tuple, list)) and len(source) == 2):
         raise ConfigError(
             f"{where}: expected (times_s, power_w) or {{device: (times_s, power_w)}}"
@@ -101,7 +139,7 @@ def read_power_csv(path: str | Path) -> Series:
     return {d: (np.asarray(ts), np.asarray(ps)) for d, (ts, ps) in rows.items()}
 
 
-def write_power_csv(path: str | Path, series: Mapping[str, tuple[Any, Any]]) -> None:
+def write_power_csv(path: str | Path, series: Mapping[str, Curve]) -> None:
     """Write ``{device: (times_s, power_w)}`` (e.g. ``EnergyMeasurement.samples``) as a trace CSV;
     floats are written with ``repr`` so a replay reads back the same numbers."""
     with Path(path).open("w", newline="", encoding="utf-8") as fh:
@@ -131,8 +169,8 @@ class _CurveSampler(PowerSampler):
     _hold = True  # hold the first/last value outside the curve (else: no samples there)
 
     def _init_curves(self, series: Series) -> None:
-        self._curves = series
-        self._cursor = {d: 0 for d in series}
+        self._curves: Series = series
+        self._cursor: dict[str, int] = {d: 0 for d in series}
 
     def _origin_s(self) -> float:
         """Sampler time of curve time 0."""
@@ -165,7 +203,7 @@ class ModelledSampler(_CurveSampler):
 
     def __init__(
         self,
-        power: float | PowerFn | tuple[Any, Any] | Mapping[str, tuple[Any, Any]],
+        power: float | PowerFn | Curve | Mapping[str, Curve],
         *,
         devices: Sequence[str] | None = None,
         period_s: float = 0.2,
@@ -173,7 +211,7 @@ class ModelledSampler(_CurveSampler):
     ) -> None:
         super().__init__(period_s, clock=clock)
         self._fn: PowerFn | None = None
-        self._t_start_s = 0.0
+        self._t_start_s: float = 0.0
         if isinstance(power, (int, float)) and not isinstance(power, bool):
             if not (math.isfinite(power) and power >= 0):
                 raise ConfigError(f"ModelledSampler: power = {power!r} W must be finite and >= 0")
@@ -194,15 +232,19 @@ class ModelledSampler(_CurveSampler):
             self._init_curves(curves)
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"ModelledSampler: devices = {names!r}: need unique names")
-        self._model_names = names
+        self._model_names: tuple[str, ...] = names
 
     @classmethod
     def from_run(
-        cls, run: Any, *, period_s: float = 0.2, clock: Callable[[], float] | None = None
+        cls,
+        run: PowerTraceRun,
+        *,
+        period_s: float = 0.2,
+        clock: Callable[[], float] | None = None,
     ) -> ModelledSampler:
         """Replay a :class:`~greenllm.backends.base.RunResult`'s per-GPU power traces in real time
         (devices ``gpu0:A100``, ...); a GPU without samples draws its mean power throughout."""
-        curves: Series = {}
+        curves: dict[str, Curve] = {}
         for i, g in enumerate(run.gpus):
             if len(g.power_times_s):
                 curves[f"gpu{i}:{g.gpu}"] = (g.power_times_s, g.power_w)
@@ -243,7 +285,7 @@ class ReplaySampler(_CurveSampler):
 
     def __init__(
         self,
-        source: str | Path | tuple[Any, Any] | Mapping[str, tuple[Any, Any]],
+        source: str | Path | Curve | Mapping[str, Curve],
         *,
         speed: float = 1.0,
         period_s: float = 0.2,
@@ -256,11 +298,15 @@ class ReplaySampler(_CurveSampler):
             or not (math.isfinite(speed) and speed > 0)
         ):
             raise ConfigError(f"ReplaySampler: speed = {speed!r}: must be a finite number > 0")
-        self.speed = float(speed)
-        self._path = Path(source) if isinstance(source, (str, Path)) else None
-        self._init_curves({} if self._path else _to_series(source, "replay", "ReplaySampler"))
-        self._c0 = 0.0
-        self._trace_t0 = 0.0
+        self.speed: float = float(speed)
+        self._path: Path | None = None
+        if isinstance(source, (str, Path)):
+            self._path = Path(source)
+            self._init_curves({})
+        else:
+            self._init_curves(_to_series(source, "replay", "ReplaySampler"))
+        self._c0: float = 0.0
+        self._trace_t0: float = 0.0
 
     def _open(self) -> Sequence[str]:
         if self._path is not None:

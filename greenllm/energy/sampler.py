@@ -76,12 +76,12 @@ class PowerSampler(ABC):
             )
         if not (math.isfinite(period_s) and period_s > 0):
             raise ConfigError(f"period_s = {period_s!r}: must be a finite number > 0 (e.g. 0.2)")
-        self.period_s = float(period_s)
+        self.period_s: float = float(period_s)
         self._clock: Callable[[], float] = clock or epoch_clock
-        self._lock = threading.RLock()
-        self._stop_event = threading.Event()
+        self._lock: threading.RLock = threading.RLock()
+        self._stop_event: threading.Event = threading.Event()
         self._thread: threading.Thread | None = None
-        self._running = False
+        self._running: bool = False
         self._names: tuple[str, ...] | None = None
         self._t: dict[str, list[float]] = {}
         self._p: dict[str, list[float]] = {}
@@ -90,8 +90,8 @@ class PowerSampler(ABC):
         self._lost: dict[str, float] = {}
         self._errors: dict[str, int] = {}
         self._device_flags: dict[str, set[str]] = {}
-        self._thread_cpu_s = 0.0
-        self._thread_failures = 0
+        self._thread_cpu_s: float = 0.0
+        self._thread_failures: int = 0
 
     # ---- hooks ---------------------------------------------------------------------------------
     @abstractmethod
@@ -124,11 +124,6 @@ class PowerSampler(ABC):
     @property
     def running(self) -> bool:
         return self._running
-
-    @property
-    def open_windows(self) -> tuple[str, ...]:
-        with self._lock:
-            return tuple(self._windows)
 
     @property
     def lost_devices(self) -> tuple[str, ...]:

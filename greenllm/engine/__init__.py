@@ -6,7 +6,8 @@ Public names are imported lazily, so ``import greenllm.engine`` does not import 
   it returns (:class:`RequestOutput`), its counters (:class:`EngineStats`,
   :class:`WorkerStats`) and link emulation (:class:`LinkEmulation`); see docs/engine.md;
 - pretrained weights offline (:mod:`greenllm.engine.model.pretrained`): :func:`smollm2_dir`,
-  :func:`load_model`, :func:`tiny_llama`, :func:`cache_dir`;
+  :func:`tiny_llama`, :func:`cache_dir`; model names (:mod:`greenllm.engine.model.resolve`,
+  the one alias table): :func:`resolve_model_dir`, :func:`load_model`;
 - sampling (:mod:`greenllm.engine.model.sampling`): :class:`SamplingParams`,
   :func:`probs_from_logits`, :func:`sample`;
 - speculative-decoding verification (:mod:`greenllm.engine.model.verifier`, loops in
@@ -26,7 +27,7 @@ from greenllm.lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "Engine": "greenllm.engine.driver.engine",
-    "MODES": "greenllm.engine.driver.engine",
+    "MODES": "greenllm.engine.driver.modes",
     "RequestOutput": "greenllm.engine.driver.outputs",
     "EngineStats": "greenllm.engine.stats",
     "WorkerStats": "greenllm.engine.stats",
@@ -34,8 +35,10 @@ _LAZY: dict[str, str] = {
     "cache_dir": "greenllm.engine.model.pretrained",
     "smollm2_gguf_path": "greenllm.engine.model.pretrained",
     "smollm2_dir": "greenllm.engine.model.pretrained",
-    "load_model": "greenllm.engine.model.pretrained",
     "tiny_llama": "greenllm.engine.model.pretrained",
+    "load_model": "greenllm.engine.model.resolve",
+    "resolve_model_dir": "greenllm.engine.model.resolve",
+    "cached_distilled_draft": "greenllm.engine.model.resolve",
     "SamplingParams": "greenllm.engine.model.sampling",
     "probs_from_logits": "greenllm.engine.model.sampling",
     "sample": "greenllm.engine.model.sampling",
@@ -59,7 +62,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 if TYPE_CHECKING:  # pragma: no cover
     from greenllm.engine.comm.link import LinkEmulation  # noqa: F401
-    from greenllm.engine.driver.engine import MODES, Engine  # noqa: F401
+    from greenllm.engine.driver.engine import Engine  # noqa: F401
+    from greenllm.engine.driver.modes import MODES  # noqa: F401
     from greenllm.engine.driver.outputs import RequestOutput  # noqa: F401
     from greenllm.engine.model.draft import (  # noqa: F401
         distill_draft,
@@ -74,10 +78,14 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from greenllm.engine.model.pretrained import (  # noqa: F401
         cache_dir,
-        load_model,
         smollm2_dir,
         smollm2_gguf_path,
         tiny_llama,
+    )
+    from greenllm.engine.model.resolve import (  # noqa: F401
+        cached_distilled_draft,
+        load_model,
+        resolve_model_dir,
     )
     from greenllm.engine.model.sampling import SamplingParams, probs_from_logits, sample  # noqa: F401
     from greenllm.engine.model.verifier import (  # noqa: F401

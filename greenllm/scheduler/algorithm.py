@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from greenllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from greenllm.scheduler.completion.complete import CompletionResult
 
 __all__ = ["PRIORITIES", "Decision", "decide", "schedule", "schedule_with_margin"]
 
@@ -138,7 +141,7 @@ class Decision:
             "chosen_filled": int((~measured).sum()),
         }
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, int | bool]]:
         """One plain dict per workload (JSON-ready)."""
         fields = self.__dataclass_fields__
         return [{k: getattr(self, k)[i].item() for k in fields} for i in range(self.choice.size)]
@@ -223,8 +226,8 @@ def schedule_with_margin(
 
 
 def decide(
-    carbon: Any,
-    attainment: Any,
+    carbon: CompletionResult,
+    attainment: CompletionResult,
     slo_target: float = 0.9,
     margin_sigmas: float = 1.0,
     priority: str = "slo",

@@ -33,12 +33,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from greenllm.carbon import get_gpu
 from greenllm.errors import ProfileError
+from greenllm.scheduler.completion.base import Hyperparameter
 from greenllm.scheduler.completion.complete import complete
 from greenllm.scheduler.constraints import monotone_in_load
 from greenllm.scheduler.matrix import ProfileMatrices
@@ -116,19 +116,22 @@ def complete_carbon_factors(
     rank: int | None = None,
     seed: int = 0,
     monotone: bool = True,
-    **params: Any,
+    **params: Hyperparameter,
 ) -> CarbonFactors:
     """Every factor completed in log space (observed cells as measured); see the module."""
     measured = carbon_factors(m, lifetimes_years)
-    kw = {"method": method, "rank": rank, "seed": seed, "transform": "log", **params}
-    time_factor = complete(measured.time_factor, **kw)
-    embodied = complete(measured.embodied_g_per_s, **kw)
+
+    def fill(matrix: np.ndarray) -> np.ndarray:
+        return complete(matrix, method=method, rank=rank, seed=seed, transform="log", **params)
+
+    time_factor = fill(measured.time_factor)
+    embodied = fill(measured.embodied_g_per_s)
     idle_w, peak_w = power_bounds_w(m)
     with np.errstate(invalid="ignore"):
         lowest = np.nanmin(np.where(m.carbon_observed, measured.power_w, np.inf), axis=0)
         highest = np.nanmax(np.where(m.carbon_observed, measured.power_w, -np.inf), axis=0)
     floor = np.minimum(idle_w, 0.9 * lowest)[None, :]
-    power = floor + complete(measured.power_w - floor, **kw)
+    power = floor + fill(measured.power_w - floor)
     power = np.where(m.carbon_observed, measured.power_w,
                      np.minimum(power, np.maximum(peak_w, highest)[None, :]))  # fmt: skip
     if monotone:
@@ -173,13 +176,20 @@ def filled_carbon_per_token(
     lifetimes_years: float | Mapping[str, float],
     meets_slo: np.ndarray,
     slo_target: float,
-    **kw: Any,
+    *,
+    method: str = "sgd",
+    rank: int | None = None,
+    seed: int = 0,
+    monotone: bool = True,
+    **params: Hyperparameter,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embodied g/token and kWh/token of every cell: measured where a token was served, else
-    from the completed factors (``kw`` go to :func:`complete_carbon_factors`). A filled cell
-    flagged in ``meets_slo`` keeps up with its load, so it gets the time factor measured on
+    from the completed factors (the keywords go to :func:`complete_carbon_factors`). A filled
+    cell flagged in ``meets_slo`` keeps up with its load, so it gets the time factor measured on
     cells that met the SLO (:func:`stable_time_factor`), not an extrapolation."""
-    filled = complete_carbon_factors(m, lifetimes_years, **kw)
+    filled = complete_carbon_factors(
+        m, lifetimes_years, method=method, rank=rank, seed=seed, monotone=monotone, **params
+    )
     stable = stable_time_factor(carbon_factors(m, lifetimes_years), m.attainment, slo_target)
     served = m.carbon_observed
     if stable is not None:

@@ -13,17 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 
 from greenllm.carbon import embodied_carbon_g, lifetime_for, operational_carbon_g
-from greenllm.config import ConfigKind, Configuration
+from greenllm.config import ConfigKind, Configuration, RequestSizeDistribution, Workload
 from greenllm.errors import ConfigError, ProfileError
 from greenllm.units import J_PER_KWH
 
-__all__ = ["ProfileMatrices", "RowKey", "cells_from_records", "matrices_from_store"]
-
+__all__ = [
+    "GPUUsageLike",
+    "ProfileCell",
+    "ProfileMatrices",
+    "ProfileRecordLike",
+    "ProfileSource",
+    "RowKey",
+    "cells_from_records",
+    "matrices_from_store",
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -38,6 +47,51 @@ class RowKey:
     @property
     def label(self) -> str:
         return f"{self.application} ({self.input_tokens},{self.output_tokens}) @{self.qps:g} QPS"
+
+
+class ProfileCell(TypedDict):
+    """One measured cell, as :meth:`ProfileMatrices.from_cells` takes it."""
+
+    row: RowKey
+    config: Configuration
+    seconds: Sequence[float]  # allocated seconds per GPU of the configuration, new first
+    energy_j: Sequence[float]  # per GPU, new first
+    tokens: float  # output tokens served
+    attainment: float  # fraction of requests meeting the SLO
+
+
+class GPUUsageLike(Protocol):
+    """What :func:`cells_from_records` reads of one GPU of a profile record."""
+
+    @property
+    def allocated_s(self) -> float: ...
+    @property
+    def energy_j(self) -> float: ...
+
+
+class ProfileRecordLike(Protocol):
+    """What :func:`cells_from_records` reads of a profile record
+    (:class:`~greenllm.profiler.store.records.ProfileRecord`)."""
+
+    @property
+    def workload(self) -> Workload: ...
+    @property
+    def configuration(self) -> Configuration: ...
+    @property
+    def gpus(self) -> Sequence[GPUUsageLike]: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def slo_attainment(self) -> float: ...
+
+
+class ProfileSource(Protocol):
+    """Where :func:`matrices_from_store` reads profiles
+    (:class:`~greenllm.profiler.store.store.ProfileStore`)."""
+
+    def query(
+        self, *, backend: str | None = ..., application: str | None = ...
+    ) -> Sequence[ProfileRecordLike]: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +135,7 @@ class ProfileMatrices:
     def shape(self) -> tuple[int, int]:
         return (len(self.rows), len(self.configs))
 
-    def select_columns(self, columns: Sequence[int]) -> ProfileMatrices:
+    def select_columns(self, columns: Sequence[int] | npt.NDArray[np.integer]) -> ProfileMatrices:
         """The same matrices restricted to ``columns`` (configuration indices)."""
         idx = list(columns)
         return ProfileMatrices(
@@ -169,7 +223,7 @@ class ProfileMatrices:
 
     @classmethod
     def from_cells(
-        cls, cells: Iterable[Mapping[str, Any]], configs: Sequence[Configuration] | None = None
+        cls, cells: Iterable[ProfileCell], configs: Sequence[Configuration] | None = None
     ) -> ProfileMatrices:
         """Build from cell dicts with keys ``row`` (RowKey), ``config`` (Configuration),
         ``seconds`` and ``energy_j`` (per GPU of the configuration, new first), ``tokens``,
@@ -204,7 +258,7 @@ class ProfileMatrices:
 
 
 def matrices_from_store(
-    store: Any, *, backend: str | None = None, application: str | None = None
+    store: ProfileSource, *, backend: str | None = None, application: str | None = None
 ) -> ProfileMatrices:
     """Matrices from a :class:`~greenllm.profiler.store.store.ProfileStore` (all run ids averaged).
 
@@ -221,12 +275,14 @@ def matrices_from_store(
     return ProfileMatrices.from_cells(cells_from_records(records))
 
 
-def cells_from_records(records: Iterable[Any]) -> list[dict[str, Any]]:
+def cells_from_records(records: Iterable[ProfileRecordLike]) -> list[ProfileCell]:
     """Profile records -> the cell dicts of :meth:`ProfileMatrices.from_cells`."""
-    cells = []
+    cells: list[ProfileCell] = []
     for rec in records:
         w = rec.workload
-        size = w.request_size if hasattr(w.request_size, "input_tokens") else w.request_size.p50
+        size = w.request_size
+        if isinstance(size, RequestSizeDistribution):
+            size = size.p50
         cells.append(
             {
                 "row": RowKey(w.application, size.input_tokens, size.output_tokens, float(w.qps)),

@@ -30,7 +30,7 @@ from greenllm.errors import ConfigError, ProfileError
 from greenllm.scheduler.carbon_factors import filled_carbon_per_token
 from greenllm.scheduler.completion.complete import complete_with_uncertainty
 from greenllm.scheduler.margin import AttainmentBounds, attainment_bounds, choose_with_margin
-from greenllm.scheduler.matrix import ProfileMatrices
+from greenllm.scheduler.matrix import ProfileMatrices, ProfileSource
 from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
 
 if TYPE_CHECKING:
@@ -151,21 +151,21 @@ class Planner:
         margin (``attainment_lower``, what Algorithm 1 compares with the target) and z-score
         (:mod:`~greenllm.scheduler.margin`). Energy and embodied carbon do not depend on
         the intensity, so one completion serves every hour of a trace."""
-        kw = {"method": self.method, "rank": self.rank, "seed": self.seed}
+        method, rank, seed = self.method, self.rank, self.seed
         att = complete_with_uncertainty(
-            m.attainment, transform="logit", error_by=self.error_by, **kw
+            m.attainment, method, rank, seed, transform="logit", error_by=self.error_by
         )
         b = attainment_bounds(att, m.rows, self.slo_target, self.margin_sigmas, self.monotone)
         if self.carbon_model == "factors":
             emb, energy = filled_carbon_per_token(
                 m, self.lifetimes_years, b.lower >= self.slo_target, self.slo_target,
-                monotone=self.monotone, **kw,
+                method=method, rank=rank, seed=seed, monotone=self.monotone,
             )  # fmt: skip
         else:
             emb = complete_with_uncertainty(m.embodied_g_per_token(self.lifetimes_years),
-                                            transform="log", **kw).values  # fmt: skip
-            energy = complete_with_uncertainty(m.energy_kwh_per_token(), transform="log",
-                                               **kw).values  # fmt: skip
+                                            method, rank, seed, transform="log").values  # fmt: skip
+            energy = complete_with_uncertainty(m.energy_kwh_per_token(), method, rank, seed,
+                                               transform="log").values  # fmt: skip
         opr = self.intensity_g_per_kwh * energy
         return {
             "embodied": emb,
@@ -211,7 +211,7 @@ class Planner:
 
     def plan(
         self,
-        source: ProfileMatrices | object,
+        source: ProfileMatrices | ProfileSource,
         backend: str | None = None,
         *,
         prefer_measured: bool = False,
@@ -267,7 +267,7 @@ class Planner:
 
     def plan_hourly(
         self,
-        source: ProfileMatrices | object,
+        source: ProfileMatrices | ProfileSource,
         trace: CarbonIntensityTrace,
         application: str,
         qps_by_hour: float | np.ndarray,
@@ -324,9 +324,10 @@ class Planner:
 def _pick_size(sizes: list[tuple[int, int]], wanted: tuple[int, int] | None) -> tuple[int, int]:
     counts = {s: sizes.count(s) for s in sorted(set(sizes))}
     if wanted is not None:
-        if tuple(wanted) not in counts:
+        match = [s for s in counts if s == tuple(wanted)]
+        if not match:
             raise ConfigError(f"size {tuple(wanted)} is not profiled; profiled: {list(counts)}")
-        return tuple(wanted)  # type: ignore[return-value]
+        return match[0]
     best = max(counts.values())
     tied = [s for s, n in counts.items() if n == best]
     return tied[(len(tied) - 1) // 2]
@@ -383,7 +384,7 @@ def measured_choice(
     return np.where(swap, best, choice).astype(np.intp)
 
 
-def _from_store(store: object, backend: str | None) -> ProfileMatrices:
+def _from_store(store: ProfileSource, backend: str | None) -> ProfileMatrices:
     from greenllm.scheduler.matrix import matrices_from_store
 
     return matrices_from_store(store, backend=backend)

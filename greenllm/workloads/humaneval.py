@@ -75,7 +75,9 @@ def humaneval_requests(
     prompts = humaneval_prompts()
     rng = np.random.default_rng([seed, 3])
     laps = -(-len(arrivals) // len(prompts))
-    order = np.concatenate([rng.permutation(len(prompts)) for _ in range(laps)] or [[]])
+    order = np.concatenate(
+        [rng.permutation(len(prompts)) for _ in range(laps)] or [np.zeros(0, dtype=np.int64)]
+    )
     order = order[: len(arrivals)].astype(np.int64)
     return RequestSet(
         arrivals,

@@ -6,7 +6,6 @@ to simulate. Prompts are optional: the simulator needs only sizes, real engines 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,20 +88,6 @@ class RequestSet:
             outs = size.quantile(rng.uniform(0.005, 0.995, count), "output_tokens")
         return cls(arrivals, ins, outs)
 
-    @classmethod
-    def from_sizes(
-        cls,
-        arrival_s: Sequence[float],
-        sizes: Sequence[RequestSize],
-        prompts: Sequence[str] | None = None,
-    ) -> RequestSet:
-        return cls(
-            np.asarray(arrival_s, dtype=float),
-            np.array([s.input_tokens for s in sizes], dtype=np.int64),
-            np.array([s.output_tokens for s in sizes], dtype=np.int64),
-            tuple(prompts) if prompts is not None else None,
-        )
-
 
 def poisson_arrivals_s(
     qps: float, *, duration_s: float | None = None, n: int | None = None, seed: int = 0
@@ -117,6 +102,7 @@ def poisson_arrivals_s(
         if n < 0:
             raise ConfigError(f"n = {n}: must be >= 0")
         return np.cumsum(rng.exponential(1.0 / qps, n))
+    assert duration_s is not None  # exactly one of the two was given
     if not np.isfinite(duration_s) or duration_s <= 0:
         raise ConfigError(f"duration_s = {duration_s!r}: must be a finite number > 0")
     expected = qps * duration_s

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -84,11 +85,8 @@ def _spec(name: str) -> TraceSpec:
 def _columns(name: str) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(arrival_s or None, prompt tokens, output tokens) of a trace, parsed once, read-only."""
     spec = TRACES[name]
-    with (
-        resources.files("greenllm.workloads")
-        .joinpath("data", spec.filename)
-        .open("r", encoding="utf-8", newline="") as fh
-    ):
+    path = resources.files("greenllm.workloads").joinpath("data").joinpath(spec.filename)
+    with io.TextIOWrapper(path.open("rb"), encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)
         rows = np.array(list(reader), dtype=float)

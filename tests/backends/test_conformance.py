@@ -3,8 +3,9 @@
 Each backend runs five ShareGPT-P25 requests at 1 QPS in every configuration kind it supports
 (llama-1b target, llama-300m draft, A100 + T4) and the result must satisfy the invariants every
 consumer of :class:`~greenllm.backends.base.RunResult` relies on. Kinds it does not support must
-be refused with :class:`ConfigError`. Backends whose optional dependency is absent, or that need
-a GPU on a machine without one, are skipped.
+be refused with :class:`ConfigError`; a closed backend refuses every run with
+:class:`BackendClosedError`. Backends whose optional dependency is absent, or that need a GPU on
+a machine without one, are skipped.
 """
 
 from __future__ import annotations
@@ -12,22 +13,27 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from greenllm import backends
-from greenllm.backends import get_backend, list_backends
-from greenllm.backends.base import Backend, RunResult
+from greenllm.backends import (
+    BUILTIN_BACKENDS,
+    ROLES,
+    Backend,
+    BackendBase,
+    RunExtra,
+    RunResult,
+    get_backend,
+    list_backends,
+)
 from greenllm.carbon import get_gpu
 from greenllm.config import ConfigKind, Configuration, Workload
-from greenllm.errors import BackendUnavailableError, ConfigError
+from greenllm.errors import BackendClosedError, BackendUnavailableError, ConfigError
 from greenllm.profiler.store import ProfileRecord
 from greenllm.workloads import RequestSet
 from greenllm.workloads import workload as app_workload
 
-ROLES = {"target", "draft", "prefill", "decode", "target+draft"}
 SPEC_KINDS = {ConfigKind.SPEC_DECODE, ConfigKind.DSD}
 LINK_KINDS = {ConfigKind.DPD, ConfigKind.DSD}
 CONFIGS = {
@@ -47,6 +53,8 @@ REAL_MODELS: dict[str, tuple[str, str]] = {
     "vllm": ("smollm2-135m", "smollm2-135m"),
     "torch": ("smollm2-135m", "smollm2-135m-draft"),
 }
+# Backends that serve in real time: two runs never give identical timings.
+REAL_TIME = {"torch", "vllm"}
 WORKLOAD: Workload = app_workload("sharegpt", 1.0, size="p25")
 REQUESTS = RequestSet.poisson(WORKLOAD.qps, WORKLOAD.request_size, n=5, seed=0)
 
@@ -64,14 +72,7 @@ def _has_gpu() -> bool:
         return False
 
 
-def _not_written_yet(name: str) -> bool:
-    """The built-in ``sim`` while its package is still being written (parallel work)."""
-    return name == "sim" and not (Path(backends.__file__).parent / "sim" / "__init__.py").exists()
-
-
 def _open(name: str) -> Backend:
-    if _not_written_yet(name):
-        pytest.skip("greenllm.backends.sim is not written yet")
     try:
         backend = get_backend(name)
     except BackendUnavailableError as err:
@@ -144,9 +145,9 @@ def check_run(result: RunResult, configuration: Configuration, requests: Request
     assert result.duration_s > 0
 
     assert tuple(g.gpu for g in result.gpus) == configuration.gpus  # new GPU first
+    assert tuple(g.role for g in result.gpus) == ROLES[kind]
     for g in result.gpus:
         spec = get_gpu(g.gpu)
-        assert g.role in ROLES
         assert g.allocated_s > 0 and 0 <= g.busy_s <= g.allocated_s * (1 + 1e-9) + 1e-9
         tol = 0.01 * spec.max_power_w * g.allocated_s + 1e-3
         assert spec.idle_power_w * g.allocated_s - tol <= g.energy_j
@@ -163,7 +164,7 @@ def check_run(result: RunResult, configuration: Configuration, requests: Request
         assert result.spec_proposed_tokens == result.spec_accepted_tokens == 0
         assert math.isnan(result.acceptance_rate)
 
-    record = result.to_record()
+    record = ProfileRecord.from_run(result)
     assert ProfileRecord.model_validate_json(record.model_dump_json()) == record
     assert record.n_requests == len(requests) and record.link_bytes == result.link_bytes
     assert record.output_tokens == result.output_tokens
@@ -201,7 +202,7 @@ def test_modelled_runs_are_deterministic(
 ) -> None:
     if backend.capabilities().energy != "modelled":
         pytest.skip("measured energy is not reproducible")
-    if not getattr(backend, "deterministic", True):
+    if backend.name in REAL_TIME:
         pytest.skip(f"backend {backend.name!r} serves in real time: its timings vary run to run")
     kind = next(iter(results))
     again = backend.run(configs[kind], WORKLOAD, requests=REQUESTS, seed=0)
@@ -210,10 +211,52 @@ def test_modelled_runs_are_deterministic(
     assert [g.energy_j for g in again.gpus] == [g.energy_j for g in first.gpus]
 
 
+def check_extra(result: RunResult, requests: RequestSet) -> None:
+    """The common keys of ``RunResult.extra`` (RunExtra) have one spelling and one meaning."""
+    x = result.extra
+    assert set(x) & {"device", "deterministic"} == set()  # old spellings
+    assert set(RunExtra.__annotations__) >= {"devices", "token_ids", "energy_model", "wall_s"}
+    if "devices" in x:
+        assert set(x["devices"]) == {"new", "old"} and isinstance(x["devices"]["new"], str)
+        assert (x["devices"]["old"] is None) == (len(result.gpus) == 1)
+    if "token_ids" in x:
+        assert [len(t) for t in x["token_ids"]] == requests.output_tokens.tolist()
+    if "energy_model" in x:
+        assert x["energy_model"].split(":")[0] == result.energy
+    if "acceptance_rate" in x and result.spec_proposed_tokens:
+        assert 0 <= x["acceptance_rate"] <= 1
+    if "wall_s" in x:
+        assert isinstance(x["wall_s"], float) and x["wall_s"] >= 0
+
+
+def test_common_extra_keys(results: dict[ConfigKind, RunResult]) -> None:
+    for result in results.values():
+        check_extra(result, REQUESTS)
+
+
 def test_close_is_idempotent(backend_name: str) -> None:
     fresh = _open(backend_name)
     fresh.close()
     fresh.close()
+
+
+def test_a_closed_backend_refuses_to_run(
+    backend_name: str, configs: dict[ConfigKind, Configuration]
+) -> None:
+    """Every built-in backend: ``with`` closes it, and a closed backend raises the same typed
+    error before starting anything."""
+    if backend_name not in BUILTIN_BACKENDS:
+        pytest.skip(f"{backend_name!r} is a plugin: BackendBase is not required")
+    with _open(backend_name) as fresh:
+        assert isinstance(fresh, BackendBase) and not fresh.closed
+    assert fresh.closed
+    fresh.close()  # idempotent after the with-block
+    kind = next(iter(fresh.capabilities().kinds))
+    for _ in range(2):
+        with pytest.raises(BackendClosedError, match="closed"):
+            fresh.run(configs[kind], WORKLOAD, requests=REQUESTS, seed=0)
+    with pytest.raises(BackendClosedError):
+        fresh.run(configs[kind], WORKLOAD)  # before the argument checks (no requests here)
 
 
 def test_the_checks_catch_broken_results(
@@ -234,3 +277,6 @@ def test_the_checks_catch_broken_results(
     for bad in mutations:
         with pytest.raises(AssertionError):
             check_run(bad, configs[kind], REQUESTS)
+    for extra in ({**good.extra, "device": "cpu"}, {**good.extra, "wall_s": -1.0}):
+        with pytest.raises(AssertionError):
+            check_extra(dataclasses.replace(good, extra=extra), REQUESTS)

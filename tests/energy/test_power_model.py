@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenllm.backends.sim.calibration import MEMORY_POWER_FRACTION
+from greenllm.backends.sim.efficiency import MEMORY_POWER_FRACTION
 from greenllm.backends.sim.roofline import step_cost
 from greenllm.carbon import get_gpu, list_gpus
 from greenllm.energy import NVML_PERIOD_S, PowerModel, energy_j, power_model, power_trace, power_w

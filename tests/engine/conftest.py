@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+from tests.engine.helpers import save_target_and_draft
+from tests.extras import require
+
+torch = require("torch")
+require("transformers")
 
 TINY_VOCAB = 256
 
@@ -46,3 +50,11 @@ def tiny_prompts() -> list[list[int]]:
     """Eight seeded prompts of 12 token ids (ids >= 2: 0 is BOS, 1 is EOS in tiny_llama)."""
     g = torch.Generator().manual_seed(123)
     return [torch.randint(2, TINY_VOCAB, (12,), generator=g).tolist() for _ in range(8)]
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_target: Any) -> dict[str, str]:
+    """``{"target": folder, "draft": folder}``: the conftest's tiny target and, as draft, a copy
+    with every weight perturbed by 2% of its std: greedy acceptance ~0.6, so steps see both
+    full acceptance (bonus token) and rejections (residual / lean row fetch)."""
+    return save_target_and_draft(tiny_target, Path(tmp_path_factory.mktemp("runtime-models")))

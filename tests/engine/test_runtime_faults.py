@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.engine.runtime_conftest_helpers import reference, tiny_dirs_fixture  # noqa: F401
+from tests.engine.helpers import reference
+from tests.extras import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 from greenllm.engine import (
     Engine,

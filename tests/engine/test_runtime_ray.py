@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.engine.runtime_conftest_helpers import reference, tiny_dirs_fixture  # noqa: F401
+from tests.engine.helpers import reference
+from tests.extras import require
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("torch")
+ray = require("ray")
+require("torch")
 
 from greenllm.engine import (
     Engine,

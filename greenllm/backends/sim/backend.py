@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.backends.base import Capabilities, GPUTrace, RunResult, run_requests
+from greenllm.backends.base import BackendBase, Capabilities, GPUTrace, RunExtra, RunResult
 from greenllm.backends.sim.configs import SimOutcome, simulate
 from greenllm.backends.sim.instance import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S
@@ -38,7 +38,7 @@ __all__ = ["SimBackend"]
 logger = logging.getLogger(__name__)
 
 
-class SimBackend:
+class SimBackend(BackendBase):
     """Simulated serving of the four configurations on catalog GPUs (no GPU needed).
 
     Parameters (all optional): ``acceptance_rate`` (a number for every draft/target pair, or a
@@ -92,16 +92,26 @@ class SimBackend:
         seed: int = 0,
         record_token_times: bool = False,
     ) -> RunResult:
-        """Serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``)."""
-        requests = run_requests(self.name, self.capabilities(), configuration, workload,
-                                requests, duration_s, seed)  # fmt: skip
+        """Serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``);
+        ``record_token_times`` also keeps the time of every token."""
+        served = self.check_run(configuration, workload, requests, duration_s, seed)
+        return self._run(configuration, workload, served, int(seed), record_token_times)
+
+    def _run(
+        self,
+        configuration: Configuration,
+        workload: Workload,
+        requests: RequestSet,
+        seed: int,
+        record_token_times: bool = False,
+    ) -> RunResult:
         sim = plan(configuration, self.options)  # errors before any simulation
         wall = time.perf_counter()
-        out = simulate(
-            sim, requests, self.options, seed=int(seed), record_token_times=record_token_times
-        )
-        out.extra["wall_s"] = time.perf_counter() - wall
-        return self._result(configuration, workload, requests, int(seed), sim.roles, out)
+        out = simulate(sim, requests, self.options, seed=seed,
+                       record_token_times=record_token_times)  # fmt: skip
+        timing: RunExtra = {"wall_s": time.perf_counter() - wall}
+        out.extra.update(timing)
+        return self._result(configuration, workload, requests, seed, sim.roles, out)
 
     def _result(
         self,
@@ -155,8 +165,8 @@ class SimBackend:
             extra=dict(out.extra),
         )
 
-    def close(self) -> None:
-        """Nothing to release (idempotent)."""
+    def _close(self) -> None:
+        """Nothing to release."""
 
     def __repr__(self) -> str:
         o = self.options

@@ -1,11 +1,13 @@
-"""Calibration of the step-time model: public measurements, the fit, and per-GPU efficiencies.
+"""Calibration of the step-time model: public end-to-end measurements and the fit.
 
-Two levels (docs/simulator-model.md gives the derivation and the tables):
+Two levels (docs/simulator-model.md gives the derivation and the tables; the ceilings, the
+fitted constants and :class:`~.efficiency.Efficiency` live in :mod:`.efficiency`):
 
 1. **Ceilings per GPU** from public micro-benchmarks, one method per resource: the fp16
-   ``torch.matmul`` TFLOP/s of large square matrices (:data:`GEMM_TFLOPS`) and the achievable
-   memory bandwidth (:data:`BANDWIDTH_GBS`). A GPU without a measurement borrows the ratio
-   (measured / data sheet) of a named sibling (:data:`LIKE`).
+   ``torch.matmul`` TFLOP/s of large square matrices (:data:`~.efficiency.GEMM_TFLOPS`) and
+   the achievable memory bandwidth (:data:`~.efficiency.BANDWIDTH_GBS`). A GPU without a
+   measurement borrows the ratio (measured / data sheet) of a named sibling
+   (:data:`~.efficiency.LIKE`).
 2. **Three global constants** fitted by least squares (log-ratio residuals, scipy) on
    end-to-end Llama measurements (:data:`POINTS` with ``held_out=False``):
    ``K_COMPUTE`` (share of the GEMM ceiling a whole forward pass reaches), ``OVERHEAD_S``
@@ -19,134 +21,23 @@ prints the tables of the docs (``main(['--cv'])`` adds the model selection).
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from greenllm.carbon import GPUSpec
+from greenllm.backends.sim.efficiency import Efficiency, efficiency_for, gemm_ratio
+from greenllm.backends.sim.roofline import StepModel
+from greenllm.carbon import GPUSpec, get_gpu, list_gpus
 
 __all__ = [
-    "BANDWIDTH_GBS",
-    "GEMM_TFLOPS",
-    "K_COMPUTE",
-    "LIKE",
-    "MEMORY_POWER_FRACTION",
-    "OVERHEAD_S",
     "POINTS",
-    "ROOFLINE_P",
     "CalibrationPoint",
-    "Efficiency",
-    "bandwidth_ratio",
-    "efficiency_for",
     "fit",
-    "gemm_ratio",
     "leave_one_out",
     "main",
     "predict",
     "report",
-    "tensor_tflops",
 ]
-
-# --- fitted constants (reproduced by fit(); tests/backends/sim/test_roofline.py checks) -------
-K_COMPUTE = 0.8414  # share of the measured GEMM ceiling reached by a whole forward pass
-OVERHEAD_S = 0.003184  # per-step fixed time: kernel launches, scheduler, sampling
-ROOFLINE_P = 1.511  # soft roofline exponent (1 = no overlap of compute and memory, inf = max)
-
-# Power: a step saturating memory bandwidth draws this share of the dynamic range (max - idle).
-# Ma et al., "The Illusion of Power Capping in LLM Decode" (arXiv:2605.11999): decode on a
-# 700 W H200 draws 137-300 W; with H200 idle 75 W, (300 - 75) / (700 - 75) = 0.36.
-MEMORY_POWER_FRACTION = 0.36
-
-# Dense fp16 tensor-core peak where the catalog's fp16_tflops is not it. Table 1 lists the
-# V100's non-tensor 28.26 TFLOPS; cuBLAS fp16 GEMMs run on its tensor cores (125 TFLOPS,
-# V100 SXM2 data sheet), and the measured 97.36 TFLOP/s below exceeds 28.26 by 3.4x.
-_TENSOR_TFLOPS = {"V100": 125.0}
-
-_DB = "zzc0721/torch-performance-test-data database.md (torch.matmul fp16, max over 1024-10240)"
-_ISSUE = "zzc0721/torch-performance-test-data issue #"
-GEMM_TFLOPS: dict[str, tuple[float, str]] = {
-    "T4": (42.31, _DB + ": mean of 41.91 (Colab) and 42.71 (Kaggle)"),
-    "V100": (97.36, _ISSUE + "140 (Tesla V100-SXM2-16GB)"),
-    "A100": (247.63, _DB + ": NVIDIA A100 40GB"),
-    "A100-80GB": (258.74, _DB + ": NVIDIA A100 SXM4 80GB"),
-    "H100": (759.99, _DB + ": mean of 761.84 and 758.14 (two H100 80GB HBM3 rows)"),
-    "H200": (759.40, _DB + ": NVIDIA H200"),
-    "L40S": (264.02, _DB + ": NVIDIA L40S"),
-    "A40": (119.18, _ISSUE + "185 (NVIDIA A40)"),
-    "P100": (8.39, _ISSUE + "174 (Tesla P100-PCIE-16GB; no tensor cores)"),
-}
-_BWTEST = "CUDA samples bandwidthTest device-to-device, router-gao/cuda-demo 02-cuda-bandwidth.md"
-BANDWIDTH_GBS: dict[str, tuple[float, str]] = {
-    "T4": (239.6, _BWTEST + " (Tesla T4)"),
-    "V100": (739.8, _BWTEST + " (Tesla V100-SXM2-16GB)"),
-    "A100-80GB": (1700.0, "pytorch-labs/gpt-fast README: 'Empirically, seems like peak "
-                  "bandwidth is about 1700 GB/s' (A100 80GB, power-limited to 330 W)"),
-}  # fmt: skip
-# GPUs without a measurement borrow a sibling's ratio (measured / data sheet):
-# (GEMM sibling, bandwidth sibling). HBM parts -> A100-80GB, GDDR parts -> T4 (same method).
-LIKE: dict[str, tuple[str, str]] = {
-    "A100": ("A100", "A100-80GB"),  # same GA100 memory system; its 32 MB bandwidthTest is
-    "H100": ("H100", "A100-80GB"),  # launch-bound (~40 us per copy), so not used
-    "H200": ("H200", "A100-80GB"),
-    "P100": ("P100", "A100-80GB"),
-    "A40": ("A40", "T4"),
-    "A10G": ("A40", "T4"),  # GA102, like A40
-    "L40S": ("L40S", "T4"),
-    "L4": ("L40S", "T4"),  # AD104 / AD102, like L40S
-    "RTX-6000-Ada": ("L40S", "T4"),
-}
-
-
-@dataclass(frozen=True)
-class Efficiency:
-    """Achieved shares of a GPU's data-sheet peaks, the per-step overhead and the roofline p."""
-
-    compute: float  # of the dense fp16 tensor peak (tensor_tflops)
-    memory: float  # of the data-sheet memory bandwidth
-    overhead_s: float = OVERHEAD_S
-    roofline_p: float = ROOFLINE_P
-
-
-def tensor_tflops(gpu: GPUSpec) -> float:
-    """Dense fp16 tensor-core peak, TFLOP/s (data sheet)."""
-    return _TENSOR_TFLOPS.get(gpu.name, gpu.fp16_tflops)
-
-
-def gemm_ratio(gpu: GPUSpec) -> float:
-    """Measured fp16 GEMM TFLOP/s / data-sheet peak (a sibling's or the median if unmeasured)."""
-    name = LIKE.get(gpu.name, (gpu.name, gpu.name))[0]
-    if name in GEMM_TFLOPS:
-        from greenllm.carbon import get_gpu
-
-        return GEMM_TFLOPS[name][0] / tensor_tflops(get_gpu(name))
-    return _median_gemm_ratio()
-
-
-def bandwidth_ratio(gpu: GPUSpec) -> float:
-    """Achievable / data-sheet memory bandwidth (HBM parts like A100-80GB, GDDR like T4)."""
-    from greenllm.carbon import get_gpu
-
-    name = gpu.name if gpu.name in BANDWIDTH_GBS else LIKE.get(gpu.name, ("", ""))[1]
-    if name not in BANDWIDTH_GBS:
-        name = "A100-80GB" if gpu.memory_type.upper().startswith("HBM") else "T4"
-    return BANDWIDTH_GBS[name][0] / get_gpu(name).mem_bw_gbs
-
-
-def _median_gemm_ratio() -> float:
-    from greenllm.carbon import get_gpu
-
-    return statistics.median(v / tensor_tflops(get_gpu(k)) for k, (v, _) in GEMM_TFLOPS.items())
-
-
-def efficiency_for(
-    gpu: GPUSpec,
-    k_compute: float = K_COMPUTE,
-    overhead_s: float = OVERHEAD_S,
-    roofline_p: float = ROOFLINE_P,
-) -> Efficiency:
-    """The :class:`Efficiency` of ``gpu`` under the (fitted by default) global constants."""
-    return Efficiency(k_compute * gemm_ratio(gpu), bandwidth_ratio(gpu), overhead_s, roofline_p)
 
 
 Kind = Literal["ttft", "tpot", "latency", "throughput"]
@@ -217,9 +108,6 @@ def predict(
     point: CalibrationPoint, eff_of: Callable[[GPUSpec], Efficiency] | None = None
 ) -> float:
     """The step model's value for ``point``; ``eff_of(gpu) -> Efficiency`` overrides the fit."""
-    from greenllm.backends.sim.roofline import StepModel
-    from greenllm.carbon import get_gpu
-
     g = get_gpu(point.gpu)
     eff = None if eff_of is None else eff_of(g)
     sm = StepModel(point.model, g, efficiency=eff)
@@ -260,8 +148,6 @@ def fit(
 
 def leave_one_out(roofline_p: float | None = None) -> list[float]:
     """Relative error on each point of :data:`POINTS` when fitted on all the others."""
-    from dataclasses import replace
-
     errors = []
     for i, held in enumerate(POINTS):
         rest = tuple(replace(p, held_out=False) for j, p in enumerate(POINTS) if j != i)
@@ -273,8 +159,6 @@ def leave_one_out(roofline_p: float | None = None) -> list[float]:
 
 def report() -> str:
     """Markdown tables: per-GPU efficiencies and every calibration point (measured vs model)."""
-    from greenllm.carbon import get_gpu, list_gpus
-
     lines = ["| GPU | GEMM ratio | e_c | e_m |", "|---|---|---|---|"]
     for name in list_gpus():
         g = get_gpu(name)

@@ -16,10 +16,11 @@
   verifier waits for the distributions (the paper's Figure 7; ``overlap=False``: the target
   waits for the distributions too).
 
-Acceptance rates per (draft, target) pair are :data:`ACCEPTANCE_RATES` (see docs/simulator.md).
-Settings and the pre-run checks (:func:`plan`) are in :mod:`~greenllm.backends.sim.options`,
-the sampler and the speculative timelines in :mod:`~greenllm.backends.sim.speculation`; both
-are re-exported here.
+Acceptance rates per (draft, target) pair are
+:data:`~greenllm.backends.sim.speculation.ACCEPTANCE_RATES` (see docs/simulator.md). Settings
+and the pre-run checks (:func:`~greenllm.backends.sim.options.plan`) are in
+:mod:`~greenllm.backends.sim.options`, the sampler and the speculative timelines in
+:mod:`~greenllm.backends.sim.speculation`.
 """
 
 from __future__ import annotations
@@ -48,9 +49,6 @@ __all__ = ["SimOutcome", "simulate"]
 
 logger = logging.getLogger(__name__)
 
-_SpecOneGPU = SpecOneGPUTimeline  # the names these had when they lived here
-_SpecTwoGPU = SpecTwoGPUTimeline
-
 
 @dataclass
 class SimOutcome:
@@ -74,7 +72,6 @@ def simulate(
     options: SimOptions,
     *,
     seed: int = 0,
-    gbps: float | None = None,
     record_token_times: bool = False,
 ) -> SimOutcome:
     """Serve ``requests`` with the planned configuration."""
@@ -83,7 +80,7 @@ def simulate(
     n = len(requests)
     horizon = (float(arr[-1]) if n else 0.0) + params.drain_timeout_s
     busy = tuple(BusyLog() for _ in sim.gpus)
-    gbps = sim.configuration.link_gbps if gbps is None else gbps
+    gbps = sim.configuration.link_gbps
     extra: dict[str, Any] = {
         "kv_capacity_tokens": list(sim.kv_capacity_tokens),
         "link_bytes_per_request": 0.0,

@@ -26,7 +26,7 @@ request finishes, known when it joins (speculative draws are dealt out up front)
 iteration does no work per sequence. Step times come from
 :class:`~greenllm.backends.sim.roofline.StepModel`. The instance's knobs, busy log, result and
 timelines are in :mod:`~greenllm.backends.sim.instance`, the acceptance sampler in
-:mod:`~greenllm.backends.sim.speculation` (both re-exported here).
+:mod:`~greenllm.backends.sim.speculation`.
 """
 
 from __future__ import annotations

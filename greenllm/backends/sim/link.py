@@ -57,10 +57,6 @@ class Link:
         """Total time the link spent serialising messages."""
         return self.sent_bytes * self._s_per_byte
 
-    def transfer_s(self, nbytes: float) -> float:
-        """Time a message of ``nbytes`` takes on an idle link: latency + serialisation."""
-        return self.latency_s + nbytes * self._s_per_byte
-
     def send(self, ready_s: float, nbytes: int) -> float:
         """Queue ``nbytes`` ready at ``ready_s``; return its arrival time at the other end."""
         free = self.free_s
@@ -69,11 +65,6 @@ class Link:
         self.sent_bytes += nbytes
         self.messages += 1
         return free + self.latency_s
-
-    def reset(self) -> None:
-        """Forget all traffic (an idle link at time 0)."""
-        self.free_s = 0.0
-        self.sent_bytes = self.messages = 0
 
     def __repr__(self) -> str:
         return f"Link({self.gbps:g} Gbps, {self.latency_s * 1e6:g} us)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from greenllm.backends.base import ROLES
 from greenllm.backends.sim.instance import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S
 from greenllm.backends.sim.models import get_model
@@ -21,14 +22,7 @@ from greenllm.carbon import GPUSpec, get_gpu
 from greenllm.config import ConfigKind, Configuration, ModelSpec
 from greenllm.errors import ConfigError
 
-__all__ = ["ROLES", "SimOptions", "SimPlan", "plan"]
-
-ROLES: dict[ConfigKind, tuple[str, ...]] = {
-    ConfigKind.STANDALONE: ("target",),
-    ConfigKind.SPEC_DECODE: ("target+draft",),
-    ConfigKind.DPD: ("prefill", "decode"),
-    ConfigKind.DSD: ("target", "draft"),
-}
+__all__ = ["SimOptions", "SimPlan", "plan"]
 
 
 @dataclass(frozen=True)

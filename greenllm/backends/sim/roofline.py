@@ -14,7 +14,7 @@ One step (a forward pass of ``b`` sequences bringing ``N`` new tokens in total, 
   (N x L x (18 h + 2 kv + 6 I) x bytes/element: each kernel reads its input, writes its output).
 * ``P`` dense fp16 tensor peak and ``W`` memory bandwidth from the data sheet
   (:func:`greenllm.carbon.get_gpu`); ``e_c``, ``e_m``, the per-step overhead ``t0`` and the
-  soft-roofline exponent ``p`` from :mod:`.calibration` (p -> inf is the classical max).
+  soft-roofline exponent ``p`` from :mod:`.efficiency` (p -> inf is the classical max).
 
 Everything is linear in ``C``, so the fast path takes the total context over the batch
 (decode sequences have different contexts): ``forward_time_s(context_tokens=c, batch=b)`` is
@@ -28,7 +28,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from greenllm.backends.sim.calibration import (
+from greenllm.backends.sim.efficiency import (
     MEMORY_POWER_FRACTION,
     Efficiency,
     efficiency_for,
@@ -59,7 +59,7 @@ class StepCost:
     """One step: time, work, traffic, the binding roof, and the power model's utilisation.
 
     ``utilisation`` = max(t_c, beta x t_m) / ``time_s`` in [0, 1] with beta the
-    :data:`~.calibration.MEMORY_POWER_FRACTION`: 1 at the tensor roof, ``beta`` when
+    :data:`~.efficiency.MEMORY_POWER_FRACTION`: 1 at the tensor roof, ``beta`` when
     bandwidth-bound, lower as the fixed overhead takes a larger share of the step.
     """
 

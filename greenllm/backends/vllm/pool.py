@@ -23,9 +23,10 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from greenllm.backends.vllm.process import WorkerProcess
+from greenllm.backends.vllm.protocol import DraftReadyEvent, ReadyEvent, StartCommand
 from greenllm.backends.vllm.scratch import Scratch
 from greenllm.errors import ConfigError, WorkerError
 
@@ -36,10 +37,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)
 class EngineSpec:
-    """One engine of a configuration: its role, nominal GPU, vLLM arguments and environment."""
+    """One engine of a configuration: its role, vLLM arguments and environment."""
 
     role: str
-    gpu: str
     kind: str
     device: str
     engine: Mapping[str, Any]
@@ -54,9 +54,11 @@ class EngineSpec:
 
 @dataclass
 class Engine:
+    """A started engine: its spec, its worker process and the worker's ``ready`` event."""
+
     spec: EngineSpec
     worker: WorkerProcess
-    ready: dict[str, Any]
+    ready: ReadyEvent
 
 
 class EnginePool:
@@ -94,24 +96,25 @@ class EnginePool:
         for key in [k for k in self.engines if k not in wanted][: max(0, excess)]:
             logger.info("closing idle vLLM engine %s", self.engines[key].worker.name)
             self.engines.pop(key).worker.close()
-        new: list[Engine] = []
+        started: list[tuple[EngineSpec, WorkerProcess]] = []
         try:
             for spec in starting:
                 name = f"{spec.role}-{spec.key[:6]}"
                 env = {**self.scratch.env(), **spec.env}
                 worker = WorkerProcess(name, self.python, "greenllm.backends.vllm.worker", env=env,
                                        log_path=self.scratch.root / f"{name}.log")  # fmt: skip
-                worker.send({"op": "start", "kind": spec.kind, "device": spec.device,
-                             "engine": dict(spec.engine)})  # fmt: skip
-                new.append(Engine(spec, worker, {}))
-            for eng in new:
-                eng.ready = eng.worker.wait_for("ready", self.start_timeout_s)
-                logger.info("vLLM engine %s ready in %.1f s", eng.worker.name, eng.ready["start_s"])
-                self.engines[eng.spec.key] = eng
+                started.append((spec, worker))
+                start: StartCommand = {"type": "start", "kind": spec.kind, "device": spec.device,
+                                       "engine": dict(spec.engine)}  # fmt: skip
+                worker.send(start)
+            for spec, worker in started:
+                ready = cast(ReadyEvent, worker.wait_for("ready", self.start_timeout_s))
+                logger.info("vLLM engine %s ready in %.1f s", worker.name, ready["start_s"])
+                self.engines[spec.key] = Engine(spec, worker, ready)
         except BaseException:
-            for eng in new:
-                self.engines.pop(eng.spec.key, None)
-                eng.worker.close()
+            for spec, worker in started:
+                self.engines.pop(spec.key, None)
+                worker.close()
             raise
         for s in specs:
             self.engines.move_to_end(s.key)
@@ -167,7 +170,7 @@ class DraftServer:
             args=args, env={"TMPDIR": str(self.scratch.subdir("tmp"))},
             log_path=self.scratch.root / "draft-server.log",
         )  # fmt: skip
-        ready = self.worker.wait_for("ready", self.start_timeout_s)
+        ready = cast(DraftReadyEvent, self.worker.wait_for("ready", self.start_timeout_s))
         logger.info("draft server on port %d ready in %.1f s", ready["port"], time.monotonic() - t0)
 
     def close(self) -> None:

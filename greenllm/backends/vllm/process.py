@@ -2,8 +2,9 @@
 
 The main process never imports vLLM: every engine runs in ``python -m
 greenllm.backends.vllm.worker`` started with the vLLM venv's Python (:func:`find_vllm_python`).
-Parent and child exchange one JSON object per line (no pickle): commands on the child's stdin,
-events on its stdout. The child's stderr goes to a log file whose tail is quoted when it fails.
+Parent and child exchange one JSON object per line with a ``"type"`` (:mod:`.protocol`; no
+pickle): commands on the child's stdin, events on its stdout. The child's stderr goes to a log
+file whose tail is quoted when it fails.
 Each child leads its own process group, so :meth:`WorkerProcess.close` also ends the engine
 processes vLLM starts inside it.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 import queue
@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from greenllm.backends.vllm.protocol import ExitEvent, ShutdownCommand, decode, encode
 from greenllm.errors import BackendUnavailableError, WorkerError
 
 __all__ = ["PYTHON_ENV", "WorkerProcess", "find_vllm_python"]
@@ -60,7 +61,7 @@ class WorkerProcess:
     """``python -m module`` as a child speaking JSON lines; events arrive on :attr:`sink`.
 
     The reader thread puts ``(name, event)`` tuples on ``sink`` (settable, so one router can
-    merge several workers); a process that exits puts ``(name, {"event": "exit", ...})``.
+    merge several workers); a process that exits puts ``(name, ExitEvent)``.
     """
 
     def __init__(
@@ -72,7 +73,6 @@ class WorkerProcess:
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         log_path: Path,
-        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -87,7 +87,6 @@ class WorkerProcess:
                 stdout=subprocess.PIPE,
                 stderr=self._log,
                 env=full_env,
-                cwd=cwd,
                 start_new_session=True,  # own process group: close() ends vLLM's children too
             )
         except OSError as err:
@@ -110,27 +109,27 @@ class WorkerProcess:
             if not line:
                 continue
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                logger.debug("%s: non-JSON line on stdout: %s", self.name, line[:200])
+                event = decode(line)
+            except ValueError:
+                logger.debug("%s: not a protocol line on stdout: %s", self.name, line[:200])
                 continue
             self.sink.put((self.name, event))
-        code = self.proc.wait()
-        self.sink.put((self.name, {"event": "exit", "returncode": code}))
+        exited: ExitEvent = {"type": "exit", "returncode": self.proc.wait()}
+        self.sink.put((self.name, dict(exited)))
 
     def send(self, message: Mapping[str, Any]) -> None:
         """Write one command; WorkerError if the child is gone."""
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        data = encode(message)
         with self._lock:
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(data)
                 self.proc.stdin.flush()
             except (BrokenPipeError, OSError, ValueError) as err:
-                raise self.error(f"cannot send {message.get('op')!r}") from err
+                raise self.error(f"cannot send {message.get('type')!r}") from err
 
     def wait_for(self, event: str, timeout_s: float) -> dict[str, Any]:
-        """The next event named ``event`` from this worker (others are dropped); raises
+        """The next event of type ``event`` from this worker (others are dropped); raises
         WorkerError on an ``error`` event, an exit, or after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -143,7 +142,7 @@ class WorkerProcess:
                 continue
             if name != self.name:
                 continue
-            kind = msg.get("event")
+            kind = msg["type"]
             if kind == event:
                 return msg
             if kind == "error":
@@ -152,10 +151,12 @@ class WorkerProcess:
                 raise self.error(f"the worker exited with code {msg.get('returncode')}")
 
     def request(self, message: Mapping[str, Any], reply: str, timeout_s: float) -> dict[str, Any]:
+        """Send ``message`` and wait for the next event of type ``reply``."""
         self.send(message)
         return self.wait_for(reply, timeout_s)
 
     def error_from(self, msg: Mapping[str, Any]) -> Exception:
+        """The exception an ``error`` event stands for."""
         text = f"{self.name}: {msg.get('message', 'unknown error')}"
         if msg.get("kind") == "unavailable":
             return BackendUnavailableError(text)
@@ -177,7 +178,8 @@ class WorkerProcess:
         """Ask the child to shut down (``graceful``), then end its process group (idempotent)."""
         if graceful and self.proc.poll() is None:
             with contextlib.suppress(WorkerError):
-                self.send({"op": "shutdown"})
+                shutdown: ShutdownCommand = {"type": "shutdown"}
+                self.send(shutdown)
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

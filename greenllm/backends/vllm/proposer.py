@@ -20,7 +20,6 @@ backend reads for link bytes and the old GPU's busy time.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from greenllm.backends.vllm.protocol import DraftCall, ProposeRequest, decode, encode
 from greenllm.errors import ConfigError
 
 __all__ = ["ADDR_ENV", "LOG_ENV", "RETRY_ENV", "TIMEOUT_ENV", "DraftClient", "RemoteDraftProposer"]
@@ -142,15 +142,17 @@ class DraftClient:
             if self._sock is None:
                 self._sock = self._connect()
                 rows = [[i, 0, ctx] for i, ctx in todo]  # a new connection starts empty
-            data = json.dumps({"op": "propose", "k": int(k), "rows": rows},
-                              separators=(",", ":")).encode() + b"\n"  # fmt: skip
+            request: ProposeRequest = {"type": "propose", "k": int(k), "rows": rows}
+            data = encode(request)
             deadline = t0 + self.timeout_s
             self._sock.settimeout(max(1e-3, deadline - time.monotonic()))
             self._sock.sendall(data)
             sent = len(data)
             line = self._readline(deadline)
             received = len(line) + 1
-            reply = json.loads(line)
+            reply = decode(line)
+            if reply["type"] != "proposal":
+                raise ValueError(f"draft server answered {reply!r}")
             ids = reply["ids"]
             if len(ids) != len(todo):
                 raise ValueError(f"{len(ids)} answers for {len(todo)} rows")
@@ -187,11 +189,12 @@ class DraftClient:
              tokens: int) -> None:  # fmt: skip
         if self.log_path is None:
             return
-        rec = {"t0": t0, "t": time.monotonic(), "outcome": outcome, "sent": sent,
-               "received": received, "rows": rows, "busy_s": busy_s, "tokens": tokens}  # fmt: skip
+        rec: DraftCall = {"type": "draft_call", "t0": t0, "t": time.monotonic(),
+                          "outcome": outcome, "sent": sent, "received": received, "rows": rows,
+                          "busy_s": busy_s, "tokens": tokens}  # fmt: skip
         try:
-            with self.log_path.open("a") as f:
-                f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            with self.log_path.open("ab") as f:
+                f.write(encode(rec))
         except OSError as err:  # accounting must never break serving
             logger.debug("cannot append to %s: %s", self.log_path, err)
 

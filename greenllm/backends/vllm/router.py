@@ -27,9 +27,10 @@ import queue
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from greenllm.backends.vllm.process import WorkerProcess
+from greenllm.backends.vllm.protocol import AddCommand, DoneEvent, ExitEvent, OutEvent
 from greenllm.errors import ConfigError, WorkerError
 
 __all__ = ["Handoff", "RequestRecord", "route"]
@@ -81,11 +82,15 @@ def route(
     assert first is not None
     try:
         for i, (at, ids, n_out) in enumerate(requests):
-            n_first = 1 if disaggregated else n_out
-            cmd: dict[str, Any] = {"op": "add", "rid": f"{run_id}-{i}", "token_ids": ids,
-                                   "at_s": at, "max_tokens": n_first}  # fmt: skip
-            if disaggregated and handoff == "kv_transfer_params":
-                cmd["kv_transfer_params"] = {"do_remote_decode": True}
+            remote = disaggregated and handoff == "kv_transfer_params"
+            cmd: AddCommand = {
+                "type": "add",
+                "rid": f"{run_id}-{i}",
+                "token_ids": ids,
+                "at_s": at,
+                "max_tokens": 1 if disaggregated else n_out,
+                "kv_transfer_params": {"do_remote_decode": True} if remote else None,
+            }
             first.send(cmd)
         _collect(records, requests, sink, first, decode, handoff, run_id, timeout_s)
     finally:
@@ -123,27 +128,28 @@ def _collect(
                     f"(first: {todo[:5]}); raise request_timeout_s or lower the load"
                 ) from None
             continue
-        kind = ev.get("event")
-        if kind in ("error", "exit"):
-            worker = by_name[name]
-            raise (
-                worker.error_from(ev)
-                if kind == "error"
-                else worker.error(f"exited with code {ev.get('returncode')} during the run")
-            )
-        if kind not in ("out", "done"):
-            continue
-        rec = records[_index(ev["rid"], run_id)]
+        kind = ev["type"]
+        if kind == "error":
+            raise by_name[name].error_from(ev)
+        if kind == "exit":
+            code = cast(ExitEvent, ev)["returncode"]
+            raise by_name[name].error(f"exited with code {code} during the run")
         if kind == "out":
+            step = cast(OutEvent, ev)
             keep = not (
                 decode is not None and name == first.name and handoff == "kv_transfer_params"
             )
             if keep:
-                rec.token_ids.extend(ev["ids"])
-                rec.token_times_s.extend([float(ev["t"])] * len(ev["ids"]))
+                rec = records[_index(step["rid"], run_id)]
+                rec.token_ids.extend(step["ids"])
+                rec.token_times_s.extend([float(step["t"])] * len(step["ids"]))
             continue
-        rec.stats[name] = ev.get("stats", {})
-        rec.submit_s[name] = float(ev.get("submit_s", math.nan))
+        if kind != "done":
+            continue
+        done = cast(DoneEvent, ev)
+        rec = records[_index(done["rid"], run_id)]
+        rec.stats[name] = done.get("stats", {})
+        rec.submit_s[name] = float(done.get("submit_s", math.nan))
         _, prompt, n_out = requests[rec.index]
         if decode is None or name == decode.name:
             rec.finished = True
@@ -157,8 +163,9 @@ def _collect(
                 continue
             ids, n_more, params = [*prompt, rec.token_ids[0]], n_out - 1, None
         else:
-            ids, n_more, params = list(prompt), n_out, ev.get("kv_transfer_params")
-        cmd = {"op": "add", "rid": ev["rid"], "token_ids": ids, "max_tokens": n_more,
-               "at_s": 0.0, "kv_transfer_params": params}  # fmt: skip
+            ids, n_more, params = list(prompt), n_out, done.get("kv_transfer_params")
+        cmd: AddCommand = {"type": "add", "rid": done["rid"], "token_ids": ids,
+                           "max_tokens": n_more, "at_s": 0.0,
+                           "kv_transfer_params": params}  # fmt: skip
         rec.handoff_bytes += TOKEN_ID_BYTES * len(ids) + (len(json.dumps(params)) if params else 0)
         decode.send(cmd)

@@ -1,30 +1,29 @@
 """One vLLM engine in a child process: ``python -m greenllm.backends.vllm.worker``.
 
-Runs in the vLLM venv. Protocol: JSON lines, commands on stdin, events on stdout (the real
-stdout; anything vLLM prints is sent to stderr).
+Runs in the vLLM venv. Protocol (:mod:`.protocol`): JSON lines with a ``"type"``, commands on
+stdin, events on stdout (the real stdout; anything vLLM prints is sent to stderr).
 
 Commands:
 
-* ``{"op": "start", "name", "kind", "device", "engine": {...EngineArgs...}}`` (first line):
-  checks the vLLM version and the features ``kind`` needs, builds ``vllm.LLM(**engine)``,
-  answers ``{"event": "ready", "version", "device", "start_s", "kv_bytes_per_token"}``.
-* ``{"op": "add", "rid", "token_ids", "max_tokens", "at_s", "kv_transfer_params"?}``:
-  greedy generation of exactly ``max_tokens`` tokens (``ignore_eos``), submitted to the engine
-  when ``time.monotonic()`` reaches ``at_s`` (open loop; now if absent).
-* ``{"op": "tokenize", "texts"}`` -> ``{"event": "tokens", "token_ids"}``.
-* ``{"op": "metrics"}`` -> ``{"event": "metrics", "metrics": [...]}`` (``LLM.get_metrics()``).
-* ``{"op": "shutdown"}``.
+* ``start`` (first line: ``kind``, ``device``, ``engine``): checks the vLLM version and the
+  features ``kind`` needs, builds ``vllm.LLM(**engine)``, answers ``ready`` (``version``,
+  ``device``, ``start_s``, ``kv_bytes_per_token``, ``features``, ``pid``).
+* ``add`` (``rid``, ``token_ids``, ``max_tokens``, ``at_s``, ``kv_transfer_params``): greedy
+  generation of exactly ``max_tokens`` tokens (``ignore_eos``), submitted to the engine when
+  ``time.monotonic()`` reaches ``at_s`` (open loop; now if 0).
+* ``tokenize`` (``texts``) -> ``tokens`` (``token_ids``).
+* ``metrics`` -> ``metrics`` (``metrics``: ``LLM.get_metrics()`` as plain data).
+* ``shutdown``.
 
-Streaming events per engine step: ``{"event": "out", "rid", "ids", "t"}`` (``t`` = the step's
-engine-core timestamp, ``time.monotonic()``), and on completion ``{"event": "done", "rid",
-"stats", "submit_s", "kv_transfer_params"}``. Failures: ``{"event": "error", "kind",
-"message"}`` (kind ``unavailable`` for a missing version or feature).
+Streaming events per engine step: ``out`` (``rid``, ``ids``, ``t`` = the step's engine-core
+timestamp, ``time.monotonic()``), and on completion ``done`` (``rid``, ``stats``,
+``submit_s``, ``kv_transfer_params``). Failures: ``error`` (``kind``, ``message``; kind
+``unavailable`` for a missing version or feature).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import os
 import queue
@@ -32,30 +31,51 @@ import sys
 import threading
 import time
 import traceback
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import IO, Any, cast
 
 from greenllm.backends.vllm.metrics import request_stats, serialize_metrics
+from greenllm.backends.vllm.protocol import (
+    AddCommand,
+    DoneEvent,
+    ErrorEvent,
+    MetricsEvent,
+    OutEvent,
+    ReadyEvent,
+    StartCommand,
+    TokensEvent,
+    decode,
+    encode,
+)
+
+__all__ = ["main", "serve"]
 
 logger = logging.getLogger("greenllm.backends.vllm.worker")
 
 
 class _Out:
-    def __init__(self, stream: IO[str]) -> None:
+    """Writes events to the protocol stream, one line each, from any thread."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self.lock = threading.Lock()
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, **fields}, separators=(",", ":"))
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        line = encode(event)
         with self.lock:
-            self.stream.write(line + "\n")
+            self.stream.write(line)
             self.stream.flush()
 
 
 def _reader(inbox: queue.Queue[dict[str, Any] | None]) -> None:
     for line in sys.stdin:
         line = line.strip()
-        if line:
-            inbox.put(json.loads(line))
+        if not line:
+            continue
+        try:
+            inbox.put(decode(line))
+        except ValueError as err:  # answered by the loop that reads the inbox
+            inbox.put({"type": "invalid", "message": str(err)})
     inbox.put(None)  # parent closed stdin: shut down
 
 
@@ -70,28 +90,29 @@ def _kv_bytes_per_token(llm: Any) -> int:
     return 2 * layers * kv_heads * head_dim * element
 
 
-def _start(cmd: dict[str, Any], out: _Out) -> Any:
+def _start(cmd: StartCommand, out: _Out) -> Any:
     from greenllm.backends.vllm.versions import check, probe_features
 
     version, features = probe_features()
-    check(version, features, cmd["kind"], device=cmd.get("device", "cpu"))
+    check(version, features, cmd["kind"], device=cmd["device"])
     from vllm import LLM
 
     t0 = time.monotonic()
     llm = LLM(**cmd["engine"])
-    out(
-        "ready",
-        version=version,
-        device=str(cmd.get("device", "cpu")),
-        start_s=time.monotonic() - t0,
-        kv_bytes_per_token=_kv_bytes_per_token(llm),
-        features=features,
-        pid=os.getpid(),
-    )
+    ready: ReadyEvent = {
+        "type": "ready",
+        "version": version,
+        "device": str(cmd["device"]),
+        "start_s": time.monotonic() - t0,
+        "kv_bytes_per_token": _kv_bytes_per_token(llm),
+        "features": features,
+        "pid": os.getpid(),
+    }
+    out(ready)
     return llm
 
 
-def _params(cmd: dict[str, Any]) -> Any:
+def _params(cmd: AddCommand) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -113,7 +134,7 @@ def _params(cmd: dict[str, Any]) -> Any:
 def serve(llm: Any, inbox: queue.Queue[dict[str, Any] | None], out: _Out) -> None:
     """The engine loop: submit due requests, step while work is pending, answer commands."""
     engine = llm.llm_engine
-    pending: list[tuple[float, int, dict[str, Any]]] = []  # (at_s, seq, add command)
+    pending: list[tuple[float, int, AddCommand]] = []  # (at_s, seq, add command)
     submitted: dict[str, float] = {}
     seq = 0
     while True:
@@ -125,17 +146,28 @@ def serve(llm: Any, inbox: queue.Queue[dict[str, Any] | None], out: _Out) -> Non
         except queue.Empty:
             cmd = {}
         while cmd is not None and cmd:
-            op = cmd.get("op")
-            if op == "add":
+            kind = cmd["type"]
+            if kind == "add":
                 seq += 1
-                heapq.heappush(pending, (float(cmd.get("at_s") or 0.0), seq, cmd))
-            elif op == "tokenize":
+                add = cast(AddCommand, cmd)
+                heapq.heappush(pending, (float(add["at_s"] or 0.0), seq, add))
+            elif kind == "tokenize":
                 tok = llm.get_tokenizer()
-                out("tokens", token_ids=[list(tok.encode(t)) for t in cmd["texts"]])
-            elif op == "metrics":
-                out("metrics", metrics=serialize_metrics(llm.get_metrics()))
-            elif op == "shutdown":
+                tokens: TokensEvent = {
+                    "type": "tokens",
+                    "token_ids": [list(tok.encode(t)) for t in cmd["texts"]],
+                }
+                out(tokens)
+            elif kind == "metrics":
+                metrics: MetricsEvent = {
+                    "type": "metrics",
+                    "metrics": serialize_metrics(llm.get_metrics()),
+                }
+                out(metrics)
+            elif kind == "shutdown":
                 return
+            else:
+                logger.warning("ignoring command %r", cmd)
             try:
                 cmd = inbox.get_nowait()
             except queue.Empty:
@@ -158,19 +190,26 @@ def serve(llm: Any, inbox: queue.Queue[dict[str, Any] | None], out: _Out) -> Non
                     else time.monotonic()
                 )
                 if ids:
-                    out("out", rid=o.request_id, ids=ids, t=t)
+                    step: OutEvent = {"type": "out", "rid": o.request_id, "ids": ids, "t": t}
+                    out(step)
                 if o.finished:
-                    out(
-                        "done",
-                        rid=o.request_id,
-                        stats=request_stats(o),
-                        submit_s=submitted.pop(o.request_id, float("nan")),
-                        kv_transfer_params=getattr(o, "kv_transfer_params", None),
-                    )
+                    done: DoneEvent = {
+                        "type": "done",
+                        "rid": o.request_id,
+                        "stats": request_stats(o),
+                        "submit_s": submitted.pop(o.request_id, float("nan")),
+                        "kv_transfer_params": getattr(o, "kv_transfer_params", None),
+                    }
+                    out(done)
+
+
+def _error(kind: str, message: str) -> ErrorEvent:
+    return {"type": "error", "kind": kind, "message": message}
 
 
 def main() -> None:
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    """Serve one engine over stdin/stdout until ``shutdown`` or the end of stdin."""
+    proto = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else written to stdout (vLLM logs, C code) goes to stderr
     sys.stdout = sys.stderr
     out = _Out(proto)
@@ -178,23 +217,23 @@ def main() -> None:
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
     threading.Thread(target=_reader, args=(inbox,), daemon=True).start()
     first = inbox.get()
-    if not first or first.get("op") != "start":
-        out("error", kind="protocol", message=f"first command must be 'start', got {first!r}")
+    if not first or first["type"] != "start":
+        out(_error("protocol", f"first command must be 'start', got {first!r}"))
         sys.exit(2)
     try:
-        llm = _start(first, out)
+        llm = _start(cast(StartCommand, first), out)
     except ImportError as err:  # BackendUnavailableError is an ImportError
-        out("error", kind="unavailable", message=str(err))
+        out(_error("unavailable", str(err)))
         sys.exit(3)
     except Exception as err:
         traceback.print_exc()
-        out("error", kind="start", message=f"{type(err).__name__}: {err}")
+        out(_error("start", f"{type(err).__name__}: {err}"))
         sys.exit(4)
     try:
         serve(llm, inbox, out)
     except Exception as err:
         traceback.print_exc()
-        out("error", kind="serve", message=f"{type(err).__name__}: {err}")
+        out(_error("serve", f"{type(err).__name__}: {err}"))
         sys.exit(5)
     finally:
         proto.flush()

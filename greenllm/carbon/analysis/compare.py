@@ -15,9 +15,10 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from greenllm.carbon.accounting import amortized_embodied_g
 from greenllm.carbon.analysis.ratios import (
@@ -35,9 +36,13 @@ from greenllm.units import J_PER_KWH
 if TYPE_CHECKING:
     from greenllm.carbon.accounting import DeviceUsage
 
-__all__ = ["SavingsReport", "Scenario", "compare"]
+__all__ = ["SavingsDict", "SavingsReport", "Scenario", "compare"]
 
 logger = logging.getLogger(__name__)
+
+SavingsDict: TypeAlias = dict[str, float | bool | str | dict[str, float | str | None]]
+""":meth:`SavingsReport.to_dict`: numbers, flags and the summary; the scenario and the
+break-evens (``value``, ``saves_when``, ``unit``) as nested dicts."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,13 @@ class Scenario:
         """Eq. 5 at intensity ``alpha`` (g/kWh)."""
         return carbon_ratio(self.N_A, self.N_A2, self.N_B, self.E_A, self.E_A2, self.E_B, alpha)
 
-    def ratio_vs_intensity(self, alphas: Any) -> np.ndarray:
+    def ratio_vs_intensity(self, alphas: npt.ArrayLike) -> np.ndarray:
         """Eq. 5 over an array of intensities (g/kWh)."""
         return np.asarray(self.ratio(np.asarray(alphas, dtype=float)))
 
-    def ratio_vs_lifetime(self, alpha: float, new_years: Any, old_years: Any) -> np.ndarray:
+    def ratio_vs_lifetime(
+        self, alpha: float, new_years: npt.ArrayLike, old_years: npt.ArrayLike
+    ) -> np.ndarray:
         """Eq. 6 grid ``out[i, j]`` at ``T_A = new_years[i]`` (both new GPUs), ``T_B = old[j]``."""
         T_A = np.asarray(new_years, dtype=float).reshape(-1, 1)
         T_B = np.asarray(old_years, dtype=float).reshape(1, -1)
@@ -96,7 +103,7 @@ class SavingsReport:
     scenario: Scenario
     summary: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SavingsDict:
         """JSON-ready dict (infinite break-evens become ``None``)."""
         out = asdict(self)
         for key in ("breakeven_intensity", "breakeven_old_lifetime"):
@@ -138,12 +145,15 @@ def compare(
     emb = [float(embodied_carbon_g(r.seconds, r.gpu, r.lifetime_years)) for r in runs]
     ops = [float(operational_carbon_g(r.energy_j, alpha)) for r in runs]
     totals = [get_gpu(r.gpu).embodied_kg * 1000.0 for r in runs]
-    n = [r.energy_j / J_PER_KWH for r in runs]
-    sc = Scenario(*n, *emb, *(r.seconds for r in runs), *totals)
+    n_a, n_a2, n_b = (r.energy_j / J_PER_KWH for r in runs)
+    e_a, e_a2, e_b = emb
+    sc = Scenario(n_a, n_a2, n_b, e_a, e_a2, e_b, *(r.seconds for r in runs), *totals)
     before, after = emb[0] + ops[0], sum(emb[1:]) + sum(ops[1:])
     ratio = float(sc.ratio(alpha))
-    be_alpha = breakeven_intensity(*n, *emb)
-    be_life = breakeven_old_lifetime_years(*n, emb[0], emb[1], runs[2].seconds, totals[2], alpha)
+    be_alpha = breakeven_intensity(n_a, n_a2, n_b, e_a, e_a2, e_b)
+    be_life = breakeven_old_lifetime_years(
+        n_a, n_a2, n_b, e_a, e_a2, runs[2].seconds, totals[2], alpha
+    )
     alone, new, old = (get_gpu(r.gpu).name for r in runs)
     summary = (
         f"{new}+{old} emits {ratio:.3f}x the carbon of {alone} alone at {alpha:g} g/kWh "
@@ -164,7 +174,7 @@ def compare(
         savings_fraction=1.0 - ratio,
         embodied_savings_g=emb[0] - sum(emb[1:]),
         operational_savings_g=ops[0] - sum(ops[1:]),
-        energy_condition=bool(energy_condition(*n)),
+        energy_condition=bool(energy_condition(n_a, n_a2, n_b)),
         breakeven_intensity=be_alpha,
         breakeven_old_lifetime=be_life,
         scenario=sc,

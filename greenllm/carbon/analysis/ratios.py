@@ -1,17 +1,19 @@
 """Section 5's equations: the carbon ratio of disaggregated vs standalone serving (Eq. 4-6).
 
 Pure numpy, vectorised, in the paper's notation (:mod:`greenllm.carbon.analysis.compare` applies
-them to measurements): the energy condition (Eq. 4), the ratio (Eq. 5), its slope in the grid intensity, the ratio as
-a function of GPU lifetimes (Eq. 6) and the break-even intensity and lifetimes.
+them to measurements): the energy condition (Eq. 4), the ratio (Eq. 5), its slope in the grid
+intensity, the ratio as a function of GPU lifetimes (Eq. 6) and the break-even intensity and
+lifetimes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from greenllm.carbon.accounting import amortized_embodied_g
 from greenllm.errors import ConfigError
@@ -39,7 +41,7 @@ __all__ = [
 Num = float | np.ndarray
 
 
-def finite_array(name: str, x: Any, *, positive: bool = False) -> np.ndarray:
+def finite_array(name: str, x: npt.ArrayLike, *, positive: bool = False) -> np.ndarray:
     """``x`` as a float array, all finite and >= 0 (> 0 if ``positive``), else ConfigError."""
     a = np.asarray(x, dtype=float)
     bad = ~np.isfinite(a) | ((a <= 0) if positive else (a < 0))
@@ -220,7 +222,8 @@ def breakeven_old_lifetime_years(
     ``T_B* = t_B B / ((N_A - N'_A - N_B) alpha + E_A - E'_A)``; saves for ``T_B > T_B*``.
     """
     k = float((finite_array("N_A", N_A) - N_A2 - N_B) * finite_array("alpha", alpha) + E_A - E_A2)
-    c = float(finite_array("t_B_s", t_B_s) * finite_array("total_B_g", total_B_g)) / SECONDS_PER_YEAR
+    c = float(finite_array("t_B_s", t_B_s) * finite_array("total_B_g", total_B_g))
+    c /= SECONDS_PER_YEAR
     if c == 0.0:  # the old GPU adds no embodied carbon whatever its lifetime
         return _crossing(0.0, -k, "years")
     return BreakEven(c / k, "above", "years") if k > 0 else BreakEven(math.inf, "never", "years")
@@ -231,7 +234,8 @@ def breakeven_new_lifetime_years(
     total_A_g: float, E_B: float, alpha: float,
 ) -> BreakEven:  # fmt: skip
     """New-GPU lifetime ``T_A*`` where the ratio = 1 (saves iff ``(t_A - t'_A) A / T_A > d``)."""
-    c = float((finite_array("t_A_s", t_A_s) - finite_array("t_A2_s", t_A2_s)) * total_A_g) / SECONDS_PER_YEAR
+    c = float((finite_array("t_A_s", t_A_s) - finite_array("t_A2_s", t_A2_s)) * total_A_g)
+    c /= SECONDS_PER_YEAR
     d = float(finite_array("E_B", E_B) - (N_A - N_A2 - N_B) * finite_array("alpha", alpha))
     # c / T > d  <=>  c * x > d with x = 1 / T; convert the crossing in x back to T.
     be = _crossing(c, d, "years")
@@ -242,7 +246,7 @@ def breakeven_new_lifetime_years(
 
 
 def ratio_vs_intensity(
-    N_A: float, N_A2: float, N_B: float, E_A: float, E_A2: float, E_B: float, alphas: Any
+    N_A: float, N_A2: float, N_B: float, E_A: float, E_A2: float, E_B: float, alphas: npt.ArrayLike
 ) -> np.ndarray:
     """Eq. 5 over an array of intensities (g/kWh)."""
     return np.asarray(carbon_ratio(N_A, N_A2, N_B, E_A, E_A2, E_B, np.asarray(alphas, float)))
@@ -250,8 +254,8 @@ def ratio_vs_intensity(
 
 def ratio_vs_lifetime(
     N_A: float, N_A2: float, N_B: float, t_A_s: float, t_A2_s: float, t_B_s: float,
-    total_A_g: float, total_B_g: float, alpha: float, new_lifetimes_years: Any,
-    old_lifetimes_years: Any,
+    total_A_g: float, total_B_g: float, alpha: float, new_lifetimes_years: npt.ArrayLike,
+    old_lifetimes_years: npt.ArrayLike,
 ) -> np.ndarray:  # fmt: skip
     """Eq. 6 on a grid: ``out[i, j]`` is the ratio at ``T_A = new[i]``, ``T_B = old[j]``."""
     T_A = np.asarray(new_lifetimes_years, dtype=float).reshape(-1, 1)

@@ -1,15 +1,15 @@
 """ACT-style embodied carbon of a GPU package (Gupta et al., ISCA 2022; facebookresearch/ACT).
 
 :func:`act_embodied_kg` estimates ``C_e`` (Eq. 1) from die area, process node and memory for
-GPUs without a published figure; :class:`~greenllm.carbon.catalog.registry.GPUSpec.create` uses it when
-``embodied_kg`` is omitted. The per-node tables are ACT's; ``HBM_G_PER_GB`` is fitted to the
+GPUs without a published figure; :meth:`~greenllm.carbon.catalog.registry.GPUSpec.create` uses
+it when ``embodied_kg`` is omitted. The per-node tables are ACT's; ``HBM_G_PER_GB`` is fitted to the
 paper's Table 1 (docs/carbon.md).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 from greenllm.errors import ConfigError
 
@@ -98,11 +98,28 @@ def act_embodied_breakdown_kg(
 
 
 def act_embodied_kg(
-    die_area_mm2: float, node_nm: float, memory_gb: float, memory_type: str = "HBM2", **kw: Any
+    die_area_mm2: float,
+    node_nm: float,
+    memory_gb: float,
+    memory_type: str = "HBM2",
+    *,
+    fab_intensity_g_per_kwh: float = ACT_FAB_INTENSITY_G_PER_KWH,
+    abatement: Literal[95, 97, 99] = 97,
+    fab_yield: float = ACT_FAB_YIELD,
+    package_g: float = ACT_PACKAGE_G,
 ) -> float:
     """ACT-style embodied carbon of one GPU package, kg CO2e (sum of
     :func:`act_embodied_breakdown_kg`; keyword overrides pass through)."""
-    parts = act_embodied_breakdown_kg(die_area_mm2, node_nm, memory_gb, memory_type, **kw)
+    parts = act_embodied_breakdown_kg(
+        die_area_mm2,
+        node_nm,
+        memory_gb,
+        memory_type,
+        fab_intensity_g_per_kwh=fab_intensity_g_per_kwh,
+        abatement=abatement,
+        fab_yield=fab_yield,
+        package_g=package_g,
+    )
     return math.fsum(parts.values())
 
 

@@ -18,7 +18,7 @@ import numbers
 import re
 import threading
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from greenllm.carbon.catalog.act import (
     act_embodied_kg,
@@ -27,10 +27,15 @@ from greenllm.carbon.catalog.act import (
 from greenllm.carbon.catalog.rows import GPU_ROWS
 from greenllm.errors import ConfigError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "EMBODIED_SOURCES",
     "EmbodiedSource",
+    "GPURow",
     "GPUSpec",
+    "GPUSpecFields",
     "get_gpu",
     "list_gpus",
     "register_gpu",
@@ -41,6 +46,36 @@ logger = logging.getLogger(__name__)
 
 EmbodiedSource = Literal["paper-table1", "act-estimate", "user"]
 EMBODIED_SOURCES = ("paper-table1", "act-estimate", "user")
+
+
+class GPUSpecFields(TypedDict, total=False):
+    """The keyword arguments of :meth:`GPUSpec.create`: every field but ``name`` and
+    ``embodied_kg`` (the ones without a default in :class:`GPUSpec` must be given)."""
+
+    vram_gb: float
+    mem_bw_gbs: float
+    die_area_mm2: float
+    max_power_w: float
+    node_nm: float
+    fp16_tflops: float
+    year: int
+    idle_power_w: float
+    memory_type: str
+    supports_bf16: bool
+    aliases: tuple[str, ...]
+    embodied_source: EmbodiedSource
+    source: str
+
+
+class _Named(TypedDict):
+    name: str
+
+
+class GPURow(_Named, GPUSpecFields, total=False):
+    """One row of the built-in catalog (:mod:`greenllm.carbon.catalog.rows`): ``name`` and the
+    keyword arguments of :meth:`GPUSpec.create`, ``embodied_kg`` included when published."""
+
+    embodied_kg: float
 
 
 @dataclass(frozen=True)
@@ -65,7 +100,9 @@ class GPUSpec:
     source: str = ""  # where the numbers come from
 
     @classmethod
-    def create(cls, name: str, *, embodied_kg: float | None = None, **kw: Any) -> GPUSpec:
+    def create(
+        cls, name: str, *, embodied_kg: float | None = None, **kw: Unpack[GPUSpecFields]
+    ) -> GPUSpec:
         """A validated spec; ``embodied_kg=None`` -> :func:`act_embodied_kg` (``act-estimate``)."""
         if embodied_kg is None:
             try:
@@ -119,7 +156,7 @@ class GPUSpec:
             raise ConfigError(f"{where}.aliases = {self.aliases!r}: must be a tuple of names")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | int | float | bool | list[str]]:
         """Plain JSON-ready dict (aliases as a list)."""
         d = asdict(self)
         d["aliases"] = list(self.aliases)

@@ -9,32 +9,55 @@ Every row cites its sources in ``source``; docs/carbon.md lists them all.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from greenllm.carbon.catalog.registry import GPURow
 
 __all__ = ["GPU_ROWS"]
 
-_KEYS = ("vram_gb", "mem_bw_gbs", "die_area_mm2", "max_power_w", "node_nm", "fp16_tflops", "year")
+
+class _Extras(TypedDict, total=False):
+    memory_type: str
+    supports_bf16: bool
+    aliases: tuple[str, ...]
+    source: str
 
 
-def _paper(name: str, *vals: float, **kw: Any) -> dict[str, Any]:
+def _paper(
+    name: str, vram_gb: float, mem_bw_gbs: float, die_area_mm2: float, max_power_w: float,
+    node_nm: float, fp16_tflops: float, year: int, embodied_kg: float, idle_power_w: float,
+    **kw: Unpack[_Extras],
+) -> GPURow:  # fmt: skip
     """Table 1 row: vram, bw, area, power, node, fp16, year, embodied, idle."""
-    keys = (*_KEYS, "embodied_kg", "idle_power_w")
     return {
         "name": name,
         "embodied_source": "paper-table1",
-        **dict(zip(keys, vals, strict=True)),
+        "vram_gb": vram_gb, "mem_bw_gbs": mem_bw_gbs, "die_area_mm2": die_area_mm2,
+        "max_power_w": max_power_w, "node_nm": node_nm, "fp16_tflops": fp16_tflops, "year": year,
+        "embodied_kg": embodied_kg, "idle_power_w": idle_power_w,
         **kw,
-    }
+    }  # fmt: skip
 
 
-def _sheet(name: str, *vals: float, **kw: Any) -> dict[str, Any]:
+def _sheet(
+    name: str, vram_gb: float, mem_bw_gbs: float, die_area_mm2: float, max_power_w: float,
+    node_nm: float, fp16_tflops: float, year: int, idle_power_w: float, **kw: Unpack[_Extras],
+) -> GPURow:  # fmt: skip
     """Data-sheet row: vram, bw, area, power, node, fp16, year, idle; C_e by ACT."""
-    keys = (*_KEYS, "idle_power_w")
-    return {"name": name, **dict(zip(keys, vals, strict=True)), **kw}
+    return {
+        "name": name,
+        "vram_gb": vram_gb, "mem_bw_gbs": mem_bw_gbs, "die_area_mm2": die_area_mm2,
+        "max_power_w": max_power_w, "node_nm": node_nm, "fp16_tflops": fp16_tflops, "year": year,
+        "idle_power_w": idle_power_w,
+        **kw,
+    }  # fmt: skip
 
 
 _IDLE = "idle: median nvidia-smi draw, no process, in published nvidia-smi outputs (docs/carbon.md)"
-GPU_ROWS: tuple[dict[str, Any], ...] = (
+GPU_ROWS: tuple[GPURow, ...] = (
     _paper("T4", 16, 320, 545, 70, 12, 65, 2018, 10.3, 9, memory_type="GDDR6",
            supports_bf16=False, aliases=("t4-16gb",),
            source="Paper Table 1. NVIDIA T4 data sheet: 16 GB GDDR6, 320 GB/s, 70 W, 65 TFLOPS "

@@ -33,4 +33,5 @@ def canonical_code(region: str) -> str:
 
 def data_text(name: str) -> str:
     """The text of one shipped data file of ``greenllm/carbon/data``."""
-    return resources.files("greenllm.carbon").joinpath("data", name).read_text(encoding="utf-8")
+    data = resources.files("greenllm.carbon").joinpath("data")
+    return data.joinpath(name).read_text(encoding="utf-8")

@@ -5,10 +5,7 @@ Frame: 4-byte big-endian length, then that many bytes of UTF-8 JSON encoding one
 ``"type"`` string. Frames larger than :data:`MAX_FRAME_BYTES` are refused, so a confused or
 hostile peer cannot make the reader allocate without bound.
 
-Message types (driver -> worker): ``init``, ``generate``, ``peer_dead``, ``stats``,
-``shutdown``. Worker -> driver: ``hello``, ``ready``, ``tokens``, ``finish``, ``handoff``,
-``error``, ``stats``, ``event``. Fields are documented where each is built
-(:mod:`greenllm.engine.worker.main`, :mod:`greenllm.engine.driver.engine`).
+The message kinds and their fields are in :mod:`greenllm.engine.comm.messages`.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ import logging
 import socket
 import struct
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from greenllm.errors import WorkerError
@@ -31,7 +29,7 @@ MAX_FRAME_BYTES = 64 << 20
 _LEN = struct.Struct(">I")
 
 
-def encode_json(obj: dict[str, Any]) -> bytes:
+def encode_json(obj: Mapping[str, Any]) -> bytes:
     """``obj`` as compact UTF-8 JSON (finite floats only)."""
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
@@ -58,7 +56,8 @@ class ControlChannel:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: Mapping[str, Any]) -> None:
+        """Send one message (a dict with a ``"type"``); WorkerError if the connection is lost."""
         data = encode_json(msg)
         with self._send_lock:
             try:

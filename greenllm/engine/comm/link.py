@@ -21,13 +21,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from greenllm.errors import ConfigError
 
-__all__ = ["LinkEmulation", "LinkShaper"]
+__all__ = ["LinkDict", "LinkEmulation", "LinkShaper"]
 
 logger = logging.getLogger(__name__)
+
+
+class LinkDict(TypedDict):
+    """A :class:`LinkEmulation` as JSON (in the workers' ``init`` message)."""
+
+    bandwidth_gbps: float
+    latency_s: float
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,12 @@ class LinkEmulation:
         """Serialisation time of ``nbytes`` on this link (latency excluded)."""
         return nbytes * 8.0 / (self.bandwidth_gbps * 1e9)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> LinkDict:
         return {"bandwidth_gbps": self.bandwidth_gbps, "latency_s": self.latency_s}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> LinkEmulation | None:
+    def from_dict(cls, data: LinkDict | None) -> LinkEmulation | None:
+        """The link ``data`` describes, or None for no emulation."""
         return (
             None if data is None else cls(float(data["bandwidth_gbps"]), float(data["latency_s"]))
         )

@@ -3,9 +3,10 @@
 :class:`ShapedLink` joins two network namespaces, ``<prefix>-new`` (the new-GPU server) and
 ``<prefix>-old`` (the old-GPU server), by a veth pair whose two ends each send through a
 token-bucket filter (``tc qdisc tbf``) at ``gbps``: every byte between the namespaces crosses
-the kernel's TCP stack and a real rate limit, unlike :class:`~greenllm.engine.comm.link.LinkEmulation`,
-which sleeps for the modelled wire time. Latency is not added (``netem`` is absent from many
-container kernels, this one included). Needs root, ``ip`` and ``tc`` (iproute2).
+the kernel's TCP stack and a real rate limit, unlike
+:class:`~greenllm.engine.comm.link.LinkEmulation`, which sleeps for the modelled wire time.
+Latency is not added (``netem`` is absent from many container kernels, this one included).
+Needs root, ``ip`` and ``tc`` (iproute2).
 
 Run the driver inside the new namespace (``link.command("new", argv)``) and give the
 :class:`~greenllm.engine.comm.placement.NetnsPlacement` of the link to the Engine: the new-side

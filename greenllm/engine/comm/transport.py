@@ -19,9 +19,11 @@ from __future__ import annotations
 import collections
 import datetime
 import enum
+import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,17 @@ try:
 except ImportError as _err:  # pragma: no cover - exercised only without torch
     raise missing_extra("torch", "torch") from _err
 
-__all__ = ["HEADER_BYTES", "Kind", "Mailbox", "Message", "PeerLostError", "Transport"]
+__all__ = [
+    "CATEGORY",
+    "HEADER_BYTES",
+    "Kind",
+    "Mailbox",
+    "Message",
+    "PeerLostError",
+    "Transport",
+    "decode_json_tensor",
+    "encode_json_tensor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +87,29 @@ class PeerLostError(WorkerError):
     """The peer worker died, hung past the timeout, or was declared dead by the driver."""
 
 
+def encode_json_tensor(obj: Mapping[str, Any]) -> torch.Tensor:
+    """``obj`` as UTF-8 JSON in a uint8 tensor: a data-plane payload (e.g. ``ADMIT``)."""
+    return torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
+
+
+def decode_json_tensor(tensor: torch.Tensor) -> dict[str, Any]:
+    """The JSON object in a uint8 tensor made by :func:`encode_json_tensor`."""
+    obj = json.loads(bytes(tensor.cpu().numpy()).decode())
+    if not isinstance(obj, dict):
+        raise WorkerError(f"a JSON payload must be an object, got {type(obj).__name__}")
+    return obj
+
+
 @dataclass(frozen=True)
 class Message:
+    """One received data-plane message: its header fields and payload (None if it has none)."""
+
     kind: Kind
     rid: int
     a: int = 0
     b: int = 0
     c: int = 0
     tensor: Any = None
-    received_s: float = 0.0  # time.monotonic() when filed
 
 
 class Mailbox:
@@ -109,6 +135,11 @@ class Mailbox:
     @property
     def failed(self) -> bool:
         return self._failure is not None
+
+    def check(self) -> None:
+        """Raise the :class:`PeerLostError` if the mailbox has failed."""
+        if self._failure is not None:
+            raise self._failure
 
     def poll(self, kind: Kind | None = None, rid: int | None = None) -> Message | None:
         """The first matching message if one is waiting, else None (raises if failed)."""
@@ -208,8 +239,7 @@ class Transport:
         blocking: bool = False,
     ) -> None:
         """Send a header and optional payload with ``isend``; ``blocking`` waits for delivery."""
-        if self.mailbox.failed:
-            raise self.mailbox._failure  # type: ignore[misc]
+        self.mailbox.check()
         header = torch.zeros(_HEADER_LEN, dtype=torch.int64)
         header[:5] = torch.tensor([int(kind), rid, a, b, c])
         payload = None
@@ -272,7 +302,7 @@ class Transport:
                     dist.irecv(tensor, src=self.peer).wait(_NO_TIMEOUT)
                     self.bytes_received[CATEGORY[kind]] += tensor.numel() * tensor.element_size()
                 self.bytes_received["header"] += HEADER_BYTES
-                self.mailbox.put(Message(kind, h[1], h[2], h[3], h[4], tensor, time.monotonic()))
+                self.mailbox.put(Message(kind, h[1], h[2], h[3], h[4], tensor))
                 if kind == Kind.SHUTDOWN:
                     return
         except Exception as err:  # the peer died or the group broke

@@ -20,74 +20,45 @@ answered twice. :meth:`close` (also at exit and on garbage collection) stops eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
-import queue
-import socket
-import threading
-import time
+import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from greenllm.engine.comm.control import ControlChannel
 from greenllm.engine.comm.link import LinkEmulation
-from greenllm.engine.comm.placement import WorkerHandle
-from greenllm.engine.driver.outputs import Pending, RequestOutput
+from greenllm.engine.driver.modes import DRAFT_MODES, MODES
+from greenllm.engine.driver.outputs import RequestOutput
+from greenllm.engine.driver.supervisor import WorkerInfo, WorkerSettings, WorkerSupervisor
 from greenllm.engine.stats import EngineStats
-from greenllm.errors import ConfigError, GreenLLMError, WorkerError
+from greenllm.errors import ConfigError, WorkerError
 
-__all__ = ["MODES", "Engine"]
+__all__ = ["Engine", "load_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
-#: Engine modes and their workers, (side, role), the leader (new GPU) first.
-MODES: dict[str, tuple[tuple[str, str], ...]] = {
-    "standalone": (("new", "standalone"),),
-    "spec_decode": (("new", "spec_decode"),),
-    "dsd": (("new", "dsd_target"), ("old", "dsd_draft")),
-    "dpd": (("new", "dpd_prefill"), ("old", "dpd_decode")),
-}
 
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer saved with ``model`` (folder or alias), or None if it has none."""
+    from transformers import AutoTokenizer
 
-class _Runtime:
-    """Everything :meth:`Engine.close` must release; owned apart so a finaliser can reach it."""
+    from greenllm.engine.model.resolve import resolve_model_dir
 
-    def __init__(self) -> None:
-        self.server: socket.socket | None = None
-        self.handles: list[WorkerHandle] = []
-        self.channels: dict[int, ControlChannel] = {}
-        self.closed = False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for ch in self.channels.values():
-            with contextlib.suppress(GreenLLMError):
-                ch.send({"type": "shutdown"})
-        deadline = time.monotonic() + 5.0
-        for h in self.handles:
-            if not h.wait(max(0.0, deadline - time.monotonic())):
-                logger.warning("worker %d (%s) did not exit; killing it", h.index, h.role)
-            h.kill()
-            if h.proc is not None:
-                h.proc.wait(timeout=10)
-        for ch in self.channels.values():
-            ch.close()
-        if self.server is not None:
-            self.server.close()
+    folder = resolve_model_dir(model)
+    if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return AutoTokenizer.from_pretrained(folder)
 
 
 class Engine:
     """A disaggregated serving engine; see the module docstring.
 
     mode: "standalone", "spec_decode", "dsd" or "dpd". target / draft: local model folders or
-    aliases of :func:`greenllm.engine.model.pretrained.resolve_model_dir` (draft for spec_decode/dsd).
-    k: draft tokens per step. overlap: DSD sends probabilities behind the target forward.
-    lean: DSD sends draft-token probabilities only (full row on rejection). link: emulated
-    link between the two workers. placement: "local" processes, "ray" actors
+    aliases of :func:`greenllm.engine.model.resolve.resolve_model_dir` (draft for
+    spec_decode/dsd). k: draft tokens per step. overlap: DSD sends probabilities behind the
+    target forward. lean: DSD sends draft-token probabilities only (full row on rejection).
+    link: emulated link between the two workers. placement: "local" processes, "ray" actors
     (``ray_resources={"new": {"gpu_type:A100": 1}, "old": {"gpu_type:T4": 1}}``) or a placement
     object, e.g. :class:`~greenllm.engine.comm.placement.NetnsPlacement` (a real shaped link).
     timeout_s: every worker-to-worker receive; rendezvous_timeout_s: workers joining.
@@ -117,7 +88,7 @@ class Engine:
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r}: use one of {sorted(MODES)}")
-        if mode in ("spec_decode", "dsd") and draft is None:
+        if mode in DRAFT_MODES and draft is None:
             raise ConfigError(f"mode={mode!r} needs a draft model: pass draft=<folder or alias>")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k={k!r}: the number of speculative tokens must be an integer >= 1")
@@ -131,16 +102,8 @@ class Engine:
         self.start_timeout_s, self.dtype, self.max_batch = start_timeout_s, dtype, max_batch
         self.threads = threads
         self.tokenizer: Any = None
-        self._rt = _Runtime()
-        self._finalizer = weakref.finalize(self, self._rt.close)
-        self._lock = threading.RLock()
-        self._pending: dict[int, Pending] = {}
-        self._rids = itertools.count(1)
-        self._stats_replies: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
-        self._last_stats: dict[int, dict[str, Any]] = {}
-        self._ready: dict[int, threading.Event] = {}
-        self._fatal: dict[int, str] = {}
-        self.events: list[str] = []
+        self._supervisor = WorkerSupervisor(mode, placement, ray_resources, start_timeout_s)
+        weakref.finalize(self, self._supervisor.close)  # at exit or garbage collection
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -156,41 +119,40 @@ class Engine:
             return self
         self._started = True
         try:
-            self._start()
+            self.tokenizer = load_tokenizer(self.target)
+            settings = WorkerSettings(
+                target=self.target, draft=self.draft, devices=dict(self.devices),
+                dtype=self.dtype, k=self.k, overlap=self.overlap, lean=self.lean, link=self.link,
+                timeout_s=self.timeout_s, rendezvous_timeout_s=self.rendezvous_timeout_s,
+                threads=self.threads, max_batch=self.max_batch,
+            )  # fmt: skip
+            self._supervisor.start(settings, _decoder(self.tokenizer))
         except BaseException:
             self.close()
             raise
         return self
 
-    def _start(self) -> None:
-        from greenllm.engine.driver.supervisor import launch_workers, load_tokenizer
-
-        self.tokenizer = load_tokenizer(self.target)
-        launch_workers(self)
-
     def close(self) -> None:
         """Stop every worker (shutdown, then kill after 5 s). Idempotent."""
-        self._rt.close()
-        with self._lock:
-            pending = [p for p in self._pending.values() if not p.done]
-        for p in pending:
-            p.resolve(error=WorkerError(f"engine closed before request {p.rid} finished"))
+        self._supervisor.close()
 
     @property
-    def workers(self) -> list[dict[str, Any]]:
+    def events(self) -> list[str]:
+        """What the driver saw happen to its workers (exits), and events workers reported."""
+        return self._supervisor.events
+
+    @property
+    def workers(self) -> list[WorkerInfo]:
         """Per worker: index, side, role, pid, resources granted (Ray), alive."""
-        return [{"index": h.index, "side": h.side, "role": h.role, "pid": h.pid,
-                 "resources": dict(h.resources), "alive": h.alive}
-                for h in self._rt.handles]  # fmt: skip
+        return self._supervisor.workers()
 
     def in_flight(self) -> dict[int, int]:
         """Requests not finished yet: request id -> tokens received so far."""
-        with self._lock:
-            return {p.rid: len(p.tokens) for p in self._pending.values() if not p.done}
+        return self._supervisor.in_flight()
 
     def worker_pid(self, side: str) -> int | None:
         """OS pid of the worker on ``side`` ("new" or "old"), None if absent."""
-        return next((h.pid for h in self._rt.handles if h.side == side), None)
+        return self._supervisor.worker_pid(side)
 
     # -- requests ------------------------------------------------------------------------
     def _encode(self, prompt: str | Sequence[int]) -> list[int]:
@@ -221,34 +183,22 @@ class Engine:
         """
         from greenllm.engine.model.sampling import SamplingParams
 
-        if not self._started or self._rt.closed:
+        if not self._started or self._supervisor.closed:
             raise WorkerError("the engine is not running: use `with Engine(...)` or start()")
         sampling = sampling or SamplingParams()
         ids = self._encode(prompt)
-        loop = asyncio.get_running_loop()
-        rid = next(self._rids)
-        params = {"temperature": sampling.temperature, "top_p": sampling.top_p,
-                  "max_tokens": sampling.max_tokens, "seed": sampling.seed,
-                  "stop_token_ids": list(sampling.stop_token_ids)}  # fmt: skip
-        pending = Pending(rid, ids, params, time.time(), loop, loop.create_future())
-        with self._lock:
-            self._pending[rid] = pending
-            self._send_leader(
-                {
-                    "type": "generate",
-                    "rid": rid,
-                    "prompt": ids,
-                    "sampling": params,
-                    "spec": {"k": k, "overlap": overlap, "lean": lean},
-                }
-            )
+        pending = self._supervisor.submit(
+            ids, sampling.to_dict(), {"k": k, "overlap": overlap, "lean": lean},
+            asyncio.get_running_loop(),
+        )  # fmt: skip
         try:
             return await asyncio.wait_for(pending.future, timeout_s)
         except TimeoutError as err:
-            raise WorkerError(f"request {rid} not finished within timeout_s={timeout_s}") from err
+            raise WorkerError(
+                f"request {pending.rid} not finished within timeout_s={timeout_s}"
+            ) from err
         finally:
-            with self._lock:
-                self._pending.pop(rid, None)
+            self._supervisor.forget(pending.rid)
 
     def generate_batch(
         self, prompts: Sequence[str | Sequence[int]], sampling: Any = None, **options: Any
@@ -262,34 +212,18 @@ class Engine:
 
         return asyncio.run(run_all())
 
-    def _send_leader(self, msg: dict[str, Any]) -> None:
-        leader = self._rt.handles[0]
-        if not leader.alive:
-            raise WorkerError(f"the {leader.role} worker (new GPU) is dead: restart the Engine")
-        self._rt.channels[leader.index].send(msg)
-
     # -- stats ---------------------------------------------------------------------------
     def stats(self, timeout_s: float = 10.0) -> EngineStats:
         """Counters since start: bytes per direction and kind, busy time, draft acceptance."""
-        seq = next(self._rids)
-        asked = []
-        for h in self._rt.handles:
-            if h.alive and h.index in self._rt.channels:
-                try:
-                    self._rt.channels[h.index].send({"type": "stats", "seq": seq})
-                    asked.append(h.index)
-                except GreenLLMError:
-                    pass
-        deadline = time.monotonic() + timeout_s
-        got: set[int] = set()
-        while got != set(asked) and time.monotonic() < deadline:
-            try:
-                index, snap = self._stats_replies.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if snap.get("seq") == seq:
-                self._last_stats[index] = snap["stats"]
-                got.add(index)
-        snaps = [(h.side, self._last_stats.get(h.index, {"role": h.role}), h.alive)
-                 for h in self._rt.handles]  # fmt: skip
-        return EngineStats.combine(self.mode, snaps)
+        return EngineStats.combine(self.mode, self._supervisor.collect_stats(timeout_s))
+
+
+def _decoder(tokenizer: Any) -> Callable[[list[int]], str] | None:
+    """Token ids -> text with ``tokenizer`` (None without one); holds no engine reference."""
+    if tokenizer is None:
+        return None
+
+    def decode(ids: list[int]) -> str:
+        return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+    return decode

@@ -1,5 +1,5 @@
-"""What :meth:`Engine.generate <greenllm.engine.driver.engine.Engine.generate>` returns for one request,
-and the driver's bookkeeping of a request in flight."""
+"""What :meth:`Engine.generate <greenllm.engine.driver.engine.Engine.generate>` returns for
+one request, and the driver's bookkeeping of a request in flight."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RequestOutput"]
+if TYPE_CHECKING:  # pragma: no cover
+    from greenllm.engine.model.sampling import SamplingDict
+
+__all__ = ["Pending", "RequestOutput"]
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,11 @@ class RequestOutput:
 
 @dataclass
 class Pending:
-    """Driver-side state of a request in flight (guarded by the engine's lock)."""
+    """Driver-side state of a request in flight (guarded by the supervisor's lock)."""
 
     rid: int
     prompt: list[int]
-    sampling: dict[str, Any]
+    sampling: SamplingDict
     arrival_s: float
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]

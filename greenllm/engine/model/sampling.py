@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -25,9 +26,27 @@ try:
 except ImportError as _err:  # pragma: no cover - exercised only without torch
     raise missing_extra("torch", "torch") from _err
 
-__all__ = ["SamplingParams", "as_float64", "probs_from_logits", "sample", "sample_row", "uniform"]
+__all__ = [
+    "SamplingDict",
+    "SamplingParams",
+    "as_float64",
+    "probs_from_logits",
+    "sample",
+    "sample_row",
+    "uniform",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class SamplingDict(TypedDict):
+    """:class:`SamplingParams` as JSON (in the engine's messages)."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int | None
+    stop_token_ids: list[int]
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,23 @@ class SamplingParams:
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in stops):
             raise ConfigError(f"stop_token_ids={self.stop_token_ids!r}: must be integers >= 0")
         object.__setattr__(self, "stop_token_ids", stops)
+
+    def to_dict(self) -> SamplingDict:
+        """These parameters as JSON-ready values."""
+        return {"temperature": self.temperature, "top_p": self.top_p,
+                "max_tokens": self.max_tokens, "seed": self.seed,
+                "stop_token_ids": list(self.stop_token_ids)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingParams:
+        """Parameters from :meth:`to_dict`'s form; missing keys take the defaults."""
+        return cls(
+            temperature=float(data.get("temperature", 0.0)),
+            top_p=float(data.get("top_p", 1.0)),
+            max_tokens=int(data.get("max_tokens", 64)),
+            seed=None if data.get("seed") is None else int(data["seed"]),
+            stop_token_ids=tuple(int(t) for t in data.get("stop_token_ids", ())),
+        )
 
     @property
     def greedy(self) -> bool:

@@ -16,14 +16,21 @@ requests) decodes them itself: re-run, nothing lost, nothing answered twice.
 from __future__ import annotations
 
 import base64
-import json
 import logging
-from typing import Any
+from typing import cast
 
-from greenllm.engine.comm.transport import Kind, PeerLostError
+from greenllm.engine.comm.messages import DpdAdmit
+from greenllm.engine.comm.transport import (
+    Kind,
+    Message,
+    PeerLostError,
+    Transport,
+    decode_json_tensor,
+    encode_json_tensor,
+)
 from greenllm.engine.model.batching import BatchDecoder, kv_layers, prefill
-from greenllm.engine.model.sampling import probs_from_logits, sample_row
-from greenllm.engine.worker.single import SeqOutput, make_generators, parse_sampling
+from greenllm.engine.model.sampling import SamplingParams, probs_from_logits, sample_row
+from greenllm.engine.worker.context import SeqOutput, WorkerContext, make_generators
 from greenllm.errors import missing_extra
 
 try:
@@ -35,23 +42,21 @@ __all__ = ["run_decode", "run_prefill"]
 
 logger = logging.getLogger(__name__)
 
-
-def _json_tensor(obj: dict[str, Any]) -> torch.Tensor:
-    return torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
+KVLayers = list[tuple[torch.Tensor, torch.Tensor]]  # (keys, values) per layer
 
 
-def run_prefill(ctx: Any) -> None:
+def run_prefill(ctx: WorkerContext) -> None:
     """Role ``dpd_prefill``: prefill, hand the KV cache to the decode worker (or decode locally
     once that worker is gone)."""
-    t = ctx.transport
-    local = BatchDecoder(ctx.model, ctx.counters, max_batch=int(ctx.init.get("max_batch", 8)))
+    t = ctx.peer
+    local = BatchDecoder(ctx.model, ctx.counters, max_batch=ctx.max_batch)
     peer_alive = True
     while not ctx.stopping.is_set():
         msg = ctx.next_request(block=not local.active)
         while msg is not None and not ctx.stopping.is_set():
             ctx.counters.requests += 1
             rid = int(msg["rid"])
-            params = parse_sampling(msg["sampling"])
+            params = SamplingParams.from_dict(msg["sampling"])
             gen = make_generators(params)[0]
             out = SeqOutput(rid, params)
             if msg.get("local"):
@@ -66,7 +71,7 @@ def run_prefill(ctx: Any) -> None:
                 if peer_alive and not msg.get("local"):
                     try:
                         _hand_off(t, rid, out, gen, kv_layers(cache))
-                        ctx.channel.send({"type": "handoff", "rid": rid})
+                        ctx.handoff(rid)
                         sent = True
                     except PeerLostError as err:
                         peer_alive = False
@@ -81,23 +86,22 @@ def run_prefill(ctx: Any) -> None:
         t.send(Kind.SHUTDOWN, 0)
 
 
-def _hand_off(t: Any, rid: int, out: SeqOutput, gen: torch.Generator,
-              kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:  # fmt: skip
+def _hand_off(t: Transport, rid: int, out: SeqOutput, gen: torch.Generator,
+              kv: KVLayers) -> None:  # fmt: skip
     state = None if out.params.greedy else base64.b64encode(bytes(gen.get_state().numpy())).decode()
-    info = {"first": out.tokens[0], "sampling": {
-        "temperature": out.params.temperature, "top_p": out.params.top_p,
-        "max_tokens": out.params.max_tokens, "seed": out.params.seed,
-        "stop_token_ids": list(out.params.stop_token_ids)},
-        "generator_state": state, "n_layers": len(kv)}  # fmt: skip
-    t.send(Kind.ADMIT, rid, _json_tensor(info))
+    info: DpdAdmit = {"first": out.tokens[0], "sampling": out.params.to_dict(),
+                      "generator_state": state, "n_layers": len(kv)}  # fmt: skip
+    t.send(Kind.ADMIT, rid, encode_json_tensor(info))
     for layer, (keys, values) in enumerate(kv):
         t.send(Kind.KV, rid, keys, layer, 0)
         t.send(Kind.KV, rid, values, layer, 1)
 
 
-def _receive(t: Any, admit: Any, device: torch.device) -> tuple[SeqOutput, Any, list[Any]]:
-    info = json.loads(bytes(admit.tensor.cpu().numpy()).decode())
-    params = parse_sampling(info["sampling"])
+def _receive(
+    t: Transport, admit: Message, device: torch.device
+) -> tuple[SeqOutput, torch.Generator, KVLayers]:
+    info = cast(DpdAdmit, decode_json_tensor(admit.tensor))
+    params = SamplingParams.from_dict(info["sampling"])
     gen = torch.Generator()
     if info["generator_state"] is not None:  # greedy requests draw no random numbers
         state = base64.b64decode(info["generator_state"])
@@ -112,10 +116,10 @@ def _receive(t: Any, admit: Any, device: torch.device) -> tuple[SeqOutput, Any, 
     return out, gen, kv
 
 
-def run_decode(ctx: Any) -> None:
+def run_decode(ctx: WorkerContext) -> None:
     """Role ``dpd_decode``: rebuild received KV caches and decode them in a continuous batch."""
-    t = ctx.transport
-    decoder = BatchDecoder(ctx.model, ctx.counters, max_batch=int(ctx.init.get("max_batch", 8)))
+    t = ctx.peer
+    decoder = BatchDecoder(ctx.model, ctx.counters, max_batch=ctx.max_batch)
     device = next(ctx.model.parameters()).device
     while not ctx.stopping.is_set():
         try:

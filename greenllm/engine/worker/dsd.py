@@ -24,16 +24,22 @@ greedy outputs are unchanged and every request is answered once.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
-from greenllm.engine.comm.transport import Kind, PeerLostError
+from greenllm.engine.comm.messages import DsdAdmit, GenerateMsg
+from greenllm.engine.comm.transport import (
+    Kind,
+    PeerLostError,
+    decode_json_tensor,
+    encode_json_tensor,
+)
 from greenllm.engine.model.cache import CachedLM
-from greenllm.engine.model.sampling import probs_from_logits, sample_row
+from greenllm.engine.model.sampling import SamplingParams, probs_from_logits, sample_row
 from greenllm.engine.model.verifier import verify, verify_lean
-from greenllm.engine.worker.single import SeqOutput, make_generators, parse_sampling
+from greenllm.engine.stats import WorkerCounters
+from greenllm.engine.worker.context import SeqOutput, WorkerContext, make_generators
 from greenllm.errors import missing_extra
 
 try:
@@ -49,7 +55,7 @@ logger = logging.getLogger(__name__)
 class _Busy:
     """CachedLM.feed timed as busy time."""
 
-    def __init__(self, lm: CachedLM, counters: Any) -> None:
+    def __init__(self, lm: CachedLM, counters: WorkerCounters) -> None:
         self.lm, self.counters = lm, counters
 
     def feed(self, tokens: list[int]) -> torch.Tensor:
@@ -59,8 +65,8 @@ class _Busy:
 
 # -- target (new GPU) ------------------------------------------------------------------------
 class _TargetSeq:
-    def __init__(self, msg: dict[str, Any], model: Any, defaults: dict[str, Any]) -> None:
-        self.params = parse_sampling(msg["sampling"])
+    def __init__(self, msg: GenerateMsg, model: Any, defaults: dict[str, Any]) -> None:
+        self.params = SamplingParams.from_dict(msg["sampling"])
         self.out = SeqOutput(int(msg["rid"]), self.params)
         self.prompt = [int(t) for t in msg["prompt"]]
         self.gen = make_generators(self.params)[0]
@@ -78,9 +84,9 @@ class _TargetSeq:
 
 
 class _Target:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.t = ctx.transport
+        self.t = ctx.peer
         self.defaults = {"k": int(ctx.init.get("k", 4)),
                          "overlap": bool(ctx.init.get("overlap", True)),
                          "lean": bool(ctx.init.get("lean", False))}  # fmt: skip
@@ -98,8 +104,8 @@ class _Target:
         if self.peer_alive:
             self._send(Kind.FINISH, seq.out.rid)
 
-    def _send(self, kind: Kind, rid: int, tensor: Any = None, a: int = 0, b: int = 0,
-              c: int = 0) -> None:  # fmt: skip
+    def _send(self, kind: Kind, rid: int, tensor: torch.Tensor | None = None, a: int = 0,
+              b: int = 0, c: int = 0) -> None:  # fmt: skip
         try:
             self.t.send(kind, rid, tensor, a, b, c)
         except PeerLostError as err:
@@ -113,7 +119,7 @@ class _Target:
             self.ctx.event(f"draft worker lost ({reason}); finishing {len(self.seqs)} "
                            "request(s) on the target alone")  # fmt: skip
 
-    def admit(self, msg: dict[str, Any]) -> None:
+    def admit(self, msg: GenerateMsg) -> None:
         seq = _TargetSeq(msg, self.ctx.model, self.defaults)
         self.ctx.counters.requests += 1
         first = sample_row(probs_from_logits(self.feed(seq, seq.prompt)[-1], seq.params), seq.gen)
@@ -132,11 +138,10 @@ class _Target:
         rid = seq.out.rid
         if not seq.on_draft:
             seq.on_draft = True
-            info = {"prompt": seq.prompt, "first": seq.out.tokens[0], "k": k_next,
-                    "lean": seq.lean, "overlap": seq.overlap,
-                    "sampling": msg_sampling(seq.params)}  # fmt: skip
-            payload = torch.frombuffer(bytearray(json.dumps(info).encode()), dtype=torch.uint8)
-            self._send(Kind.ADMIT, rid, payload)
+            info: DsdAdmit = {"prompt": seq.prompt, "first": seq.out.tokens[0], "k": k_next,
+                              "lean": seq.lean, "overlap": seq.overlap,
+                              "sampling": seq.params.to_dict()}  # fmt: skip
+            self._send(Kind.ADMIT, rid, encode_json_tensor(info))
         else:
             self._send(Kind.FEEDBACK, rid, None, n_accepted, seq.out.tokens[-1], k_next)
         seq.k_step = k_next
@@ -216,21 +221,15 @@ class _Target:
             self._send(Kind.SHUTDOWN, 0)
 
 
-def msg_sampling(params: Any) -> dict[str, Any]:
-    return {"temperature": params.temperature, "top_p": params.top_p,
-            "max_tokens": params.max_tokens, "seed": params.seed,
-            "stop_token_ids": list(params.stop_token_ids)}  # fmt: skip
-
-
-def run_target(ctx: Any) -> None:
+def run_target(ctx: WorkerContext) -> None:
     """Role ``dsd_target``: the leader on the new GPU."""
     _Target(ctx).run()
 
 
 # -- draft (old GPU) -------------------------------------------------------------------------
 class _DraftSeq:
-    def __init__(self, info: dict[str, Any], model: Any, counters: Any) -> None:
-        self.params = parse_sampling(info["sampling"])
+    def __init__(self, info: DsdAdmit, model: Any, counters: WorkerCounters) -> None:
+        self.params = SamplingParams.from_dict(info["sampling"])
         self.gen = make_generators(self.params)[1]
         self.lm = _Busy(CachedLM(model), counters)
         self.pending: list[int] = [int(info["first"])]
@@ -252,9 +251,9 @@ def _propose(seq: _DraftSeq, k: int) -> None:
     seq.proposal, seq.rows = proposal, rows
 
 
-def run_draft(ctx: Any) -> None:
+def run_draft(ctx: WorkerContext) -> None:
     """Role ``dsd_draft``: reacts to the target's messages in order, FIFO."""
-    t = ctx.transport
+    t = ctx.peer
     seqs: dict[int, _DraftSeq] = {}
 
     def propose_and_send(rid: int, k: int) -> None:
@@ -273,7 +272,7 @@ def run_draft(ctx: Any) -> None:
         except PeerLostError:
             return
         if msg.kind == Kind.ADMIT:
-            info = json.loads(bytes(msg.tensor.cpu().numpy()).decode())
+            info = cast(DsdAdmit, decode_json_tensor(msg.tensor))
             seq = seqs[msg.rid] = _DraftSeq(info, ctx.model, ctx.counters)
             ctx.counters.requests += 1
             seq.lm.feed([int(x) for x in info["prompt"]])

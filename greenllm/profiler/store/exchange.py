@@ -4,6 +4,9 @@
 siblings call these. JSON is a ``greenllm-profiles`` document with one record per line; CSV has
 one row per record with dotted columns (``ttft.p50_s``, ``gpus.1.gpu``). An import validates
 every record first and then stores them all in one transaction, so a bad row imports nothing.
+Ids in a file (``cell_id``, any ``configuration_id``) are never trusted: an import recomputes
+them from the record's configuration and workload, so files written by an older greenllm,
+whose ids hashed differently, import under today's keys.
 Files are written to a ``.tmp`` sibling and renamed, so a reader never sees half a file.
 """
 
@@ -27,12 +30,14 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT", "export_csv", "export_json", "import_csv", "import_json"]
 
 FORMAT = "greenllm-profiles"
+# Keys an export may carry that are derived from the record: dropped on import, recomputed.
+_DERIVED = frozenset({"cell_id", "configuration_id"})
 
 
 def export_json(store: ProfileStore, path: str | os.PathLike[str], **filters: Any) -> int:
     """Write ``store``'s records (all, or those matching the filters) as JSON; return how many."""
     records = store.query(**filters)
-    from greenllm import __version__
+    from greenllm.version import __version__
 
     meta = {
         "format": FORMAT,
@@ -103,7 +108,7 @@ def import_json(store: ProfileStore, path: str | os.PathLike[str]) -> int:
             raise ProfileError(
                 f"{src}: record {i} is a {type(raw).__name__}, not an object; nothing imported"
             )
-        raw = {k: v for k, v in raw.items() if k != "cell_id"}
+        raw = {k: v for k, v in raw.items() if k not in _DERIVED}
         records.append(_validate(raw, f"{src}: record {i} of {len(doc)}", shared))
     return store.put_many(records)
 
@@ -191,7 +196,7 @@ def _unflatten(row: dict[str, str]) -> dict[str, Any]:
     for key, val in row.items():
         if key is None:
             raise ValueError(f"more fields than the header has columns: {val}")
-        if key == "cell_id" or val in (None, ""):
+        if key in _DERIVED or val in (None, ""):
             continue
         if key == "provenance.extra":  # JSON, not dotted columns: kept out of _listify
             try:

@@ -19,7 +19,7 @@ import platform
 import socket
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -34,6 +34,9 @@ from greenllm.config import (
 )
 from greenllm.errors import ConfigError
 from greenllm.slo import slo_attainment
+
+if TYPE_CHECKING:
+    from greenllm.backends.base import RunResult
 
 __all__ = [
     "CarbonAtMeasurement",
@@ -184,7 +187,7 @@ class Provenance(FrozenModel):
     @classmethod
     def capture(cls, backend_version: str = "", extra: dict[str, Any] | None = None) -> Provenance:
         """Provenance of a measurement taken now on this host with this Python and greenllm."""
-        from greenllm import __version__
+        from greenllm.version import __version__
 
         return cls(
             created_utc=datetime.now(timezone.utc),
@@ -329,6 +332,36 @@ class ProfileRecord(FrozenModel):
             link_bytes=link_bytes,
             carbon=carbon,
             provenance=provenance or Provenance.capture(),
+        )
+
+    @classmethod
+    def from_run(
+        cls, run: RunResult, slo: SLO | None = None, run_id: str = "default"
+    ) -> ProfileRecord:
+        """A backend's :class:`~greenllm.backends.base.RunResult` as a record for the store.
+
+        Latencies and tokens of the served requests (unserved ones count as SLO misses), per-GPU
+        energy and allocated time, busy time capped at the run's duration, the link bytes.
+        ``slo`` defaults to the workload's.
+        """
+        r = run.requests
+        served = r.served
+        return cls.from_requests(
+            run.workload,
+            run.configuration,
+            run.backend,
+            ttft_s=r.ttft_s[served],
+            tpot_s=r.tpot_s[served],
+            energy_j=[g.energy_j for g in run.gpus],
+            duration_s=run.duration_s,
+            busy_s=[min(g.busy_s, run.duration_s) for g in run.gpus],
+            allocated_s=[g.allocated_s for g in run.gpus],
+            slo=slo,
+            n_failed=int((~served).sum()),
+            run_id=run_id,
+            input_tokens=int(r.input_tokens[served].sum()),
+            output_tokens=int(r.output_tokens[served].sum()),
+            link_bytes=int(run.link_bytes),
         )
 
 

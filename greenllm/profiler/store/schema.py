@@ -15,10 +15,23 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from greenllm.errors import ProfileError
+from greenllm.config import Configuration, Workload
+from greenllm.errors import ConfigError, ProfileError
+from greenllm.profiler.store.records import cell_id
 
-__all__ = ["ENV_VAR", "MIGRATIONS", "default_store_path", "explain", "migrate", "schema_version"]
+__all__ = [
+    "ENV_VAR",
+    "MIGRATIONS",
+    "V1_GPU_USAGE",
+    "V1_PROFILES",
+    "default_store_path",
+    "explain",
+    "migrate",
+    "rekey_cells",
+    "schema_version",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +63,8 @@ def default_store_path() -> Path:
 # --- migrations: never edit a released one; append a new function instead -------------------
 
 
-_V1_PROFILES = """CREATE TABLE profiles (
+#: The ``profiles`` table of the first release (schema version 1; tests rebuild old files).
+V1_PROFILES = """CREATE TABLE profiles (
     cell_id TEXT PRIMARY KEY NOT NULL,
     application TEXT NOT NULL, size_label TEXT NOT NULL, qps REAL NOT NULL,
     configuration_id TEXT NOT NULL, kind TEXT NOT NULL, backend TEXT NOT NULL, run_id TEXT NOT NULL,
@@ -67,7 +81,8 @@ _V1_PROFILES = """CREATE TABLE profiles (
     created_utc TEXT NOT NULL, backend_version TEXT NOT NULL, greenllm_version TEXT NOT NULL,
     python_version TEXT NOT NULL, host TEXT NOT NULL, extra_json TEXT NOT NULL)"""
 
-_V1_GPU_USAGE = """CREATE TABLE gpu_usage (
+#: The ``gpu_usage`` table of the first release (schema version 1).
+V1_GPU_USAGE = """CREATE TABLE gpu_usage (
     cell_id TEXT NOT NULL REFERENCES profiles (cell_id) ON DELETE CASCADE,
     idx INTEGER NOT NULL, gpu TEXT NOT NULL,
     energy_j REAL NOT NULL, busy_s REAL NOT NULL, allocated_s REAL NOT NULL,
@@ -76,8 +91,8 @@ _V1_GPU_USAGE = """CREATE TABLE gpu_usage (
 
 def _v1_tables(conn: sqlite3.Connection) -> None:
     """Version 1: the ``profiles`` table and its per-GPU child table ``gpu_usage``."""
-    conn.execute(_V1_PROFILES)
-    conn.execute(_V1_GPU_USAGE)
+    conn.execute(V1_PROFILES)
+    conn.execute(V1_GPU_USAGE)
 
 
 def _v2_indexes(conn: sqlite3.Connection) -> None:
@@ -87,8 +102,75 @@ def _v2_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX profiles_by_run ON profiles (backend, run_id)")
 
 
+def rekey_cells(conn: sqlite3.Connection) -> None:
+    """Re-key every stored cell to today's :attr:`~greenllm.config.Configuration.id`.
+
+    Each row keeps its configuration and workload JSON, so its configuration id and cell id
+    (:func:`~greenllm.profiler.store.records.cell_id`) are recomputed from them; ``gpu_usage``
+    rows follow their cell. Should two rows fall on one cell id, the one created last is kept
+    (as a later write of the same cell would have replaced it). A row whose JSON no longer
+    validates keeps its key (reading it names it). Idempotent; every migration that changes
+    the id rule (a new :data:`~greenllm.config.ID_VERSION`) runs it again.
+    """
+    rows = conn.execute(
+        "SELECT cell_id, configuration_id, workload_json, configuration_json, backend, run_id"
+        " FROM profiles ORDER BY created_utc, cell_id"
+    ).fetchall()
+    workloads: dict[str, Workload | None] = {}
+    configs: dict[str, Configuration | None] = {}
+    target: dict[str, tuple[str, str]] = {}  # old cell id -> (cell id, configuration id)
+    winner: dict[str, str] = {}  # cell id -> the old cell id that keeps it (the last created)
+    for old, old_cfg, wj, cj, backend, run_id in rows:
+        w, c = _parsed(Workload, wj, workloads), _parsed(Configuration, cj, configs)
+        if w is None or c is None:
+            logger.warning("cell %s: stored JSON is invalid; its key is left as it was", old)
+            target[old] = (old, old_cfg)
+        else:
+            new = cell_id(w.application, w.request_size, w.qps, c.id, backend, run_id)
+            target[old] = (new, c.id)
+        winner[target[old][0]] = old
+    old_cfg = {r[0]: r[1] for r in rows}
+    dropped = [(old,) for old, (new, _) in target.items() if winner[new] != old]
+    moves = [
+        (old, new, cfg)
+        for old, (new, cfg) in target.items()
+        if winner[new] == old and (new, cfg) != (old, old_cfg[old])
+    ]
+    conn.executemany("DELETE FROM gpu_usage WHERE cell_id = ?", dropped)
+    conn.executemany("DELETE FROM profiles WHERE cell_id = ?", dropped)
+    conn.execute("PRAGMA defer_foreign_keys = ON")  # checked at commit, when children followed
+    parked = [(old, "~" + new, cfg) for old, new, cfg in moves]  # a temporary key first, so
+    placed = [("~" + new, new, cfg) for _, new, cfg in moves]  # no new id can hit an old one
+    for step in (parked, placed):
+        conn.executemany(
+            "UPDATE profiles SET cell_id = ?, configuration_id = ? WHERE cell_id = ?",
+            [(dst, cfg, src) for src, dst, cfg in step],
+        )
+        conn.executemany(
+            "UPDATE gpu_usage SET cell_id = ? WHERE cell_id = ?", [(d, s) for s, d, _ in step]
+        )
+    if moves or dropped:
+        logger.info("re-keyed %d cells, dropped %d duplicates", len(moves), len(dropped))
+
+
+def _parsed(cls: type[Any], text: str, memo: dict[str, Any]) -> Any:
+    """``cls`` validated from JSON ``text`` once per distinct text; None if invalid."""
+    if text not in memo:
+        try:
+            memo[text] = cls.model_validate_json(text)
+        except ConfigError:
+            memo[text] = None
+    return memo[text]
+
+
+def _v3_configuration_ids(conn: sqlite3.Connection) -> None:
+    """Version 3: cells keyed by the versioned configuration id (a hash of
+    :data:`~greenllm.config.ID_FIELDS` only), not a hash of the configuration's whole JSON."""
+    rekey_cells(conn)
+
+
 #: ``MIGRATIONS[i]`` upgrades a store from version ``i`` to ``i + 1`` inside one transaction.
-MIGRATIONS: list[Migration] = [_v1_tables, _v2_indexes]
+MIGRATIONS: list[Migration] = [_v1_tables, _v2_indexes, _v3_configuration_ids]
 
 
 def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration]) -> None:
@@ -102,7 +184,7 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
             " applied_utc TEXT NOT NULL, greenllm_version TEXT NOT NULL)"
         )
-        from greenllm import __version__
+        from greenllm.version import __version__
 
         for v in range(current, len(migrations)):
             try:
@@ -138,7 +220,7 @@ def schema_version(conn: sqlite3.Connection, path: Path, latest: int) -> int:
         conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
     )
     if version > latest:
-        from greenllm import __version__
+        from greenllm.version import __version__
 
         raise ProfileError(
             f"{path} has schema version {version}, newer than this greenllm {__version__} knows "

@@ -1,12 +1,13 @@
 """The profile database: :class:`ProfileStore`, SQLite in WAL mode (paper, Sections 4.2-4.3).
 
-One row per cell (:class:`~greenllm.profiler.store.records.ProfileRecord`), upserted by cell id, so a
-resumed sweep never duplicates a row; per-GPU numbers in a child table; ``put_many`` is one
-transaction (all of a batch or none of it, even if the writer is killed). The schema is versioned
-in ``schema_version`` and upgraded on open by the functions in :data:`MIGRATIONS`. Layout,
-guarantees and the export formats: ``docs/profile-store.md``. The file's schema and migrations
-live in :mod:`greenllm.profiler.store.schema`, the record <-> row mapping in
-:mod:`greenllm.profiler.store.rows`, JSON/CSV export and import in :mod:`greenllm.profiler.store.exchange`.
+One row per cell (:class:`~greenllm.profiler.store.records.ProfileRecord`), upserted by cell
+id, so a resumed sweep never duplicates a row; per-GPU numbers in a child table; ``put_many`` is
+one transaction (all of a batch or none of it, even if the writer is killed). The schema is
+versioned in ``schema_version`` and upgraded on open by the functions in :data:`MIGRATIONS`.
+Layout, guarantees and the export formats: ``docs/profile-store.md``. The file's schema and
+migrations live in :mod:`greenllm.profiler.store.schema`, the record <-> row mapping in
+:mod:`greenllm.profiler.store.rows`, JSON/CSV export and import in
+:mod:`greenllm.profiler.store.exchange`.
 """
 
 from __future__ import annotations
@@ -33,9 +34,7 @@ from greenllm.profiler.store.rows import (
     group_rows,
     where_clause,
 )
-from greenllm.profiler.store.schema import (  # _V1_*: the first release's layout, used by tests
-    _V1_GPU_USAGE,  # noqa: F401
-    _V1_PROFILES,  # noqa: F401
+from greenllm.profiler.store.schema import (
     ENV_VAR,
     MIGRATIONS,
     default_store_path,

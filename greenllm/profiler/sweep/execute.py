@@ -27,6 +27,7 @@ from greenllm.errors import (
     ProfileError,
     WorkerError,
 )
+from greenllm.profiler.store.records import ProfileRecord
 from greenllm.profiler.sweep.grid import Cell
 
 __all__ = ["CellJob", "CellOutcome", "close_backends", "measure", "run_local"]
@@ -117,7 +118,7 @@ def measure(job: CellJob, keep_exception: bool = False) -> CellOutcome:
             result = backend.run(cell.configuration, w, requests=requests, seed=job.seed)
         else:
             result = backend.run(cell.configuration, w, duration_s=job.duration_s, seed=job.seed)
-        record = result.to_record(run_id=job.run_id)
+        record = ProfileRecord.from_run(result, run_id=job.run_id)
     except InfeasibleError as err:
         return CellOutcome(
             job.cell_id, "infeasible", message=str(err), wall_s=time.perf_counter() - t0

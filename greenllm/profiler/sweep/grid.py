@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "Cell",
     "SweepGrid",
+    "legacy_configuration_id",
     "paper_configurations",
     "parse_configurations",
     "sample_cells",
@@ -32,6 +33,13 @@ DEFAULT_NEW_GPU = "A100"
 DEFAULT_TARGET = "llama-2-7b"
 PAPER_DRAFTS = ("llama-1b", "llama-300m")
 PAPER_OLD_GPUS = ("T4", "V100")
+# The fields of a configuration in greenllm 0.1.0 (see legacy_configuration_id).
+_RELEASE_0_1_FIELDS = frozenset(
+    {
+        *("kind", "new_gpu", "old_gpu", "target_model", "draft_model", "link_gbps"),
+        "num_speculative_tokens",
+    }
+)
 _GRAMMAR = (
     "standalone | spec:DRAFT | dpd:OLD_GPU | dsd:OLD_GPU:DRAFT, each optionally @NEW_GPU, "
     "or 'paper' for the nine configurations of Section 7.1"
@@ -86,10 +94,23 @@ class Cell:
         )
 
 
-def _score(seed: int, cell: Cell) -> int:
-    """A pseudo-random rank of ``cell`` for ``seed``: independent of the order of the grid."""
-    key = "\x1f".join((str(seed), *cell.row, cell.configuration.id))
-    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big")
+def legacy_configuration_id(configuration: Configuration) -> str:
+    """The id greenllm 0.1.0 gave ``configuration``: ``<kind>-`` and the first 12 hex digits
+    of the SHA-1 of its JSON, restricted to the fields 0.1.0 had (so a new field changes nothing).
+
+    What that release wrote beside a store (infeasible sidecars) is keyed by it, and sampling
+    ranks cells by it (:func:`sample_cells`), so that a sampled sweep started with 0.1.0 keeps
+    its sample. Never change it; the store's key is :attr:`Configuration.id`.
+    """
+    text = configuration.model_dump_json(include=set(_RELEASE_0_1_FIELDS))
+    return f"{configuration.kind.value}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def _score(seed: int, cell: Cell) -> tuple[int, str]:
+    """A pseudo-random rank of ``cell`` for ``seed``: independent of the order of the grid
+    (and the same as greenllm 0.1.0's, which hashed its configuration id)."""
+    key = "\x1f".join((str(seed), *cell.row, legacy_configuration_id(cell.configuration)))
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big"), cell.configuration.id
 
 
 def sample_cells(cells: Sequence[Cell], fraction: float, seed: int = 0) -> list[Cell]:

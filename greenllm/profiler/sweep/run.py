@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from greenllm.errors import ConfigError, ProfileError
+from greenllm.profiler.store.records import cell_id
 from greenllm.profiler.sweep.execute import CellJob, CellOutcome, close_backends, run_local
 from greenllm.profiler.sweep.grid import (
     Cell,
     SweepGrid,
+    legacy_configuration_id,
 )
 from greenllm.profiler.sweep.progress import SweepProgress
 
@@ -97,6 +99,21 @@ class _Sidecar:
         self.path, self.backend, self.run_id = path, backend, run_id
         self.cells: dict[str, dict[str, Any]] = self._read()
         self.dirty: dict[str, dict[str, Any]] = {}
+        self.renamed: set[str] = set()
+
+    def adopt_legacy(self, cells: Mapping[str, Cell]) -> None:
+        """Move entries keyed by greenllm 0.1.0's cell ids to the ids of ``cells`` (by id)."""
+        stale = set(self.cells) - set(cells)
+        if not stale:
+            return
+        for cid, cell in cells.items():
+            w, c = cell.workload, cell.configuration
+            old = cell_id(w.application, w.request_size, w.qps, legacy_configuration_id(c),
+                          self.backend, self.run_id)  # fmt: skip
+            if old in stale and cid not in self.cells:
+                entry = {**self.cells.pop(old), "configuration_id": c.id}
+                self.cells[cid] = self.dirty[cid] = entry
+                self.renamed.add(old)
 
     def _read(self) -> dict[str, dict[str, Any]]:
         if self.path is None or not self.path.exists():
@@ -129,7 +146,8 @@ class _Sidecar:
         if not self.dirty or self.path is None:
             self.dirty.clear()
             return
-        merged = {**self._read(), **self.dirty}
+        merged = {k: v for k, v in self._read().items() if k not in self.renamed}
+        merged.update(self.dirty)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps({"version": 1, "cells": merged}, indent=1, sort_keys=True))
@@ -220,6 +238,7 @@ def run_sweep(
     by_id = {c.cell_id(backend, run_id): c for c in all_cells}
     done = store.done_cells(backend=backend, run_id=run_id) & set(by_id)
     sidecar = _Sidecar(infeasible_sidecar_path(store.path), backend, run_id)
+    sidecar.adopt_legacy(by_id)
     known_bad = set() if retry_infeasible else set(sidecar.cells) & set(by_id) - done
     options = tuple(sorted((backend_options or {}).items()))
     jobs = [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, TypeAlias
 
 import numpy as np
 
@@ -23,6 +23,7 @@ __all__ = [
     "ColumnMean",
     "CompletionEstimator",
     "FactorModel",
+    "Hyperparameter",
     "Observed",
     "censored_residual",
     "fit_biases",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+Hyperparameter: TypeAlias = float | int | bool | None
+"""A value of an estimator's constructor keyword (``reg=0.1``, ``refit=False``, ...)."""
 
 
 def validate_matrix(matrix: object, name: str = "matrix") -> np.ndarray:
@@ -98,11 +102,6 @@ class Observed:
     def with_values(self, values: np.ndarray) -> Observed:
         return Observed(self.rows, self.cols, values, self.shape, self.censor)
 
-    def to_matrix(self) -> np.ndarray:
-        out = np.full(self.shape, np.nan)
-        out[self.rows, self.cols] = self.values
-        return out
-
     @property
     def size(self) -> int:
         return int(self.values.size)
@@ -152,7 +151,7 @@ class CompletionEstimator:
     name: ClassVar[str] = ""
     uses_rank: ClassVar[bool] = False
     #: constructor overrides for the cheap fits of a subsampled rank search
-    fast_cv_params: ClassVar[dict[str, Any]] = {}
+    fast_cv_params: ClassVar[dict[str, Hyperparameter]] = {}
     #: hyperparameters that the rank search also tunes, with their candidate values
     tuned_params: ClassVar[dict[str, tuple[float, ...]]] = {}
 
@@ -204,6 +203,13 @@ class FactorModel(CompletionEstimator):
     """Shared prediction of ``centre + scale * (b_i + c_j + p_i . q_j)`` (standardised fit)."""
 
     uses_rank = True
+    # set by the subclass's _fit: standardisation, biases and factors
+    centre_: float
+    scale_: float
+    row_bias_: np.ndarray
+    col_bias_: np.ndarray
+    p_: np.ndarray
+    q_: np.ndarray
 
     def _predict_full(self) -> np.ndarray:
         n, m = self.p_.shape[0], self.q_.shape[0]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from greenllm.scheduler.completion.base import (
     BiasBaseline,
     ColumnMean,
     CompletionEstimator,
+    Hyperparameter,
     Observed,
     censored_residual,
     validate_matrix,
@@ -60,7 +61,7 @@ RANK_CANDIDATES = (1, 2, 3, 4, 6, 8)
 
 
 def make_estimator(
-    method: str, rank: int | None = None, seed: int | None = 0, **params: Any
+    method: str, rank: int | None = None, seed: int | None = 0, **params: Hyperparameter
 ) -> CompletionEstimator:
     """The estimator for ``method`` with ``rank`` (if it has one) and ``random_state=seed``."""
     if method not in METHODS:
@@ -82,11 +83,16 @@ class RankSearch:
     errors: dict[int, float] = field(default_factory=dict)
     entries: Observed | None = None
     residuals: np.ndarray | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Hyperparameter] = field(default_factory=dict)
 
 
 def _cv_residuals(
-    obs: Observed, folds: np.ndarray, method: str, rank: int | None, seed: int, params: dict
+    obs: Observed,
+    folds: np.ndarray,
+    method: str,
+    rank: int | None,
+    seed: int,
+    params: Mapping[str, Hyperparameter],
 ) -> np.ndarray:
     resid = np.full(obs.size, np.nan)
     for f in range(int(folds.max()) + 1):
@@ -99,7 +105,12 @@ def _cv_residuals(
 
 
 def _search(
-    obs: Observed, method: str, candidates: list[int] | None, n_folds: int, seed: int, params: dict
+    obs: Observed,
+    method: str,
+    candidates: list[int] | None,
+    n_folds: int,
+    seed: int,
+    params: Mapping[str, Hyperparameter],
 ) -> RankSearch:
     cls = METHODS.get(method)
     if cls is None:
@@ -137,7 +148,8 @@ def _search(
             break
     lowest = min(errors.values())
     rank = min(k for k, e in errors.items() if e <= lowest * 1.005)
-    best_err, resid, chosen = errors[rank], resids[rank], {}
+    best_err, resid = errors[rank], resids[rank]
+    chosen: dict[str, Hyperparameter] = {}
     for key, grid in cls.tuned_params.items():  # then each tuned hyperparameter, at that rank
         if key in user_params:
             continue
@@ -164,7 +176,7 @@ def select_rank(
     candidates: list[int] | None = None,
     n_folds: int = 5,
     seed: int = 0,
-    **params: Any,
+    **params: Hyperparameter,
 ) -> RankSearch:
     """Choose the rank of ``method`` by K-fold cross-validation on the observed entries.
 
@@ -200,7 +212,7 @@ def _prepare(matrix: object, transform: str) -> tuple[Observed, Observed, Transf
 
 
 def _fit(
-    zobs: Observed, method: str, rank: int | None, seed: int, params: dict
+    zobs: Observed, method: str, rank: int | None, seed: int, params: Mapping[str, Hyperparameter]
 ) -> tuple[np.ndarray, RankSearch]:
     search = RankSearch(rank) if rank is not None else _search(zobs, method, None, 5, seed, params)
     est = make_estimator(method, search.rank, seed, **params, **search.params).fit_observed(zobs)
@@ -213,7 +225,7 @@ def complete(
     rank: int | None = None,
     seed: int = 0,
     transform: str = "identity",
-    **params: Any,
+    **params: Hyperparameter,
 ) -> np.ndarray:
     """Fill the NaN entries of ``matrix`` (rows = workloads, columns = configurations).
 
@@ -231,14 +243,22 @@ def complete(
 
 
 def complete_carbon(
-    matrix: object, method: str = "sgd", rank: int | None = None, seed: int = 0, **params: Any
+    matrix: object,
+    method: str = "sgd",
+    rank: int | None = None,
+    seed: int = 0,
+    **params: Hyperparameter,
 ) -> np.ndarray:
     """:func:`complete` in log space: carbon is positive and its factors multiply."""
     return complete(matrix, method, rank, seed, transform="log", **params)
 
 
 def complete_attainment(
-    matrix: object, method: str = "sgd", rank: int | None = None, seed: int = 0, **params: Any
+    matrix: object,
+    method: str = "sgd",
+    rank: int | None = None,
+    seed: int = 0,
+    **params: Hyperparameter,
 ) -> np.ndarray:
     """:func:`complete` in logit space (inputs clipped to [1e-3, 1 - 1e-3]); output in [0, 1]."""
     return complete(matrix, method, rank, seed, transform="logit", **params)
@@ -262,10 +282,6 @@ class CompletionResult:
     method: str
     rank: int | None
     transform: str
-
-    @property
-    def filled_mask(self) -> np.ndarray:
-        return ~self.observed_mask
 
 
 ERROR_BY = ("row+column", "column")
@@ -304,7 +320,7 @@ def complete_with_uncertainty(
     transform: str = "identity",
     n_folds: int = 5,
     error_by: str = "row+column",
-    **params: Any,
+    **params: Hyperparameter,
 ) -> CompletionResult:
     """:func:`complete` plus a per-cell error estimate (see :class:`CompletionResult`).
 

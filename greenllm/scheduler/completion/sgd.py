@@ -7,12 +7,18 @@ map back at prediction time, so their hyperparameters do not depend on the units
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from greenllm.errors import ConfigError
-from greenllm.scheduler.completion.base import FactorModel, Observed, censored_residual, fit_biases
+from greenllm.scheduler.completion.base import (
+    FactorModel,
+    Hyperparameter,
+    Observed,
+    censored_residual,
+    fit_biases,
+)
 from greenllm.scheduler.completion.numerics import sample_rows, split_folds, standardize, top_svd
 
 __all__ = ["SGDFactorization", "check_rank", "dense", "ridge_rows", "svd_init"]
@@ -47,9 +53,9 @@ def svd_init(
 
 def dense(obs: Observed, values: np.ndarray, dtype: type = bool) -> tuple[np.ndarray, np.ndarray]:
     """``values`` at the observed cells of a zero matrix, and the observed mask (as ``dtype``)."""
-    z = np.zeros(obs.shape, dtype=np.float64 if dtype is bool else dtype)
+    z: np.ndarray = np.zeros(obs.shape, dtype=np.float64 if dtype is bool else dtype)
     z[obs.rows, obs.cols] = values
-    mask = np.zeros(obs.shape, dtype=dtype)
+    mask: np.ndarray = np.zeros(obs.shape, dtype=dtype)
     mask[obs.rows, obs.cols] = True
     return z, mask
 
@@ -122,7 +128,7 @@ class SGDFactorization(FactorModel):
 
     name = "sgd"
     uses_rank = True
-    fast_cv_params: ClassVar[dict[str, Any]] = {"refit": False, "patience": 5}
+    fast_cv_params: ClassVar[dict[str, Hyperparameter]] = {"refit": False, "patience": 5}
     tuned_params: ClassVar[dict[str, tuple[float, ...]]] = {"reg": (0.01, 0.1, 1.0, 3.0)}
 
     def __init__(

@@ -107,9 +107,12 @@ class SoftImpute(CompletionEstimator):
         xv: np.ndarray,
     ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         n, m = obs.shape
-        state: tuple[np.ndarray, ...] = (np.zeros((n, m)), np.zeros(n), np.zeros(m), *[None] * 2)
+        # (z, b, c, U, Vt): start from zero, no singular vectors yet
+        state: tuple[np.ndarray, ...] = (
+            np.zeros((n, m)), np.zeros(n), np.zeros(m), np.zeros((n, 0)), np.zeros((0, m))
+        )
         errors = np.full(lambdas.size, np.inf)
-        final = state
+        final: tuple[np.ndarray, ...] = state
         for k, lam in enumerate(lambdas):
             state = self._solve(obs, x, lam, state)
             final = (self._debias(obs, x, state), *state[1:3])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 
@@ -16,7 +16,7 @@ __all__ = ["SurpriseSVD", "surprise_available"]
 logger = logging.getLogger(__name__)
 
 
-def _import_surprise() -> Any:
+def _import_surprise() -> ModuleType:
     try:
         import surprise
     except ImportError as err:

@@ -14,6 +14,7 @@ from greenllm.backends.sim import EngineParams, SimBackend, forward_time_s
 from greenllm.carbon import get_gpu
 from greenllm.config import SLO, ConfigKind, Configuration, RequestSize, Workload
 from greenllm.errors import ConfigError
+from greenllm.profiler.store import ProfileRecord
 from greenllm.workloads import RequestSet
 from tests.backends.sim.test_configs import DPD, DSD, SPEC, STANDALONE, configurations
 
@@ -173,5 +174,5 @@ def test_empty_run_and_record() -> None:
     r = SimBackend().run(DSD, WORKLOAD, requests=RequestSet(np.zeros(0), [], []))
     assert r.duration_s == 0 and r.link_bytes == 0 and all(g.energy_j == 0 for g in r.gpus)
     full = SimBackend().run(DSD, WORKLOAD, duration_s=5, seed=0)
-    rec = full.to_record()
+    rec = ProfileRecord.from_run(full)
     assert rec.link_bytes == full.link_bytes and rec.n_requests == len(full.requests)

@@ -17,10 +17,10 @@ from greenllm.backends.sim import (
     forward_time_s,
     get_model,
 )
-from greenllm.backends.sim.configs import _SpecTwoGPU
 from greenllm.backends.sim.instance import BusyLog
 from greenllm.backends.sim.options import plan
 from greenllm.backends.sim.roofline import kv_capacity_tokens, step_model
+from greenllm.backends.sim.speculation import SpecTwoGPUTimeline
 from greenllm.config import Configuration, RequestSize, Workload
 from greenllm.errors import ConfigError, InfeasibleError
 from greenllm.workloads import RequestSet
@@ -255,7 +255,7 @@ def test_dsd_overlap_step_is_never_slower(gbps, b, ctx, ctok, k, old) -> None:
         return
     ends = {}
     for overlap in (True, False):
-        tl = _SpecTwoGPU(
+        tl = SpecTwoGPUTimeline(
             step_model("llama-2-7b", "A100"),
             step_model("llama-1b", old),
             k,

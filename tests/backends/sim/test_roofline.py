@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from greenllm.backends.sim import StepModel, forward_time_s, get_model
 from greenllm.backends.sim import calibration as cal
+from greenllm.backends.sim import efficiency as eff
 from greenllm.backends.sim.roofline import (
     gpu_memory_bytes,
     kv_capacity_tokens,
@@ -140,12 +141,12 @@ def test_unknown_names_are_config_errors() -> None:
 
 def test_efficiency_override() -> None:
     base = StepModel("llama-2-7b", "A100")
-    fast = StepModel("llama-2-7b", "A100", cal.Efficiency(0.5, 1.0, 0.0, 50.0))
+    fast = StepModel("llama-2-7b", "A100", eff.Efficiency(0.5, 1.0, 0.0, 50.0))
     assert fast.time_s(1, 0, 1) < base.time_s(1, 0, 1)
     read = step_cost("llama-2-7b", "A100", 1).bytes
     assert fast.time_s(1, 0, 1) == pytest.approx(read / 1555e9, rel=0.01)  # data-sheet roof
     with pytest.raises(ConfigError):
-        StepModel("llama-2-7b", "A100", cal.Efficiency(0.0, 1.0))
+        StepModel("llama-2-7b", "A100", eff.Efficiency(0.0, 1.0))
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -215,16 +216,16 @@ def test_per_token_decode_latency_within_documented_error() -> None:
 
 def test_fit_reproduces_constants() -> None:
     k, t0, p = cal.fit()
-    assert k == pytest.approx(cal.K_COMPUTE, rel=2e-3)
-    assert t0 == pytest.approx(cal.OVERHEAD_S, rel=2e-3)
-    assert p == pytest.approx(cal.ROOFLINE_P, rel=2e-3)
+    assert k == pytest.approx(eff.K_COMPUTE, rel=2e-3)
+    assert t0 == pytest.approx(eff.OVERHEAD_S, rel=2e-3)
+    assert p == pytest.approx(eff.ROOFLINE_P, rel=2e-3)
 
 
 def test_every_catalog_gpu_has_plausible_efficiencies() -> None:
     from greenllm.carbon import list_gpus
 
     for name in list_gpus():
-        e = cal.efficiency_for(get_gpu(name))
+        e = eff.efficiency_for(get_gpu(name))
         assert 0.2 < e.compute <= 1.0 and 0.5 < e.memory <= 1.0, name
         assert math.isfinite(forward_time_s("llama-1b", name, 16, 100, 4))
 

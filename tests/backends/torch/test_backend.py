@@ -16,13 +16,15 @@ import pytest
 
 from greenllm.backends.base import Backend, RunResult
 from greenllm.config import Configuration, Workload
-from greenllm.errors import ConfigError
+from greenllm.errors import BackendClosedError, ConfigError
+from greenllm.profiler.store import ProfileRecord
 from greenllm.workloads import RequestSet
 from greenllm.workloads import workload as app_workload
-from tests.engine.runtime_conftest_helpers import save_target_and_draft
+from tests.engine.helpers import save_target_and_draft
+from tests.extras import require
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = require("torch")
+require("transformers")
 
 WORKLOAD: Workload = app_workload("sharegpt", 2.0, size="p25")
 # Two requests close together (the second arrives while the first is served), one much later.
@@ -102,6 +104,7 @@ def test_run_invariants_and_exact_greedy_tokens(
         assert len(t.tokens_of(i)) == REQUESTS.output_tokens[i]
         assert np.all(np.diff(t.tokens_of(i)) >= 0)
     assert r.duration_s == pytest.approx(float(t.finish_s.max()))
+    assert r.extra["devices"] == {"new": "cpu", "old": None if kind == "standalone" else "cpu"}
     # greedy: every configuration reproduces the target alone, token for token
     from greenllm.backends.torch.support import build_prompts
 
@@ -110,7 +113,7 @@ def test_run_invariants_and_exact_greedy_tokens(
     for g in r.gpus:
         assert 0 < g.busy_s <= g.allocated_s == r.duration_s
         assert g.energy_j > 0 and len(g.power_w) == len(g.power_times_s) > 0
-    rec = r.to_record()
+    rec = ProfileRecord.from_run(r)
     assert rec.n_requests == 3 and rec.output_tokens == 31 and rec.link_bytes == r.link_bytes
 
 
@@ -199,5 +202,8 @@ def test_close_is_idempotent_and_leaves_no_workers(
     backend.close()
     assert backend.engines == []
     assert not any(Path(f"/proc/{p}").exists() for p in pids)
-    with pytest.raises(ConfigError, match="closed"):
+    with pytest.raises(BackendClosedError, match="closed"):
         backend.run(_cfg("dpd", folders), WORKLOAD, requests=REQUESTS)
+    with pytest.raises(BackendClosedError):
+        backend.engine_for(_cfg("dpd", folders))  # nor are engines started
+    assert backend.engines == []

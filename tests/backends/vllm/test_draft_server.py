@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+from tests.extras import require
+
+torch = require("torch")
+require("transformers")
 
 from greenllm.backends.vllm.draft_server import parse_cpus
 from greenllm.backends.vllm.proposer import DraftClient
@@ -46,7 +48,7 @@ def test_the_server_proposes_greedy_drafts_and_dying_means_no_proposals(tiny_dir
     try:
         assert proc.stdout is not None
         ready = json.loads(proc.stdout.readline())
-        assert ready["event"] == "ready" and ready["port"] > 0
+        assert ready["type"] == "ready" and ready["port"] > 0
         model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
         client = DraftClient(("127.0.0.1", ready["port"]), timeout_s=30.0, retry_s=0.0)
         a, b = [5, 17, 99, 3, 42], [7, 7, 8]

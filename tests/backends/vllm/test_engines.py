@@ -18,6 +18,7 @@ import pytest
 from greenllm.backends.base import RunResult
 from greenllm.carbon import get_gpu
 from greenllm.config import Configuration
+from greenllm.profiler.store import ProfileRecord
 from greenllm.workloads import RequestSet
 from tests.backends.vllm.conftest import REQUESTS, SELF_DRAFT, TARGET, WORKLOAD
 
@@ -48,7 +49,7 @@ def run(backend: Any, kind: str) -> RunResult:
 
 def check_common(result: RunResult) -> None:
     r = result.requests
-    assert r.served.all() and result.extra["device"] == "cpu"
+    assert r.served.all() and result.extra["devices"]["new"] == "cpu"
     assert [len(t) for t in result.extra["token_ids"]] == REQUESTS.output_tokens.tolist()
     assert np.all(r.ttft_s > 0) and np.all(r.finish_s >= r.first_token_s)
     for i in range(len(r)):
@@ -57,7 +58,8 @@ def check_common(result: RunResult) -> None:
         spec = get_gpu(g.gpu)
         assert 0 < g.busy_s <= g.allocated_s == pytest.approx(result.duration_s)
         assert spec.idle_power_w * g.allocated_s < g.energy_j < spec.max_power_w * g.allocated_s
-    assert result.energy == "modelled" and result.to_record().n_requests == len(REQUESTS)
+    assert result.energy == "modelled"
+    assert ProfileRecord.from_run(result).n_requests == len(REQUESTS)
 
 
 def test_standalone_generates(backend: Any) -> None:
@@ -68,6 +70,7 @@ def test_standalone_generates(backend: Any) -> None:
     features = result.extra["vllm_features"]  # probed in the worker at start-up
     assert features and all(features.values()), features
     assert [g.role for g in result.gpus] == ["target"]
+    assert result.extra["devices"] == {"new": "cpu", "old": None}
 
 
 def test_spec_decode_equals_standalone(backend: Any) -> None:
@@ -89,6 +92,7 @@ def test_dpd_moves_the_kv_cache_and_equals_standalone(backend: Any) -> None:
     assert result.link_bytes == x["kv_bytes"] + x["handoff_bytes"] and x["handoff_bytes"] > 0
     assert x["kv_bytes"] <= x["kv_store_bytes"] < 1.01 * x["kv_bytes"]  # the files really moved
     assert [g.role for g in result.gpus] == ["prefill", "decode"]
+    assert x["devices"] == {"new": "cpu", "old": "cpu"}
     if len(os.sched_getaffinity(0)) == 2:  # the two "GPUs" are two disjoint cores here
         assert x["cpu_cores"] == {"prefill": "0", "decode": "1"}
 
@@ -102,6 +106,7 @@ def test_dsd_equals_standalone_with_a_remote_draft(backend: Any) -> None:
     assert result.spec_proposed_tokens > 0 and result.acceptance_rate > 0.5
     assert result.link_bytes == d["bytes"] > 0
     assert [g.role for g in result.gpus] == ["target", "draft"]
+    assert result.extra["devices"] == {"new": "cpu", "old": "cpu"}  # the draft server's
 
 
 def test_dsd_survives_the_draft_server_being_killed(backend: Any) -> None:
@@ -111,7 +116,7 @@ def test_dsd_survives_the_draft_server_being_killed(backend: Any) -> None:
     server = backend.draft_servers[next(iter(backend.draft_servers))]
     pid = server.pid
     assert pid is not None
-    log = backend._draft_log()
+    log = backend.proposer_log
     start = log.stat().st_size
     killed = threading.Event()
 

@@ -37,7 +37,9 @@ def test_dpd_over_nixl_moves_the_kv_cache_and_equals_standalone(nixl_backend) ->
                              requests=REQUESTS)  # fmt: skip
     dpd = nixl_backend.run(Configuration(kind="dpd", old_gpu="T4", target_model=TARGET),
                            WORKLOAD, requests=REQUESTS)  # fmt: skip
-    assert plain.extra["device"].startswith("cuda") and dpd.extra["device"].startswith("cuda")
+    assert plain.extra["devices"]["new"].startswith("cuda")
+    assert plain.extra["devices"]["old"] is None
+    assert all(d.startswith("cuda") for d in dpd.extra["devices"].values())
     assert dpd.extra["token_ids"] == plain.extra["token_ids"]
     assert dpd.extra["external_kv_tokens"] > 0 and dpd.link_bytes > 0
     assert dpd.energy == "measured"  # NVML samples the GPUs

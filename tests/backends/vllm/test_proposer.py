@@ -60,7 +60,8 @@ class Server:
                 for row, keep, append in msg["rows"]:
                     contexts[row] = contexts.get(row, [])[:keep] + append
                     ids.append([contexts[row][-1]] * msg["k"])
-                f.write(json.dumps({"ids": ids, "busy_s": 0.001}).encode() + b"\n")
+                reply = {"type": "proposal", "ids": ids, "busy_s": 0.001}
+                f.write(json.dumps(reply).encode() + b"\n")
                 f.flush()
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Scratch folders, model names, the vLLM Python lookup, prompts and result assembly."""
+"""Scratch folders, model names, the vLLM Python lookup, prompts and the proposer log."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from greenllm.backends.prompts import fit_length, prompt_texts
 from greenllm.backends.vllm import PYTHON_ENV, find_vllm_python
 from greenllm.backends.vllm.engine_args import split_cores
-from greenllm.backends.vllm.models import ALIASES, fit_length, prompt_texts, resolve_model
-from greenllm.backends.vllm.results import draft_log, gpu_trace, timings
-from greenllm.backends.vllm.router import RequestRecord
+from greenllm.backends.vllm.results import draft_log
 from greenllm.backends.vllm.scratch import Scratch
-from greenllm.energy import power_model
+from greenllm.engine import resolve_model_dir
+from greenllm.engine.model.resolve import ALIASES
 from greenllm.errors import BackendUnavailableError, ConfigError
-from greenllm.workloads import RequestSet
 
 
 def test_scratch_points_vllm_caches_inside_and_is_removed(tmp_path: Path) -> None:
@@ -52,9 +51,9 @@ def test_find_vllm_python(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 def test_model_names(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    assert resolve_model(str(tmp_path)) == tmp_path.resolve()
+    assert resolve_model_dir(str(tmp_path)) == tmp_path.resolve()
     with pytest.raises(ConfigError) as err:
-        resolve_model("llama-1b")
+        resolve_model_dir("llama-1b")
     assert all(alias in str(err.value) for alias in ALIASES)
 
 
@@ -76,21 +75,10 @@ def test_split_cores() -> None:
     assert split_cores(1) == []
 
 
-def test_timings_from_streamed_tokens() -> None:
-    reqs = RequestSet(np.array([0.0, 1.0]), np.array([10, 10]), np.array([3, 2]))
-    t0 = 100.0
-    recs = [RequestRecord(0, t0, [5, 6, 7], [100.5, 100.6, 100.6], finished=True),
-            RequestRecord(1, t0 + 1, [8, 9], [101.4, 101.9], finished=True)]  # fmt: skip
-    t = timings(reqs, recs, t0)
-    np.testing.assert_allclose(t.ttft_s, [0.5, 0.4])
-    np.testing.assert_allclose(t.finish_s, [0.6, 1.9])
-    np.testing.assert_allclose(t.tokens_of(1), [1.4, 1.9])
-    np.testing.assert_allclose(t.tpot_s, [0.05, 0.5])
-
-
 def test_draft_log_sums_one_run(tmp_path: Path) -> None:
     log = tmp_path / "p.jsonl"
-    old = {"t0": 1.0, "t": 1.1, "outcome": "ok", "sent": 50, "received": 30, "busy_s": 0.05}
+    old = {"type": "draft_call", "t0": 1.0, "t": 1.1, "outcome": "ok", "sent": 50,
+           "received": 30, "busy_s": 0.05}  # fmt: skip
     log.write_text(json.dumps(old) + "\n")
     start = log.stat().st_size
     rows = [
@@ -100,20 +88,10 @@ def test_draft_log_sums_one_run(tmp_path: Path) -> None:
         {"t0": 11.4, "t": 11.4, "outcome": "down", "sent": 0, "received": 0, "busy_s": 0},
     ]  # fmt: skip
     with log.open("a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+        f.writelines(json.dumps({"type": "draft_call", **r}) + "\n" for r in rows)
+        f.write('{"type": "other"}\n{"t0": 12.0, "outcome": "ok"')  # not calls; a cut line
     d = draft_log(log, start, t0=10.0)
     assert (d["calls"], d["ok"], d["fallbacks"], d["timeouts"], d["bytes"]) == (3, 1, 2, 1, 160)
     s, e = d["intervals"]
     np.testing.assert_allclose(np.c_[s, e], [[0.1, 0.2]])
     assert draft_log(tmp_path / "missing", 0, 0.0)["calls"] == 0
-
-
-def test_modelled_energy_is_the_sim_power_model() -> None:
-    iv = (np.array([1.0, 3.0]), np.array([2.0, 3.5]), np.array([1.0, 0.36]))
-    g = gpu_trace("T4", "decode", iv, 4.0, 0.2)
-    pm = power_model("T4")
-    assert g.busy_s == pytest.approx(1.5) and g.allocated_s == 4.0
-    assert g.energy_j == pytest.approx(pm.idle_w * 4 + pm.dynamic_w * (1.0 + 0.5 * 0.36))
-    assert np.sum(g.power_w) * 0.2 == pytest.approx(g.energy_j)
-    measured = gpu_trace("T4", "decode", iv, 4.0, 0.2, measured_j=123.0)
-    assert measured.energy_j == 123.0 and len(measured.power_w) == 0

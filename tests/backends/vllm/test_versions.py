@@ -70,7 +70,7 @@ def test_worker_without_vllm_reports_unavailable(tmp_path: Path) -> None:
     w = WorkerProcess("nov", Path(sys.executable), "greenllm.backends.vllm.worker",
                       log_path=tmp_path / "w.log")  # fmt: skip
     try:
-        w.send({"op": "start", "kind": "standalone", "device": "cpu", "engine": {}})
+        w.send({"type": "start", "kind": "standalone", "device": "cpu", "engine": {}})
         with pytest.raises(BackendUnavailableError, match="vLLM is not importable"):
             w.wait_for("ready", 60)
     finally:
@@ -78,7 +78,7 @@ def test_worker_without_vllm_reports_unavailable(tmp_path: Path) -> None:
     w2 = WorkerProcess("bad", Path(sys.executable), "greenllm.backends.vllm.worker",
                        log_path=tmp_path / "w2.log")  # fmt: skip
     try:
-        w2.send({"op": "generate"})
+        w2.send({"type": "generate"})
         with pytest.raises(WorkerError, match="first command must be 'start'"):
             w2.wait_for("ready", 60)
     finally:

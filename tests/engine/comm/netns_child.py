@@ -29,8 +29,8 @@ def main() -> None:
             stats = engine.stats()
             report[mode] = {
                 "equal": [list(o.tokens) for o in outs] == expected,
-                "worker_netns": {h.side: os.readlink(f"/proc/{h.pid}/ns/net")
-                                 for h in engine._rt.handles},
+                "worker_netns": {w["side"]: os.readlink(f"/proc/{w['pid']}/ns/net")
+                                 for w in engine.workers},
                 "bytes_old_to_new": sum(stats.bytes_old_to_new.values()),
                 "bytes_new_to_old": sum(stats.bytes_new_to_old.values()),
             }  # fmt: skip

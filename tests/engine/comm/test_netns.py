@@ -16,7 +16,6 @@ import pytest
 
 from greenllm.engine.comm.netns import ShapedLink, netns_unavailable_reason
 from greenllm.errors import BackendUnavailableError, ConfigError
-from tests.engine.runtime_conftest_helpers import tiny_dirs_fixture  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[3]
 

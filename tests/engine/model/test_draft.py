@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from greenllm.errors import ConfigError
+from tests.extras import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 from greenllm.engine import distill_draft, layerskip_draft, measure_acceptance
 from greenllm.engine.model.draft import distill

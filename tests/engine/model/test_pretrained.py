@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from greenllm.errors import BackendUnavailableError, ConfigError
+from tests.extras import require
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = require("torch")
+require("transformers")
 
 from greenllm.engine import (
     cache_dir,

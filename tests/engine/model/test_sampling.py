@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from greenllm.errors import ConfigError
+from tests.extras import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 from greenllm.engine import SamplingParams, probs_from_logits, sample
 from greenllm.engine.model.sampling import sample_row, uniform

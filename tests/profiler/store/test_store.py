@@ -32,7 +32,7 @@ from greenllm.profiler.store import (
     cell_id,
     default_store_path,
 )
-from greenllm.profiler.store.schema import MIGRATIONS
+from greenllm.profiler.store.schema import MIGRATIONS, V1_GPU_USAGE, V1_PROFILES
 from greenllm.slo import slo_attainment
 from tests.profiler.store.store_writer import make_record
 
@@ -249,6 +249,25 @@ def test_invalid_records_raise_config_error(change: dict, match: str) -> None:
         _record(0, **change)
 
 
+def test_from_run_summarises_a_backend_run() -> None:
+    from greenllm.backends import get_backend
+    from greenllm.workloads import workload
+
+    run = get_backend("sim").run(CONFIGS[3], workload("sharegpt", 4.0), duration_s=5, seed=0)
+    rec = ProfileRecord.from_run(run, run_id="r1")
+    r = run.requests
+    assert (rec.backend, rec.run_id, rec.workload, rec.configuration) == (
+        "sim", "r1", run.workload, run.configuration)  # fmt: skip
+    assert rec.n_requests == len(r) and rec.ttft.count == int(r.served.sum())
+    assert rec.output_tokens == run.output_tokens and rec.link_bytes == run.link_bytes
+    assert [(g.gpu, g.energy_j, g.allocated_s) for g in rec.gpus] == [
+        (g.gpu, g.energy_j, g.allocated_s) for g in run.gpus]  # fmt: skip
+    assert all(g.busy_s <= run.duration_s for g in rec.gpus)
+    assert rec.slo_attainment == pytest.approx(run.slo_attainment())
+    strict = SLO(ttft_s=1e-3, tpot_s=1e-3)
+    assert ProfileRecord.from_run(run, slo=strict).workload.slo == strict
+
+
 def test_record_needs_the_workload_slo() -> None:
     raw = make_record(0).model_dump()
     raw["workload"]["slo"] = None
@@ -324,7 +343,7 @@ def test_round_trip_and_queries(tmp_path: Path) -> None:
         assert store.query(backend="sim", run_id="other") == []
         with pytest.raises(ConfigError, match="allowed: standalone"):
             store.query(kind="turbo")
-        assert store.schema_version == len(MIGRATIONS) == 2
+        assert store.schema_version == len(MIGRATIONS) == 3
     with sqlite3.connect(tmp_path / "p.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -581,7 +600,7 @@ def _indexes(path: Path) -> set[str]:
         }
 
 
-def test_v1_store_is_migrated_to_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_v1_store_is_migrated_to_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "v1.sqlite"
     recs = [make_record(i) for i in range(5)]
     monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS[:1])  # an older greenllm: v1 only
@@ -591,7 +610,7 @@ def test_v1_store_is_migrated_to_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert _indexes(path) == set()
     monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
     with ProfileStore(path) as new:
-        assert new.schema_version == 2
+        assert new.schema_version == len(MIGRATIONS)
         assert {r.cell_id: r for r in new.query()} == {r.cell_id: r for r in recs}
     assert {"profiles_by_workload", "profiles_by_configuration", "profiles_by_run"} <= _indexes(
         path
@@ -599,21 +618,21 @@ def test_v1_store_is_migrated_to_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with sqlite3.connect(path) as conn:
         assert [
             r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")
-        ] == [1, 2]
+        ] == list(range(1, len(MIGRATIONS) + 1))
 
 
 def test_hand_made_v1_layout_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "hand.sqlite"
     with sqlite3.connect(path) as conn:  # what greenllm's first release wrote
-        conn.execute(store_mod._V1_PROFILES)
-        conn.execute(store_mod._V1_GPU_USAGE)
+        conn.execute(V1_PROFILES)
+        conn.execute(V1_GPU_USAGE)
         conn.execute(
             "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
             " applied_utc TEXT NOT NULL, greenllm_version TEXT NOT NULL)"
         )
         conn.execute("INSERT INTO schema_version VALUES (1, '2025-01-01T00:00:00+00:00', '0.0.1')")
     with ProfileStore(path) as store:
-        assert store.schema_version == 2 and len(store) == 0
+        assert store.schema_version == len(MIGRATIONS) and len(store) == 0
         store.put(make_record(1))
         assert store.get(make_record(1).cell_id) == make_record(1)
 
@@ -637,7 +656,7 @@ def test_a_third_migration_is_a_function_run_once(
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*MIGRATIONS, v3_add_column])
     for _ in range(2):
         with ProfileStore(path) as store:
-            assert store.schema_version == 3 and len(store) == 4
+            assert store.schema_version == len(MIGRATIONS) + 1 and len(store) == 4
     assert calls == [1]
     with sqlite3.connect(path) as conn:
         totals = dict(conn.execute("SELECT cell_id, energy_total_j FROM profiles"))
@@ -656,11 +675,13 @@ def test_a_failing_migration_changes_nothing(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*MIGRATIONS, v3_broken])
-    with pytest.raises(ProfileError, match=r"version 2 to 3 failed.*unchanged at version 2"):
+    n = len(MIGRATIONS)
+    failed = rf"version {n} to {n + 1} failed.*unchanged at version {n}"
+    with pytest.raises(ProfileError, match=failed):
         ProfileStore(path).open()
     monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
     with ProfileStore(path) as store:
-        assert store.schema_version == 2 and store.get(make_record(0).cell_id) == make_record(0)
+        assert store.schema_version == n and store.get(make_record(0).cell_id) == make_record(0)
     with sqlite3.connect(path) as conn:
         assert "half_done" not in {r[1] for r in conn.execute("PRAGMA table_info(profiles)")}
 

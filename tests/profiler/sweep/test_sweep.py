@@ -36,6 +36,7 @@ from greenllm.profiler.sweep import (
     sample_cells,
 )
 from greenllm.profiler.sweep import progress as sweep_progress
+from tests.extras import require
 from tests.profiler.sweep import sweep_child
 
 REPO = Path(__file__).resolve().parents[3]
@@ -380,7 +381,9 @@ def test_progress_eta_from_the_session_rate(monkeypatch) -> None:
 
 @pytest.mark.parametrize("with_tqdm", [True, False])
 def test_progress_bar_on_stderr(tmp_path: Path, capsys, monkeypatch, with_tqdm: bool) -> None:
-    if not with_tqdm:
+    if with_tqdm:
+        require("tqdm")
+    else:
         monkeypatch.setitem(sys.modules, "tqdm", None)  # import fails: plain lines
     sweep_child.run(str(tmp_path / "s.sqlite"), progress=True)
     err = capsys.readouterr().err
@@ -526,7 +529,7 @@ def test_ray_missing_names_the_extra(tmp_path: Path, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_ray_sweep_on_a_local_cluster(tmp_path: Path, monkeypatch, reference) -> None:
-    ray = pytest.importorskip("ray")
+    ray = require("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray.init(
         num_cpus=2,

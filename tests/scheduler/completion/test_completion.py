@@ -28,8 +28,9 @@ from greenllm.scheduler.completion.base import Observed, censored_residual, vali
 from greenllm.scheduler.completion.complete import make_estimator
 from greenllm.scheduler.completion.numerics import sample_rows, split_folds
 from greenllm.scheduler.completion.transforms import get_transform
+from tests.extras import needs
 
-NEEDS_SURPRISE = pytest.mark.skipif(not surprise_available(), reason="scikit-surprise absent")
+NEEDS_SURPRISE = needs("surprise")
 ALL_METHODS = [
     pytest.param(m, marks=NEEDS_SURPRISE) if m == "surprise" else m for m in sorted(METHODS)
 ]

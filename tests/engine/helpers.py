@@ -1,6 +1,5 @@
-"""Fixtures for the engine runtime tests: tiny model folders on disk (workers load models in
-their own processes) and target-only greedy references. Import the fixtures into a test
-module by importing ``tiny_dirs_fixture`` (it registers as ``tiny_dirs``)."""
+"""Helpers of the engine runtime tests: tiny model folders on disk (workers load models in their
+own processes) and target-only greedy references. The ``tiny_dirs`` fixture is in conftest.py."""
 
 from __future__ import annotations
 
@@ -8,17 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-__all__ = ["reference", "run_async", "save_target_and_draft", "tiny_dirs_fixture"]
-
-
-@pytest.fixture(scope="session", name="tiny_dirs")
-def tiny_dirs_fixture(tmp_path_factory: pytest.TempPathFactory, tiny_target: Any) -> dict[str, str]:
-    """``{"target": folder, "draft": folder}``: the conftest's tiny target and, as draft, a copy
-    with every weight perturbed by 2% of its std: greedy acceptance ~0.6, so steps see both
-    full acceptance (bonus token) and rejections (residual / lean row fetch)."""
-    return save_target_and_draft(tiny_target, Path(tmp_path_factory.mktemp("runtime-models")))
+__all__ = ["reference", "run_async", "save_target_and_draft"]
 
 
 def save_target_and_draft(target: Any, root: Path) -> dict[str, str]:
