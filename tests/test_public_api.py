@@ -49,6 +49,7 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "greenllm.carbon.catalog": [],
     "greenllm.carbon.intensity": [],
+    "greenllm.cli.commands": [],
     "greenllm.cli": [
         "EXIT_BAD_INPUT", "build_parser", "main",
     ],

@@ -59,7 +59,7 @@ def profile_cli(argv: list[str]) -> int:
     """``greenllm profile ARGV`` through ``main()`` once the lead wires the subcommand into
     :mod:`greenllm.cli`; until then the same parser and error handling here."""
     from greenllm.cli import _Parser, build_parser, main
-    from greenllm.cli import profile_cmd as cmd
+    from greenllm.cli.commands import profile as cmd
     from greenllm.errors import GreenLLMError
 
     sub = next(a for a in build_parser()._actions if getattr(a, "choices", None))

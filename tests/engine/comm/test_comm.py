@@ -1,4 +1,5 @@
-"""In-process pieces of the runtime: mailbox, link emulation, control framing, batching, stats."""
+"""The engine's communication pieces in process: mailbox, JSON in tensors, control messages
+and framing, link emulation."""
 
 from __future__ import annotations
 
@@ -6,17 +7,14 @@ import socket
 import struct
 import threading
 import time
-from typing import Any
 
 import pytest
 
-from tests.engine.helpers import reference
 from tests.extras import require
 
 torch = require("torch")
 
 from greenllm.engine import (
-    EngineStats,
     LinkEmulation,
     SamplingParams,
 )
@@ -31,9 +29,6 @@ from greenllm.engine.comm.transport import (
     decode_json_tensor,
     encode_json_tensor,
 )
-from greenllm.engine.model.batching import BatchDecoder
-from greenllm.engine.stats import WorkerCounters
-from greenllm.engine.worker.context import SeqOutput
 from greenllm.errors import ConfigError, WorkerError
 
 
@@ -134,46 +129,3 @@ def test_control_channel_roundtrip_and_refusals() -> None:
     with pytest.raises(EOFError):
         right.recv(1.0)
     right.close()
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.tokens: dict[int, list[int]] = {}
-        self.finished: list[int] = []
-
-    def emit(self, rid: int, tokens: list[int], times: list[float]) -> None:
-        self.tokens.setdefault(rid, []).extend(tokens)
-
-    def finish(self, rid: int, reason: str, *args: Any) -> None:
-        self.finished.append(rid)
-
-
-def test_batch_decoder_continuous_batching_equals_one_at_a_time(tiny_target: Any,
-                                                                tiny_prompts: Any) -> None:
-    prompts = [p[: 4 + 2 * i] for i, p in enumerate(tiny_prompts[:4])]  # different lengths
-    lengths = [20, 9, 15, 12]
-    refs = [reference(tiny_target, [p], n)[0] for p, n in zip(prompts, lengths, strict=True)]
-    counters, sink = WorkerCounters("standalone"), _Sink()
-    decoder = BatchDecoder(tiny_target, counters, max_batch=8)
-    for rid, (p, n) in enumerate(zip(prompts, lengths, strict=True)):
-        out = SeqOutput(rid, SamplingParams(max_tokens=n))
-        decoder.admit_prompt(out, p, None, sink)  # joins while others are mid-decode
-        decoder.step(sink)
-    while decoder.active:
-        decoder.step(sink)
-    assert [sink.tokens[i] for i in range(4)] == refs
-    assert sorted(sink.finished) == [0, 1, 2, 3]
-    assert counters.busy_s > 0 and counters.forward_passes >= max(lengths)
-
-
-def test_engine_stats_combine_counts_dead_sender_from_receiver() -> None:
-    new = {"role": "dsd_target", "busy_s": 1.5, "proposed": 40, "accepted": 30, "steps": 10,
-           "bytes_sent": {"control": 100, "header": 960},
-           "bytes_received": {"ids": 320, "probs": 40960, "header": 1920}}  # fmt: skip
-    stats = EngineStats.combine("dsd", [("new", new, True), ("old", {"role": "dsd_draft"}, False)])
-    assert stats.bytes_new_to_old == {"control": 100, "header": 960}
-    assert stats.bytes_old_to_new == {"ids": 320, "probs": 40960, "header": 1920}
-    assert stats.acceptance_rate == 0.75 and stats.verify_steps == 10
-    assert stats.link_bytes == 100 + 960 + 320 + 40960 + 1920
-    assert stats.busy_s("new") == 1.5 and stats.busy_s("old") == 0.0
-    assert [w.alive for w in stats.workers] == [True, False]
