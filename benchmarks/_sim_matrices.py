@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from greenllm.profiler.store import ProfileStore
-from greenllm.reproduce import Experiment, paper_configurations, run_cells
+from greenllm.profiler.sweep import paper_configurations
+from greenllm.reproduce import Experiment, run_cells
 from greenllm.scheduler import ProfileMatrices
 from greenllm.scheduler.matrix import cells_from_records
 

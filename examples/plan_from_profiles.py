@@ -9,7 +9,8 @@ from pathlib import Path
 
 from greenllm.carbon import CarbonIntensityTrace
 from greenllm.profiler.store import ProfileStore
-from greenllm.reproduce import Cell, paper_configurations, run_cells
+from greenllm.profiler.sweep import Cell, paper_configurations
+from greenllm.reproduce import run_cells
 from greenllm.scheduler import Planner
 from greenllm.workloads import workload
 
