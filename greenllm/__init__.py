@@ -43,9 +43,9 @@ _LAZY: dict[str, str] = {
     "Planner": "greenllm.scheduler",
     "Plan": "greenllm.scheduler",
     # profiler
-    "ProfileStore": "greenllm.profiler.store.store",
-    "CarbonMeter": "greenllm.energy.meter",
-    "CarbonReport": "greenllm.energy.meter",
+    "ProfileStore": "greenllm.profiler.store",
+    "CarbonMeter": "greenllm.energy",
+    "CarbonReport": "greenllm.energy",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
         RequestSizeDistribution,
         Workload,
     )
-    from greenllm.energy.meter import CarbonMeter, CarbonReport  # noqa: F401
+    from greenllm.energy import CarbonMeter, CarbonReport  # noqa: F401
     from greenllm.errors import (  # noqa: F401
         BackendClosedError,
         BackendUnavailableError,

@@ -119,6 +119,28 @@ def test_one_import_path_per_public_name() -> None:
         assert len(homes) == 1, f"greenllm.{name} must mirror exactly one namespace's export"
 
 
+def test_other_packages_import_public_names_from_their_namespace() -> None:
+    """Outside its package, a public name is imported from the namespace that exports it
+    (``from greenllm.energy import CarbonMeter``, not ``from greenllm.energy.meter import ...``)."""
+    exported: dict[int, str] = {}
+    for namespace in NAMESPACES:
+        mod = importlib.import_module(namespace)
+        for name in _all(mod):
+            obj = getattr(mod, name)
+            if not isinstance(obj, (int, float, str, tuple, frozenset, bool)) and obj is not None:
+                exported[id(obj)] = namespace
+    bad = []
+    for imp in IMPORTS:
+        if imp.name is None or imp.target in NAMESPACES or imp.target == "greenllm":
+            continue
+        if component(imp.source) == component(imp.target) or f"{imp.target}.{imp.name}" in MODULES:
+            continue
+        home = exported.get(id(getattr(importlib.import_module(imp.target), imp.name, None)))
+        if home is not None:
+            bad.append(f"{imp.source}:{imp.line} from {imp.target} import {imp.name} (use {home})")
+    assert bad == []
+
+
 def test_modules_list_only_their_own_names_in_all() -> None:
     bad = []
     for module in sorted(MODULES - set(PACKAGES) - {"greenllm"}):

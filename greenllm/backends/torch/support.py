@@ -20,7 +20,7 @@ import numpy as np
 
 from greenllm.backends.prompts import fit_length, prompt_texts
 from greenllm.config import ConfigKind, Configuration
-from greenllm.engine.model.resolve import resolve_model_dir
+from greenllm.engine import resolve_model_dir
 from greenllm.errors import ConfigError, WorkerError
 from greenllm.slo import RequestTimings
 from greenllm.workloads import RequestSet

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.backends.base import RunResult
+from greenllm.backends import RunResult
 from greenllm.config import SLO, Configuration, Workload
 from greenllm.errors import ConfigError, ProfileError
 from greenllm.slo import RequestTimings, inter_token_gaps, slo_attainment_per_token

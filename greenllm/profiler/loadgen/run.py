@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.backends.base import Backend, RunResult
+from greenllm.backends import Backend, RunResult
 from greenllm.config import Configuration, Workload
 from greenllm.errors import ConfigError
 from greenllm.profiler.loadgen.dispatch import dispatch_open_loop

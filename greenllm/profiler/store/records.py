@@ -36,7 +36,7 @@ from greenllm.errors import ConfigError
 from greenllm.slo import slo_attainment
 
 if TYPE_CHECKING:
-    from greenllm.backends.base import RunResult
+    from greenllm.backends import RunResult
 
 __all__ = [
     "CarbonAtMeasurement",

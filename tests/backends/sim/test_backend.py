@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenllm.backends.base import Backend, RunResult
+from greenllm.backends import Backend, RunResult
 from greenllm.backends.sim import EngineParams, SimBackend, forward_time_s
 from greenllm.carbon import get_gpu
 from greenllm.config import SLO, ConfigKind, Configuration, RequestSize, Workload

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from greenllm.backends.base import Backend, RunResult
+from greenllm.backends import Backend, RunResult
 from greenllm.config import Configuration, Workload
 from greenllm.errors import BackendClosedError, ConfigError
 from greenllm.profiler.store import ProfileRecord

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from greenllm.backends.base import RunResult
+from greenllm.backends import RunResult
 from greenllm.carbon import get_gpu
 from greenllm.config import Configuration
 from greenllm.profiler.store import ProfileRecord
