@@ -130,7 +130,10 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p >= 1.0:
         return probs
-    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
+    # Order by the logits, not the probabilities: two logits closer than float32 resolves after
+    # softmax must still keep the logits' argmax first (the one greedy decoding picks).
+    order = (logits / params.temperature).argsort(dim=-1, descending=True, stable=True)
+    sorted_probs = probs.gather(-1, order)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
     drop = mass_before >= params.top_p  # the first token always has mass_before == 0
     sorted_probs = sorted_probs.masked_fill(drop, 0.0)
