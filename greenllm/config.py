@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_QPS, MAX_REQUESTS, MIN_QPS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -171,12 +172,32 @@ class RequestSizeDistribution(FrozenModel):
         return self
 
     def quantile(self, q: npt.ArrayLike, attr: str = "input_tokens") -> npt.NDArray[np.int64]:
-        """Token count at quantile(s) ``q`` in (0, 1) of ``attr`` (input or output tokens)."""
+        """Token count at quantile(s) ``q`` in [0, 1] of ``attr`` (input or output tokens).
+
+        ConfigError for a ``q`` that is not a number (or array of numbers) in [0, 1], NaN
+        included, and for an ``attr`` other than ``"input_tokens"``/``"output_tokens"``."""
         import numpy as np
 
+        if attr not in ("input_tokens", "output_tokens"):
+            raise ConfigError(
+                f"quantile: attr = {attr!r:.100}: must be 'input_tokens' or 'output_tokens'"
+            )
+        need = "a number (or array of numbers) with 0 <= q <= 1"
+        if isinstance(q, (bool, str, bytes, np.bool_)) or q is None:
+            raise ConfigError(f"quantile: q = {q!r:.100}: must be {need}")
+        try:
+            raw = np.asarray(q)
+            if raw.dtype.kind not in "iuf":
+                raise TypeError(f"dtype {raw.dtype}")
+            qq = raw.astype(float)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise ConfigError(f"quantile: q = {q!r:.100}: must be {need}") from err
+        bad = ~((qq >= 0.0) & (qq <= 1.0))
+        if bad.any():
+            first = float(qq[bad].flat[0]) if qq.ndim else float(qq)
+            raise ConfigError(f"quantile: q = {first!r}: must be {need}")
         logs = np.log([getattr(p, attr) for p in (self.p25, self.p50, self.p75)])
         qs = np.array([0.25, 0.5, 0.75])
-        qq = np.asarray(q, dtype=float)
         lo_slope = (logs[1] - logs[0]) / 0.25
         hi_slope = (logs[2] - logs[1]) / 0.25
         val = np.interp(qq, qs, logs)
@@ -185,9 +206,15 @@ class RequestSizeDistribution(FrozenModel):
         return np.clip(np.rint(np.exp(val)), 1, self.max_tokens).astype(np.int64)
 
     def sample(self, n: int, seed: int = 0) -> list[RequestSize]:
-        """``n`` request sizes drawn with a fixed ``seed``."""
+        """``n`` request sizes drawn with a fixed ``seed`` (``0 <= n <= MAX_REQUESTS``,
+        ``seed`` an integer >= 0)."""
         import numpy as np
 
+        ok_n = isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+        if not (ok_n and 0 <= n <= MAX_REQUESTS):
+            raise ConfigError(f"sample: n = {n!r:.60}: must be an integer in [0, {MAX_REQUESTS}]")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"sample: seed = {seed!r:.60}: must be an integer >= 0")
         rng = np.random.default_rng(seed)
         ins = self.quantile(rng.uniform(0.005, 0.995, n), "input_tokens")
         outs = self.quantile(rng.uniform(0.005, 0.995, n), "output_tokens")
@@ -214,7 +241,7 @@ class Workload(FrozenModel):
         | Annotated[RequestSizeDistribution, Tag("distribution")],
         Discriminator(_size_kind),
     ]
-    qps: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
+    qps: Annotated[float, Field(ge=MIN_QPS, le=MAX_QPS, allow_inf_nan=False)]
     slo: SLO | None = None
 
     @field_validator("application", mode="before")
@@ -278,9 +305,14 @@ class ConfigKind(str, Enum):
     DSD = "dsd"
 
     @classmethod
-    def _missing_(cls, value: object) -> ConfigKind | None:
-        key = str(value).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
-        return _KIND_ALIASES.get(key)
+    def _missing_(cls, value: object) -> ConfigKind:
+        """Aliases (``"SpecDecode"``, ``"spec-decode"``, ...); ConfigError naming the kinds."""
+        if isinstance(value, str) and len(value) <= 64:
+            key = value.strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+            if key in _KIND_ALIASES:
+                return _KIND_ALIASES[key]
+        kinds = ", ".join(repr(k.value) for k in cls)
+        raise ConfigError(f"configuration kind {value!r:.80} is unknown: the kinds are {kinds}")
 
     @property
     def label(self) -> str:

@@ -85,6 +85,29 @@ class RequestTimings:
         )
 
 
+def _column(func: str, name: str, value: object) -> np.ndarray:
+    """``value`` as a 1-D float array (NaN allowed, the caller decides); ConfigError for
+    strings, None, ragged or non-numeric input."""
+    try:
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError(type(value).__name__)
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {raw.dtype}")
+        return raw.astype(float).ravel()
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"{func}: {name} = {value!r:.100}: must be an array of numbers") from err
+
+
+def _check_common(func: str, slo: object, n_failed: object) -> int:
+    if not isinstance(slo, SLO):
+        raise ConfigError(f"{func}: slo = {slo!r:.100}: must be an SLO(ttft_s=..., tpot_s=...)")
+    if isinstance(n_failed, bool) or not isinstance(n_failed, (int, np.integer)) or n_failed < 0:
+        raise ConfigError(
+            f"n_failed = {n_failed!r:.60}: must be an integer >= 0 (requests that never completed)"
+        )
+    return int(n_failed)
+
 
 def slo_attainment(
     ttft_s: Sequence[float] | np.ndarray,
@@ -97,9 +120,9 @@ def slo_attainment(
     ``ttft_s[i]`` and ``tpot_s[i]`` belong to request ``i``; ``tpot_s[i]`` is NaN for a request
     with one output token. ``n_failed`` requests that never completed count as misses.
     """
-    if n_failed < 0:
-        raise ConfigError(f"n_failed = {n_failed}: must be >= 0 (requests that never completed)")
-    ttft, tpot = np.asarray(ttft_s, dtype=float).ravel(), np.asarray(tpot_s, dtype=float).ravel()
+    n_failed = _check_common("slo_attainment", slo, n_failed)
+    ttft = _column("slo_attainment", "ttft_s", ttft_s)
+    tpot = _column("slo_attainment", "tpot_s", tpot_s)
     if ttft.shape != tpot.shape:
         raise ConfigError(
             f"ttft_s has {ttft.size} requests but tpot_s has {tpot.size}: "
@@ -121,6 +144,10 @@ def inter_token_gaps(timings: RequestTimings, *, served_only: bool = True) -> li
     With ``served_only`` (default) the list holds served requests only, in request order, so it
     lines up with ``timings.ttft_s[timings.served]``. Needs recorded token times.
     """
+    if not isinstance(timings, RequestTimings):
+        raise ConfigError(f"inter_token_gaps: timings = {timings!r:.60}: must be RequestTimings")
+    if not isinstance(served_only, (bool, np.bool_)):
+        raise ConfigError(f"inter_token_gaps: served_only = {served_only!r:.60}: must be a bool")
     if timings.token_times_s is None or timings.token_offsets is None:
         raise ConfigError(
             "token times were not recorded: run the load with record_token_times=True "
@@ -146,14 +173,15 @@ def slo_attainment_per_token(
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise ConfigError(f"fraction = {fraction!r}: must be a number in (0, 1]")
-    if not 0 < fraction <= 1:
+    if not 0 < fraction <= 1:  # NaN fails this too
         raise ConfigError(
             f"fraction = {fraction!r}: must be in (0, 1] (share of a request's inter-token "
             "gaps that must meet the TPOT target; 1 = every gap)"
         )
-    if isinstance(n_failed, bool) or not isinstance(n_failed, (int, np.integer)) or n_failed < 0:
-        raise ConfigError(f"n_failed = {n_failed!r}: must be an integer >= 0")
-    ttft = np.asarray(ttft_s, dtype=float).ravel()
+    n_failed = _check_common("slo_attainment_per_token", slo, n_failed)
+    ttft = _column("slo_attainment_per_token", "ttft_s", ttft_s)
+    if isinstance(gaps_s, (str, bytes)) or not hasattr(gaps_s, "__len__"):
+        raise ConfigError(f"gaps_s = {gaps_s!r:.100}: must be one array of gaps per request")
     if len(gaps_s) != ttft.size:
         raise ConfigError(
             f"ttft_s has {ttft.size} requests but gaps_s has {len(gaps_s)}: give one gap array "
@@ -166,7 +194,7 @@ def slo_attainment_per_token(
         return 0.0, 0.0, 0.0
     ok_tpot = np.ones(ttft.size, dtype=bool)
     for i, gaps in enumerate(gaps_s):
-        g = np.asarray(gaps, dtype=float).ravel()
+        g = _column("slo_attainment_per_token", f"gaps_s[{i}]", gaps)
         if g.size == 0:
             continue
         if np.isnan(g).any() or (g < 0).any():

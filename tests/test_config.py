@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenllm.config import (
@@ -40,7 +42,7 @@ SHAREGPT = RequestSizeDistribution(
             lambda: Workload(
                 application="chat", request_size=RequestSize(input_tokens=1, output_tokens=1), qps=0
             ),
-            "allowed: 0 < qps <= 100000",
+            "allowed: 1e-06 <= qps <= 100000",
         ),
         (
             lambda: Workload(
@@ -249,3 +251,70 @@ def test_distribution_quantile_is_monotone(a: float, b: float) -> None:
     lo, hi = sorted((a, b))
     assert SHAREGPT.quantile(lo) <= SHAREGPT.quantile(hi)
     assert 1 <= SHAREGPT.quantile(lo) <= SHAREGPT.max_tokens
+
+
+# Trust: every bad input is a ConfigError, every in-range input gives finite output ----------
+@pytest.mark.parametrize("bad", ["", " ", "bogus", None, 5, 1.5, b"dsd", "x" * 10_000])
+def test_config_kind_of_a_bad_value_is_a_config_error_listing_the_kinds(bad: object) -> None:
+    with pytest.raises(ConfigError, match="'standalone', 'spec_decode', 'dpd', 'dsd'"):
+        ConfigKind(bad)
+
+
+def _distribution() -> RequestSizeDistribution:
+    return RequestSizeDistribution(
+        p25=RequestSize(input_tokens=10, output_tokens=5),
+        p50=RequestSize(input_tokens=100, output_tokens=50),
+        p75=RequestSize(input_tokens=1000, output_tokens=500),
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [float("nan"), float("inf"), -float("inf"), -0.5, 1.0000001, 1e308, -1e-320, 10**400, "0.5",
+     None, "", True, [0.5, float("nan")], [[0.5], [0.5, 0.1]], {"q": 0.5}],
+    ids=repr,
+)  # fmt: skip
+def test_quantile_refuses_bad_q(bad: object) -> None:
+    with pytest.raises(ConfigError, match="q = "):
+        _distribution().quantile(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", "tokens", None, 5])
+def test_quantile_refuses_bad_attr(bad: object) -> None:
+    with pytest.raises(ConfigError, match="attr"):
+        _distribution().quantile(0.5, bad)  # type: ignore[arg-type]
+
+
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=20),
+    st.sampled_from(["input_tokens", "output_tokens"]),
+)
+def test_quantile_of_any_q_in_range_is_a_valid_token_count(qs: list[float], attr: str) -> None:
+    dist = _distribution()
+    out = dist.quantile(np.array(qs), attr)
+    assert np.all(out >= 1) and np.all(out <= dist.max_tokens)
+    assert 1 <= int(dist.quantile(qs[0], attr)) <= dist.max_tokens
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b'{"application":"x","request_size":{"input_tokens":1,"output_tokens":1},"qps":NaN}',
+     b'{"application":"x","request_size":{"input_tokens":1,"output_tokens":1},"qps":1e999}',
+     b'{"application":"x","request_size":{"input_tokens":1,"output_tokens":1},"qps":1e-320}',
+     b'{"application":"x","request_size":{"input_tokens":1,"output_tokens":' + b"9" * 5000
+     + b'},"qps":1}',
+     b'{"application":"\xff","request_size":{"input_tokens":1,"output_tokens":1},"qps":1}',
+     b'{"application":"x","request_size":' + b"[" * 5000 + b"]" * 5000 + b',"qps":1}',
+     b"", b"[]", b"null", b'{"application":""}'],
+)  # fmt: skip
+def test_bad_workload_json_is_a_config_error(text: bytes) -> None:
+    with pytest.raises(ConfigError):
+        Workload.model_validate_json(text)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200))
+def test_fuzzed_configuration_json_is_a_config_error_or_valid(data: bytes) -> None:
+    for model in (Workload, Configuration, SLO):
+        with contextlib.suppress(ConfigError):  # anything else fails the test
+            model.model_validate_json(b'{"kind":"dsd",' + data)

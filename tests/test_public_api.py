@@ -125,7 +125,9 @@ PUBLIC_API: dict[str, list[str]] = {
         "RequestTimings", "inter_token_gaps", "slo_attainment", "slo_attainment_per_token",
     ],
     "greenllm.units": [
-        "G_PER_KG", "J_PER_KWH", "SECONDS_PER_HOUR", "SECONDS_PER_YEAR",
+        "G_PER_KG", "J_PER_KWH", "MAX_EMBODIED_G", "MAX_ENERGY_J", "MAX_INTENSITY_G_PER_KWH",
+        "MAX_LIFETIME_YEARS", "MAX_QPS", "MAX_REQUESTS", "MAX_TIME_S", "MAX_TOKENS",
+        "MIN_LIFETIME_YEARS", "MIN_QPS", "SECONDS_PER_HOUR", "SECONDS_PER_YEAR",
     ],
     "greenllm.version": [
         "__version__",

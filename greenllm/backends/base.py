@@ -137,15 +137,36 @@ class RunResult:
         return int(r.output_tokens[r.served].sum())
 
     def carbon(
-        self, intensity_g_per_kwh: float = 261.0, lifetime_years: float | dict[str, float] = 7.0
+        self,
+        intensity_g_per_kwh: float | None = None,
+        lifetime_years: float | dict[str, float] = 7.0,
+        *,
+        region: str | None = None,
     ) -> Any:
         """Eq. 1-3 over the run: a :class:`~greenllm.carbon.CarbonBreakdown` with the output
         tokens served, so ``.total_per_token_g`` is the paper's carbon per token.
 
+        The grid is ``intensity_g_per_kwh`` (g/kWh) or ``region`` (a code resolved by
+        :func:`greenllm.carbon.carbon_intensity`, e.g. ``"CISO"``): give at most one of them
+        (both raise ConfigError); neither means 261 g/kWh, CISO's figure of Section 7.5.
         ``lifetime_years`` is one value or ``{"T4": 10, "default": 7}``.
         """
-        from greenllm.carbon import DeviceUsage, lifetime_for, window_carbon
+        from greenllm.carbon import DeviceUsage, carbon_intensity, lifetime_for, window_carbon
 
+        if region is not None and intensity_g_per_kwh is not None:
+            raise ConfigError(
+                f"RunResult.carbon: give intensity_g_per_kwh ({intensity_g_per_kwh!r:.40}) or "
+                f"region ({region!r:.40}), not both"
+            )
+        if region is not None:
+            if not isinstance(region, str) or not region.strip():
+                raise ConfigError(
+                    f"RunResult.carbon: region = {region!r:.60}: must be a region code such "
+                    "as 'CISO' (see greenllm.carbon.list_regions())"
+                )
+            intensity_g_per_kwh = carbon_intensity(region)
+        elif intensity_g_per_kwh is None:
+            intensity_g_per_kwh = 261.0
         devices = [
             DeviceUsage(g.gpu, g.allocated_s, g.energy_j, lifetime_for(g.gpu, lifetime_years))
             for g in self.gpus

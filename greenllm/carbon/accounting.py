@@ -21,7 +21,19 @@ import numpy as np
 
 from greenllm.carbon.catalog.registry import GPUSpec, get_gpu
 from greenllm.errors import ConfigError
-from greenllm.units import G_PER_KG, J_PER_KWH, SECONDS_PER_YEAR
+from greenllm.units import (
+    G_PER_KG,
+    J_PER_KWH,
+    MAX_EMBODIED_G,
+    MAX_ENERGY_J,
+    MAX_INTENSITY_G_PER_KWH,
+    MAX_LIFETIME_YEARS,
+    MAX_REQUESTS,
+    MAX_TIME_S,
+    MAX_TOKENS,
+    MIN_LIFETIME_YEARS,
+    SECONDS_PER_YEAR,
+)
 
 __all__ = [
     "CarbonBreakdown",
@@ -45,29 +57,73 @@ def lifetime_for(gpu: str | GPUSpec, lifetimes_years: float | Mapping[str, float
 
     Keys are GPU names or aliases; a GPU without a key gets ``"default"`` (7 years if absent).
     """
+    func = "lifetime_for"
     if not isinstance(lifetimes_years, Mapping):
-        return float(lifetimes_years)
+        return _scalar(func, "lifetimes_years", lifetimes_years, *_LIFETIME)
     name = get_gpu(gpu).name
     for key, years in lifetimes_years.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{func}: lifetimes_years key {key!r}: must be a GPU name string")
         if key != "default" and get_gpu(key).name == name:
-            return float(years)
-    return float(lifetimes_years.get("default", 7.0))
+            return _scalar(func, f"lifetimes_years[{key!r}]", years, *_LIFETIME)
+    return _scalar(func, "lifetimes_years['default']", lifetimes_years.get("default", 7.0),
+                   *_LIFETIME)  # fmt: skip
 
 
-def _check(func: str, name: str, value: object, *, positive: bool = False) -> float | np.ndarray:
-    """``value`` as a float (scalar in) or float ndarray, all finite and >= 0 (> 0 if positive)."""
-    need = "> 0" if positive else ">= 0"
-    if isinstance(value, (bool, str, bytes)) or value is None:
-        raise ConfigError(f"{func}: {name} = {value!r}: must be a finite number {need}")
+#: (low, high, low is exclusive) of each kind of number the carbon API takes.
+_TIME = (0.0, MAX_TIME_S, False)
+_ENERGY = (0.0, MAX_ENERGY_J, False)
+_INTENSITY = (0.0, MAX_INTENSITY_G_PER_KWH, False)
+_EMBODIED = (0.0, MAX_EMBODIED_G, False)
+_LIFETIME = (MIN_LIFETIME_YEARS, MAX_LIFETIME_YEARS, False)
+_FLOAT_MAX = float(np.finfo(float).max)
+#: Most tokens one window may count (every request of a full request set at MAX_TOKENS).
+MAX_WINDOW_TOKENS = MAX_REQUESTS * MAX_TOKENS
+#: Largest power usage effectiveness window_carbon takes (real data centres: 1.1 to 2).
+MAX_PUE = 10.0
+#: Largest host embodied share window_carbon takes (host carbon as a multiple of the GPU's).
+MAX_HOST_SHARE = 100.0
+
+
+def _check(
+    func: str, name: str, value: object, lo: float, hi: float, lo_open: bool = False
+) -> float | np.ndarray:
+    """``value`` as a float (scalar in) or float ndarray, every element finite and in
+    ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``); ConfigError naming ``func``, ``name`` and the
+    allowed range otherwise (strings, bools, None and non-numeric arrays included)."""
+    need = f"a finite number with {lo:g} {'<' if lo_open else '<='} {name} <= {hi:g}"
+    if isinstance(value, (bool, str, bytes, np.bool_)) or value is None:
+        raise ConfigError(f"{func}: {name} = {value!r}: must be {need}")
     try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{func}: {name} = {value!r}: must be a finite number {need}") from err
-    bad = ~np.isfinite(arr) | ((arr <= 0) if positive else (arr < 0))
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iuf" or arr.dtype == object:
+            raise TypeError(f"dtype {arr.dtype}")
+        with np.errstate(over="ignore"):
+            arr = arr.astype(float)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"{func}: {name} = {value!r:.200}: must be {need}") from err
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(arr) | ((arr <= lo) if lo_open else (arr < lo)) | (arr > hi)
     if bad.any():
         first = float(arr[bad].flat[0]) if arr.ndim else float(arr)
-        raise ConfigError(f"{func}: {name} = {first!r}: must be a finite number {need}")
+        raise ConfigError(f"{func}: {name} = {first!r}: must be {need}")
     return float(arr) if arr.ndim == 0 else arr
+
+
+def _scalar(func: str, name: str, value: object, lo: float, hi: float, lo_open: bool) -> float:
+    out = _check(func, name, value, lo, hi, lo_open)
+    if np.ndim(out):
+        raise ConfigError(f"{func}: {name} = {value!r:.200}: must be a single number")
+    return float(out)
+
+
+def _broadcast(func: str, **arrays: ArrayLike) -> None:
+    """ConfigError unless the arrays broadcast together (numpy's rules)."""
+    try:
+        np.broadcast_shapes(*(np.shape(a) for a in arrays.values()))
+    except ValueError as err:
+        shapes = ", ".join(f"{k} {np.shape(a)}" for k, a in arrays.items())
+        raise ConfigError(f"{func}: the shapes of {shapes} do not broadcast together") from err
 
 
 def _out(x: float | np.ndarray) -> float | np.ndarray:
@@ -90,16 +146,20 @@ def amortized_embodied_g(
 ) -> float | np.ndarray:
     """Eq. 1 on a device's whole embodied carbon: ``seconds / (lifetime_years * 365.25 * 86400)
     * embodied_g`` in grams (arrays broadcast). :func:`embodied_carbon_g` looks ``C_e`` up."""
-    t = _check("embodied_carbon_g", "seconds", seconds)
-    c_e = _check("embodied_carbon_g", "embodied_g", embodied_g)
-    life = _check("embodied_carbon_g", "lifetime_years", lifetime_years, positive=True)
+    func = "embodied_carbon_g"
+    t = _check(func, "seconds", seconds, *_TIME)
+    c_e = _check(func, "embodied_g", embodied_g, *_EMBODIED)
+    life = _check(func, "lifetime_years", lifetime_years, *_LIFETIME)
+    _broadcast(func, seconds=t, embodied_g=c_e, lifetime_years=life)
     return _out(t / (life * SECONDS_PER_YEAR) * c_e)
 
 
 def operational_carbon_g(energy_j: ArrayLike, intensity_g_per_kwh: ArrayLike) -> float | np.ndarray:
     """Eq. 2: ``energy_j / 3.6e6 * intensity_g_per_kwh`` in grams (arrays broadcast)."""
-    e = _check("operational_carbon_g", "energy_j", energy_j)
-    ci = _check("operational_carbon_g", "intensity_g_per_kwh", intensity_g_per_kwh)
+    func = "operational_carbon_g"
+    e = _check(func, "energy_j", energy_j, *_ENERGY)
+    ci = _check(func, "intensity_g_per_kwh", intensity_g_per_kwh, *_INTENSITY)
+    _broadcast(func, energy_j=e, intensity_g_per_kwh=ci)
     return _out(e / J_PER_KWH * ci)
 
 
@@ -110,11 +170,14 @@ def total_carbon_g(
     lifetime_years: ArrayLike = 7.0,
     intensity_g_per_kwh: ArrayLike = 261.0,
 ) -> float | np.ndarray:
-    """Eq. 3: Eq. 1 + Eq. 2, in grams. The default intensity is CISO's 261 g/kWh (Sec. 7.5)."""
-    return _out(
-        embodied_carbon_g(seconds, gpu, lifetime_years)
-        + operational_carbon_g(energy_j, intensity_g_per_kwh)
-    )
+    """Eq. 3: Eq. 1 + Eq. 2, in grams. The default intensity is CISO's 261 g/kWh (Sec. 7.5).
+
+    The four numeric arguments broadcast together; shapes that do not raise ConfigError."""
+    embodied = embodied_carbon_g(seconds, gpu, lifetime_years)
+    operational = operational_carbon_g(energy_j, intensity_g_per_kwh)
+    _broadcast("total_carbon_g", seconds=seconds, lifetime_years=lifetime_years,
+               energy_j=energy_j, intensity_g_per_kwh=intensity_g_per_kwh)  # fmt: skip
+    return _out(embodied + operational)
 
 
 @dataclass(frozen=True)
@@ -137,6 +200,14 @@ class CarbonBreakdown:
     operational_g: float
     energy_j: float
     tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for attr in ("embodied_g", "operational_g", "energy_j"):
+            value = _scalar("CarbonBreakdown", attr, getattr(self, attr), 0.0, _FLOAT_MAX, False)
+            object.__setattr__(self, attr, value)
+        if self.tokens is not None:
+            object.__setattr__(self, "tokens", _check_tokens("CarbonBreakdown", "tokens",
+                                                             self.tokens))  # fmt: skip
 
     @property
     def total_g(self) -> float:
@@ -195,8 +266,15 @@ class CarbonBreakdown:
 
 
 def _check_tokens(func: str, name: str, tokens: object) -> int:
-    if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)) or tokens < 0:
-        raise ConfigError(f"{func}: {name} = {tokens!r}: must be an integer >= 0")
+    if (
+        isinstance(tokens, bool)
+        or not isinstance(tokens, (int, np.integer))
+        or not 0 <= tokens <= MAX_WINDOW_TOKENS
+    ):
+        raise ConfigError(
+            f"{func}: {name} = {tokens!r:.60}: must be an integer with "
+            f"0 <= {name} <= {MAX_WINDOW_TOKENS}"
+        )
     return int(tokens)
 
 
@@ -218,13 +296,9 @@ def window_carbon(
     func = "window_carbon"
     if isinstance(devices, DeviceUsage) or not isinstance(devices, Sequence) or not devices:
         raise ConfigError(f"{func}: devices = {devices!r}: must be a non-empty list of DeviceUsage")
-    ci = _check(func, "intensity_g_per_kwh", intensity_g_per_kwh)
-    p = _check(func, "pue", pue)
-    share = _check(func, "host_embodied_share", host_embodied_share)
-    if np.ndim(ci) or np.ndim(p) or np.ndim(share):
-        raise ConfigError(f"{func}: intensity_g_per_kwh, pue, host_embodied_share must be scalars")
-    if p < 1.0:
-        raise ConfigError(f"{func}: pue = {p!r}: must be >= 1 (1.0 = GPU energy only)")
+    ci = _scalar(func, "intensity_g_per_kwh", intensity_g_per_kwh, *_INTENSITY)
+    p = _scalar(func, "pue", pue, 1.0, MAX_PUE, False)  # 1.0 = GPU energy only
+    share = _scalar(func, "host_embodied_share", host_embodied_share, 0.0, MAX_HOST_SHARE, False)
     if tokens is not None:
         tokens = _check_tokens(func, "tokens", tokens)
     embodied, energy = [], []
@@ -237,12 +311,14 @@ def window_carbon(
                 raise ConfigError(f"{func}: devices[{i}].{attr} = {v!r}: must be a scalar")
         try:
             embodied.append(embodied_carbon_g(d.seconds, d.gpu, d.lifetime_years))
-            energy.append(_check(func, "energy_j", d.energy_j))
+            energy.append(_scalar(func, "energy_j", d.energy_j, *_ENERGY))
         except ConfigError as err:
             raise ConfigError(f"devices[{i}]: {err}") from err
-    energy_j = float(p) * math.fsum(energy)
+    energy_j = p * math.fsum(energy)
+    if energy_j > MAX_ENERGY_J:
+        raise ConfigError(f"{func}: total energy {energy_j:g} J exceeds {MAX_ENERGY_J:g} J")
     return CarbonBreakdown(
-        embodied_g=math.fsum(embodied) * (1.0 + float(share)),
+        embodied_g=math.fsum(embodied) * (1.0 + share),
         operational_g=float(operational_carbon_g(energy_j, ci)),
         energy_j=energy_j,
         tokens=tokens,
@@ -261,11 +337,17 @@ def split_by_tokens(
     func = "split_by_tokens"
     if not isinstance(breakdown, CarbonBreakdown):
         raise ConfigError(f"{func}: breakdown = {breakdown!r}: must be a CarbonBreakdown")
-    if isinstance(tokens_per_request, (str, bytes)) or len(tokens_per_request) == 0:
+    if (
+        isinstance(tokens_per_request, (str, bytes))
+        or not isinstance(tokens_per_request, (Sequence, np.ndarray))
+        or len(tokens_per_request) == 0
+    ):
         raise ConfigError(f"{func}: tokens_per_request must be a non-empty list of integers")
     counts = [_check_tokens(func, f"tokens_per_request[{i}]", t)
               for i, t in enumerate(tokens_per_request)]  # fmt: skip
     total = sum(counts)
+    if total > MAX_WINDOW_TOKENS:
+        raise ConfigError(f"{func}: tokens_per_request sums to {total} > {MAX_WINDOW_TOKENS}")
     if total == 0:
         raise ConfigError(f"{func}: tokens_per_request sums to 0; nothing to attribute carbon to")
     if breakdown.tokens is not None and breakdown.tokens != total:

@@ -8,9 +8,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from greenllm.errors import GreenLLMError
+
+
+class OutputError(GreenLLMError):
+    """A result cannot be printed (a NaN or an infinity): a runtime failure, exit code 1."""
+
 
 def fmt(value: Any, digits: int = 4) -> str:
-    """Format a number with ``digits`` significant digits (``-`` for None, ``inf`` kept)."""
+    """Format a number with ``digits`` significant digits (``-`` for None).
+
+    A NaN or an infinity raises :class:`OutputError`: no such value reaches the output.
+    """
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -18,8 +27,8 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isinf(value) or math.isnan(value):
-            return str(value)
+        if not math.isfinite(value):
+            raise OutputError(f"a result is not a finite number ({value}); nothing printed")
         return f"{value:.{digits}g}"
     return str(value)
 
@@ -45,9 +54,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
     return "\n".join(out)
 
 
+def dumps(payload: Any, indent: int | None = 2) -> str:
+    """Strict JSON: a NaN or an infinity anywhere raises :class:`OutputError`."""
+    try:
+        return json.dumps(payload, indent=indent, default=_default, allow_nan=False)
+    except ValueError as err:
+        if "Out of range float" in str(err):
+            raise OutputError(
+                "a result is not a finite number (NaN or infinity); nothing printed"
+            ) from None
+        raise
+
+
 def emit_json(payload: Any) -> None:
-    json.dump(payload, sys.stdout, indent=2, default=_default)
-    sys.stdout.write("\n")
+    """Print ``payload`` as strict JSON, all at once (nothing is printed if it fails)."""
+    sys.stdout.write(dumps(payload) + "\n")
 
 
 def _default(obj: Any) -> Any:

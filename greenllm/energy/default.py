@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from greenllm.energy.checks import MAX_PERIOD_S, check_number
 from greenllm.energy.nvml import NVMLSampler, nvml_available
 from greenllm.energy.rapl import RAPLSampler, rapl_available
 from greenllm.energy.replay import (
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 def default_sampler(period_s: float = 0.2) -> PowerSampler:
     """The best sampler this machine has: NVML if a GPU answers, else RAPL if its counters are
     readable, else :class:`NullSampler` (energy unmeasured). Logs which one and why."""
+    period_s = check_number("default_sampler", "period_s", period_s, 0.0, MAX_PERIOD_S,
+                            low_open=True)  # fmt: skip
     if nvml_available():
         logger.info("power: NVML (NVIDIA GPUs) every %.3g s", period_s)
         return NVMLSampler(period_s)

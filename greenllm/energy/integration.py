@@ -15,6 +15,9 @@ from typing import TypeAlias
 
 import numpy as np
 
+from greenllm.energy.checks import MAX_POWER_W, MAX_TIME_S, check_number, plain_numbers
+from greenllm.errors import ConfigError
+
 __all__ = [
     "EnergyMeasurement",
     "MeasurementSummary",
@@ -35,12 +38,35 @@ def epoch_clock() -> float:
     return time.monotonic() + _EPOCH_OFFSET_S
 
 
+def _curve(func: str, times_s: object, power_w: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(times_s, power_w)`` as equal-length 1-D float arrays of finite numbers, or ConfigError."""
+    for name, value in (("times_s", times_s), ("power_w", power_w)):
+        if value is None or isinstance(value, (bool, str, bytes, int, float)):
+            raise ConfigError(f"{func}: {name} = {value!r}: must be a sequence of numbers")
+    try:
+        raw_t, raw_p = np.asarray(times_s), np.asarray(power_w)
+        for raw, given in ((raw_t, times_s), (raw_p, power_w)):
+            if (raw.size and raw.dtype.kind not in "iuf") or not plain_numbers(given):
+                raise TypeError("not numbers")
+        t = raw_t.astype(float).reshape(-1)
+        p = raw_p.astype(float).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"{func}: times_s and power_w must be numbers: {err}") from err
+    if t.shape != p.shape:
+        raise ConfigError(f"{func}: {t.size} times_s for {p.size} power_w; need one per sample")
+    if not (np.all(np.isfinite(t)) and np.all(np.abs(t) <= MAX_TIME_S)):
+        raise ConfigError(f"{func}: times_s must be finite seconds in [-{MAX_TIME_S:g}, "
+                          f"{MAX_TIME_S:g}]")  # fmt: skip
+    if not (np.all(np.isfinite(p)) and np.all(p >= 0) and np.all(p <= MAX_POWER_W)):
+        raise ConfigError(f"{func}: power_w must be finite watts in [0, {MAX_POWER_W:g}]")
+    return t, p
+
+
 def trapezoid_j(
     times_s: Sequence[float] | np.ndarray, power_w: Sequence[float] | np.ndarray
 ) -> float:
     """Trapezoid rule: ``sum (p_i + p_{i+1}) / 2 * (t_{i+1} - t_i)`` J; exact for linear power."""
-    t = np.asarray(times_s, dtype=float)
-    p = np.asarray(power_w, dtype=float)
+    t, p = _curve("trapezoid_j", times_s, power_w)
     if t.size < 2:
         return 0.0
     return math.fsum(((p[:-1] + p[1:]) * 0.5 * np.diff(t)).tolist())
@@ -57,8 +83,9 @@ def window_series(
     The window is clipped to the samples' span (no extrapolation): a device lost mid-window
     contributes up to its last sample. Empty arrays when the window misses the samples.
     """
-    t = np.asarray(times_s, dtype=float)
-    p = np.asarray(power_w, dtype=float)
+    t, p = _curve("window_series", times_s, power_w)
+    t0_s = check_number("window_series", "t0_s", t0_s, -MAX_TIME_S, MAX_TIME_S)
+    t1_s = check_number("window_series", "t1_s", t1_s, -MAX_TIME_S, MAX_TIME_S)
     if t.size == 0:
         return np.zeros(0), np.zeros(0)
     a, b = max(float(t0_s), float(t[0])), min(float(t1_s), float(t[-1]))

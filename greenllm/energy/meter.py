@@ -5,11 +5,16 @@
 ...     serve(batch)
 >>> w.report.total_g, w.report.total_per_token_g                      # doctest: +SKIP
 
-Per window: embodied carbon is Eq. 1 over the window's wall time for every GPU in ``gpus`` (the
-GPUs are allocated throughout); operational carbon is Eq. 2 on the measured energy times ``pue``,
-with the region's (or a constant) intensity, or with an intensity trace the sampled power
-integrated against it: ``int P(t) CI(t) dt``. The meter never invents energy: without a sampler
-that sees a device the report says ``energy_measured=False`` and operational carbon is 0.
+Per window: embodied carbon is Eq. 1 over the window's attributed time for every GPU in ``gpus``
+(the GPUs are allocated throughout); operational carbon is Eq. 2 on the window's attributed
+energy times ``pue``, with the region's (or a constant) intensity, or with an intensity trace the
+sampled power integrated against it: ``int P(t) CI(t) dt``. The meter never invents energy:
+without a sampler that sees a device the report says ``energy_measured=False`` and operational
+carbon is 0.
+
+Concurrent windows share the devices (see :class:`CarbonMeter`): every instant's energy and
+allocated time goes to the windows open at that instant in equal parts, so the reports of any
+set of overlapping windows add up to the devices' energy and time over their union.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import inspect
 import itertools
 import logging
 import math
-import numbers
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,11 +42,23 @@ from greenllm.carbon import (
     lifetime_for,
     operational_carbon_g,
 )
-from greenllm.energy.integration import EnergyMeasurement, MeasurementSummary, trapezoid_j
-from greenllm.energy.nvml import NVMLSampler, nvml_available
+from greenllm.energy.checks import (
+    MAX_INTENSITY_G_PER_KWH,
+    MAX_LIFETIME_YEARS,
+    MAX_PUE,
+    check_count,
+    check_number,
+)
+from greenllm.energy.integration import (
+    EnergyMeasurement,
+    MeasurementSummary,
+    trapezoid_j,
+    window_series,
+)
+from greenllm.energy.nvml import NVMLSampler, check_gpu_devices, nvml_available
 from greenllm.energy.replay import NullSampler
 from greenllm.energy.sampler import PowerSampler
-from greenllm.errors import ConfigError
+from greenllm.errors import ConfigError, ProfileError
 from greenllm.units import J_PER_KWH
 
 __all__ = ["CarbonMeter", "CarbonReport", "MeterWindow", "ReportDict"]
@@ -68,6 +84,13 @@ class CarbonReport:
     intensity_g_per_kwh: float  # effective: operational / facility kWh (the mean CI if no energy)
     intensity_source: str
     pue: float = 1.0
+    attributed_s: float | None = None  # the window's share of the allocated time (None: all)
+    attributed_energy_j: Mapping[str, float] | None = None  # its share of each device's energy
+
+    @property
+    def shared_s(self) -> float:
+        """Seconds of the GPUs' time charged to this window (its duration when it ran alone)."""
+        return self.duration_s if self.attributed_s is None else self.attributed_s
 
     @property
     def start_s(self) -> float:
@@ -83,7 +106,11 @@ class CarbonReport:
 
     @property
     def device_energy_j(self) -> dict[str, float]:
-        return dict(self.measurement.energy_j)
+        """Each device's energy charged to this window, J (before PUE): the whole measured
+        energy when the window ran alone, its share when windows overlapped."""
+        if self.attributed_energy_j is None:
+            return dict(self.measurement.energy_j)
+        return dict(self.attributed_energy_j)
 
     @property
     def energy_measured(self) -> bool:
@@ -131,6 +158,7 @@ class CarbonReport:
             "name": self.name,
             "gpus": list(self.gpus),
             "duration_s": self.duration_s,
+            "shared_s": self.shared_s,
             **self.breakdown.to_dict(),
             "embodied_g_per_gpu": list(self.embodied_g_per_gpu),
             "intensity_g_per_kwh": self.intensity_g_per_kwh,
@@ -150,18 +178,8 @@ class MeterWindow:
 
     def add_tokens(self, n: int) -> None:
         """Count ``n`` more tokens served in this window (for the per-token figures)."""
-        self.tokens = (self.tokens or 0) + _check_tokens(n)
-
-
-def _number(name: str, value: object, minimum: float) -> float:
-    if not (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and not value < minimum  # numbers.Real declares < and <=, not >=
-    ):
-        raise ConfigError(f"CarbonMeter: {name} = {value!r}: must be a finite number >= {minimum}")
-    return float(value)
+        n = check_count("MeterWindow.add_tokens", "n", n)
+        self.tokens = _check_tokens((self.tokens or 0) + n)
 
 
 @overload
@@ -171,22 +189,82 @@ def _check_tokens(tokens: object) -> int | None: ...
 def _check_tokens(tokens: object) -> int | None:
     if tokens is None:
         return None
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-        raise ConfigError(f"tokens = {tokens!r}: must be an integer >= 0 (or None)")
-    return int(tokens)
+    return check_count("CarbonMeter", "tokens", tokens)
+
+
+Piece: TypeAlias = tuple[float, float, float]
+"""``(a_s, b_s, weight)``: a stretch of a window and the share of it charged to the window."""
+
+
+def _lifetimes(value: object) -> float | dict[str, float]:
+    where = "CarbonMeter"
+    if isinstance(value, Mapping):
+        if not value:
+            raise ConfigError(f"{where}: lifetimes_years = {{}}: give years in (0, 100] "
+                              "(e.g. 7) or a mapping such as {'T4': 10, 'default': 7}")  # fmt: skip
+        out: dict[str, float] = {}
+        for key, years in value.items():
+            if not isinstance(key, str) or not key:
+                raise ConfigError(f"{where}: lifetimes_years key {key!r}: must be a GPU name")
+            out[key] = check_number(
+                where, f"lifetimes_years[{key!r}]", years, 0.0, MAX_LIFETIME_YEARS, low_open=True
+            )
+        return out
+    return check_number(where, "lifetimes_years", value, 0.0, MAX_LIFETIME_YEARS, low_open=True)
+
+
+def _piece_energy_g(
+    t: np.ndarray,
+    p: np.ndarray,
+    kind: str,
+    a: float,
+    b: float,
+    trace: CarbonIntensityTrace | None,
+) -> tuple[float, float]:
+    """Energy (J) of samples ``(t, p)`` over ``[a, b]`` and, with a trace, its carbon (g)."""
+    if b <= a or t.size < 2:
+        return 0.0, 0.0
+    if kind == "interval_mean":  # p[i]: the mean power over (t[i-1], t[i]]
+        lo, hi = np.maximum(t[:-1], a), np.minimum(t[1:], b)
+        keep = hi > lo
+        if not keep.any():
+            return 0.0, 0.0
+        e_i = p[1:][keep] * (hi[keep] - lo[keep])
+        g = float(np.dot(e_i, trace.mean(lo[keep], hi[keep]))) / J_PER_KWH if trace else 0.0
+        return math.fsum(e_i.tolist()), g
+    ts, ps = window_series(t, p, a, b)
+    if ts.size < 2:
+        return 0.0, 0.0
+    g = trace.operational_carbon_from_power_g(ts, ps) if trace is not None else 0.0
+    return trapezoid_j(ts, ps), float(g)
 
 
 class CarbonMeter:
     """Measure energy and carbon around any code: ``with meter:``, ``with meter.window(name):``
     or ``@meter.track(name)``. Every finished window's :class:`CarbonReport` is in ``reports``.
 
-    ``gpus``: the GPUs allocated to the service (names or :class:`GPUSpec`; Eq. 1 per GPU).
-    Intensity: one of ``region`` (e.g. ``"CISO"``), ``intensity_g_per_kwh`` or ``trace`` (a
-    :class:`CarbonIntensityTrace`, epoch timestamps); none -> CISO's 261 g/kWh (paper Sec. 7.5).
-    ``lifetimes_years``: one value or ``{"T4": 10, "default": 7}``. ``sampler``: any
-    :class:`PowerSampler`; default NVML if a GPU answers, else a :class:`NullSampler` (energy
-    unmeasured; RAPL is never substituted for GPU energy). ``pue`` >= 1 scales the energy.
+    ``gpus``: the GPUs allocated to the service (names or :class:`GPUSpec`; Eq. 1 per GPU; at
+    least one). Intensity: one of ``region`` (e.g. ``"CISO"``), ``intensity_g_per_kwh`` or
+    ``trace`` (a :class:`CarbonIntensityTrace`, epoch timestamps); none -> CISO's 261 g/kWh
+    (paper Sec. 7.5). ``lifetimes_years``: one value or ``{"T4": 10, "default": 7}``.
+    ``sampler``: any :class:`PowerSampler`; default NVML if a GPU answers (only the GPUs in
+    ``devices``, NVML indices or UUIDs, when given), else a :class:`NullSampler` (energy
+    unmeasured; RAPL is never substituted for GPU energy). ``pue`` in [1, 10] scales the energy.
     The sampler starts at the first window and runs until :meth:`close` (or the ``with`` ends).
+    Every number is checked here (finite, in range) and bad input is a :class:`ConfigError`.
+
+    **Concurrent windows share the devices.** The devices draw one energy whatever number of
+    windows is open, so the meter cuts time at every window's start and end and charges each
+    stretch's device energy, and its allocated GPU time (Eq. 1), to the windows open during it
+    in equal parts (a stretch with ``n`` open windows: ``1/n`` each). This is the concurrency
+    rule :func:`greenllm.carbon.window_carbon` / :func:`~greenllm.carbon.split_by_tokens` apply
+    to embodied carbon -- the device's carbon is divided among the work that shares it, never
+    charged to each in full -- applied to energy as well, by busy time rather than by tokens:
+    a report is final when its window closes, and the tokens of windows still open are not
+    known then. So over any set of windows the reports' energy, operational and embodied carbon
+    add up to the devices' energy, carbon and time over the union of the windows; a window
+    alone gets exactly its own measurement. Per-token figures divide a window's share by its
+    own tokens; to split one window among requests by tokens, use ``split_by_tokens``.
     """
 
     def __init__(
@@ -199,35 +277,70 @@ class CarbonMeter:
         lifetimes_years: float | Mapping[str, float] = 7.0,
         sampler: PowerSampler | None = None,
         pue: float = 1.0,
+        devices: Sequence[int | str] | None = None,
     ) -> None:
         given = [k for k, v in (("region", region), ("intensity_g_per_kwh", intensity_g_per_kwh),
                                 ("trace", trace)) if v is not None]  # fmt: skip
         if len(given) > 1:
             raise ConfigError(f"CarbonMeter: give one of region, intensity_g_per_kwh, trace "
                               f"(got {', '.join(given)})")  # fmt: skip
-        specs = [gpus] if isinstance(gpus, (str, GPUSpec)) else list(gpus)
-        self.gpus: tuple[GPUSpec, ...] = tuple(get_gpu(g) for g in specs)
-        self.lifetimes_years = tuple(lifetime_for(g, lifetimes_years) for g in self.gpus)
+        if isinstance(gpus, (str, GPUSpec)):
+            specs: list[object] = [gpus]
+        elif isinstance(gpus, Sequence) and not isinstance(gpus, bytes):
+            specs = list(gpus)
+        else:
+            raise ConfigError(f"CarbonMeter: gpus = {gpus!r}: must be a GPU name or a list of them")
+        if not specs:
+            raise ConfigError(
+                "CarbonMeter: gpus = []: name at least one GPU the service runs on (e.g. "
+                "gpus='A100'); embodied carbon is charged per GPU"
+            )
+        for g in specs:
+            if not isinstance(g, (str, GPUSpec)) or (isinstance(g, str) and not g.strip()):
+                raise ConfigError(f"CarbonMeter: gpus entry {g!r}: must be a GPU name or GPUSpec")
+        self.gpus: tuple[GPUSpec, ...] = tuple(get_gpu(cast(str | GPUSpec, g)) for g in specs)
+        lifetimes = _lifetimes(lifetimes_years)
+        self.lifetimes_years = tuple(lifetime_for(g, lifetimes) for g in self.gpus)
+        for g, life in zip(self.gpus, self.lifetimes_years, strict=True):  # e.g. the default
+            check_number("CarbonMeter", f"lifetimes_years of {g.name}", life, 0.0,
+                         MAX_LIFETIME_YEARS, low_open=True)  # fmt: skip
         if trace is not None and not isinstance(trace, CarbonIntensityTrace):
             raise ConfigError(f"CarbonMeter: trace = {trace!r}: must be a CarbonIntensityTrace")
+        if region is not None and (not isinstance(region, str) or not region.strip()):
+            raise ConfigError(f"CarbonMeter: region = {region!r}: must be a region code (CISO)")
+        if sampler is not None and not isinstance(sampler, PowerSampler):
+            raise ConfigError(f"CarbonMeter: sampler = {sampler!r}: must be a PowerSampler")
+        self._devices = None if devices is None else check_gpu_devices("CarbonMeter", devices)
+        if self._devices is not None and sampler is not None:
+            raise ConfigError("CarbonMeter: give devices or sampler, not both (devices selects "
+                              "the GPUs of the default NVMLSampler)")  # fmt: skip
+        if self._devices is not None and len(self._devices) != len(self.gpus):
+            raise ConfigError(
+                f"CarbonMeter: devices = {list(self._devices)!r} names {len(self._devices)} "
+                f"GPU(s) for {len(self.gpus)} in gpus; name one device per GPU"
+            )
         self.trace = trace
         self.intensity_g_per_kwh: float | None = None
         if trace is not None:
             self.intensity_source = f"trace {trace.name}"
         elif intensity_g_per_kwh is not None:
-            self.intensity_g_per_kwh = _number("intensity_g_per_kwh", intensity_g_per_kwh, 0.0)
+            self.intensity_g_per_kwh = check_number(
+                "CarbonMeter", "intensity_g_per_kwh", intensity_g_per_kwh, 0.0,
+                MAX_INTENSITY_G_PER_KWH,
+            )  # fmt: skip
             self.intensity_source = "user"
         else:
             code = region if region is not None else "CISO"
             self.intensity_g_per_kwh = carbon_intensity(code)
             self.intensity_source = code if region is not None else "CISO (default)"
-        self.pue = _number("pue", pue, 1.0)
+        self.pue = check_number("CarbonMeter", "pue", pue, 1.0, MAX_PUE)
         self._sampler = sampler
         self._started_sampler = False
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._top: MeterWindow | None = None
         self._block_report: CarbonReport | None = None
+        self._spans: dict[str, list[float | None]] = {}  # window key -> [start_s, end_s or None]
         self.reports: list[CarbonReport] = []
 
     # ---- sampler -------------------------------------------------------------------------------
@@ -237,7 +350,7 @@ class CarbonMeter:
         with self._lock:
             if self._sampler is None:
                 if nvml_available():
-                    self._sampler = NVMLSampler()
+                    self._sampler = NVMLSampler(devices=self._devices)
                     logger.info("CarbonMeter: measuring GPU energy with NVML")
                 else:
                     self._sampler = NullSampler()
@@ -257,22 +370,55 @@ class CarbonMeter:
     # ---- windows -------------------------------------------------------------------------------
     def begin(self, name: str = "window", tokens: int | None = None) -> MeterWindow:
         """Open a window (prefer :meth:`window`); close it with :meth:`end`."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"CarbonMeter: window name {name!r}: must be a non-empty string")
         sampler = self.sampler
         win = MeterWindow(name, f"{name}#{next(self._ids)}@meter{id(self):x}", tokens)
-        with self._lock:
+        with self._lock:  # the span is known before any other window can close
             if not sampler.running:
                 sampler.start()
                 self._started_sampler = True
-        sampler.begin_window(win.key)
+            self._spans[win.key] = [sampler.begin_window(win.key), None]
         return win
 
     def end(self, win: MeterWindow) -> CarbonReport:
         """Close ``win`` and record its report."""
-        report = self.account(win.name, self.sampler.end_window(win.key), win.tokens)
+        sampler = self.sampler
+        with self._lock:
+            try:
+                m = sampler.end_window(win.key)
+            except BaseException:
+                self._spans.pop(win.key, None)
+                raise
+            self._spans[win.key][1] = m.end_s
+            pieces = self._pieces(m.start_s, m.end_s)
+            self._prune_spans()
+        report = self.account(win.name, m, win.tokens, pieces=pieces)
         win.report = report
         with self._lock:
             self.reports.append(report)
         return report
+
+    def _pieces(self, t0: float, t1: float) -> list[Piece]:
+        """``[t0, t1]`` cut at every other window's edge, each stretch weighted 1 / (windows
+        open throughout it). Called under the lock, with the closing window's span set."""
+        spans = [(s0, s1) for s0, s1 in self._spans.values() if s0 is not None]
+        edges = {t0, t1}
+        for s0, s1 in spans:
+            edges.update(e for e in (s0, s1) if e is not None and t0 < e < t1)
+        cuts = sorted(edges)
+        pieces: list[Piece] = []
+        for a, b in itertools.pairwise(cuts):
+            n = sum(1 for s0, s1 in spans if s0 <= a and (s1 is None or s1 >= b))
+            pieces.append((a, b, 1.0 / max(n, 1)))
+        return pieces
+
+    def _prune_spans(self) -> None:
+        """Forget closed windows that can overlap no open one (called under the lock)."""
+        open_from = min((s0 for s0, s1 in self._spans.values() if s1 is None and s0 is not None),
+                        default=math.inf)  # fmt: skip
+        for key in [k for k, (_, s1) in self._spans.items() if s1 is not None and s1 <= open_from]:
+            del self._spans[key]
 
     @contextmanager
     def window(self, name: str = "window", tokens: int | None = None) -> Iterator[MeterWindow]:
@@ -347,24 +493,50 @@ class CarbonMeter:
         return self._block_report
 
     # ---- accounting ----------------------------------------------------------------------------
-    def account(self, name: str, m: EnergyMeasurement, tokens: int | None = None) -> CarbonReport:
-        """Eq. 1-3 over a measurement ``m`` (of any sampler): the carbon report of one window."""
+    def account(
+        self,
+        name: str,
+        m: EnergyMeasurement,
+        tokens: int | None = None,
+        *,
+        pieces: Sequence[Piece] | None = None,
+    ) -> CarbonReport:
+        """Eq. 1-3 over a measurement ``m`` (of any sampler): the carbon report of one window.
+
+        ``pieces`` (``(a_s, b_s, weight)`` stretches covering the window) charge the window only
+        ``weight`` of each stretch's time and energy (the sharing rule of :class:`CarbonMeter`);
+        without them the window is charged in full."""
+        if not isinstance(m, EnergyMeasurement):
+            raise ConfigError(f"CarbonMeter.account: m = {m!r}: must be an EnergyMeasurement")
         duration = max(m.duration_s, 0.0)
+        if pieces is None:
+            pieces = [(m.start_s, m.end_s, 1.0)] if duration > 0 else []
+        shared_s = math.fsum(max(b - a, 0.0) * w for a, b, w in pieces)
         embodied = tuple(
-            float(embodied_carbon_g(duration, g, life))
+            float(embodied_carbon_g(shared_s, g, life))
             for g, life in zip(self.gpus, self.lifetimes_years, strict=True)
         )
-        energy = self.pue * m.total_energy_j
+        device_j: dict[str, float] = {}
+        device_g: dict[str, float] = {}
+        for dev, energy_dev in m.energy_j.items():
+            device_j[dev], device_g[dev] = self._share(m, dev, energy_dev, pieces, shared_s)
+        energy = self.pue * math.fsum(device_j.values())
         if self.trace is None:
             assert self.intensity_g_per_kwh is not None  # set whenever there is no trace
             operational = float(operational_carbon_g(energy, self.intensity_g_per_kwh))
             ci = float(self.intensity_g_per_kwh)
         else:
-            operational = self.pue * math.fsum(self._trace_g(m, d) for d in m.energy_j)
+            operational = self.pue * math.fsum(device_g.values())
             ci = (
                 operational / (energy / J_PER_KWH)
                 if energy > 0
                 else float(self.trace.mean(m.start_s, max(m.end_s, m.start_s)))
+            )
+        numbers = (shared_s, energy, operational, ci, *embodied, *device_j.values())
+        if not all(math.isfinite(x) for x in numbers):
+            raise ProfileError(
+                f"CarbonMeter: window {name!r} gave a non-finite figure (energy {energy!r} J, "
+                f"operational {operational!r} g); check the sampler's readings"
             )
         return CarbonReport(
             name=name,
@@ -377,23 +549,35 @@ class CarbonMeter:
             intensity_g_per_kwh=ci,
             intensity_source=self.intensity_source,
             pue=self.pue,
+            attributed_s=shared_s,
+            attributed_energy_j=device_j,
         )
 
-    def _trace_g(self, m: EnergyMeasurement, device: str) -> float:
-        """Operational g of one device against the trace: ``int P CI dt`` from the samples,
-        rescaled to the device's reported energy (equal for integrated power; RAPL: counters)."""
-        assert self.trace is not None
-        energy = m.energy_j[device]
-        if energy <= 0:
-            return 0.0
-        t, p = (np.asarray(a, dtype=float) for a in m.samples.get(device, ((), ())))
-        if t.size >= 2 and m.sample_kind == "interval_mean":  # p[i]: mean over (t[i-1], t[i]]
-            e_i = p[1:] * np.diff(t)
-            g, e_samples = float(np.dot(e_i, self.trace.mean(t[:-1], t[1:]))) / J_PER_KWH, e_i.sum()
-        elif t.size >= 2:
-            g, e_samples = self.trace.operational_carbon_from_power_g(t, p), trapezoid_j(t, p)
-        else:
-            g, e_samples = 0.0, 0.0
-        if e_samples > 0:
-            return g * (energy / e_samples)
-        return self.trace.operational_carbon_g(energy, m.start_s, max(m.end_s, m.start_s))
+    def _share(
+        self,
+        m: EnergyMeasurement,
+        dev: str,
+        energy_j: float,
+        pieces: Sequence[Piece],
+        shared_s: float,
+    ) -> tuple[float, float]:
+        """One device's energy (J) and trace carbon (g, before PUE) charged to the window: each
+        stretch's energy from the samples times its weight, rescaled to the device's reported
+        energy (equal for integrated power; counter-based samplers: the counters)."""
+        if energy_j <= 0 or not pieces:
+            return 0.0, 0.0
+        t, p = (np.asarray(x, dtype=float) for x in m.samples.get(dev, ((), ())))
+        parts = [(*_piece_energy_g(t, p, m.sample_kind, a, b, self.trace), w)
+                 for a, b, w in pieces]  # fmt: skip
+        e_sum = math.fsum(e for e, _, _ in parts)
+        if e_sum > 0:
+            scale = energy_j / e_sum
+            share_j = scale * math.fsum(e * w for e, _, w in parts)
+            share_g = scale * math.fsum(g * w for _, g, w in parts)
+            return share_j, share_g
+        # no samples to tell the stretches apart: share by time
+        duration = m.duration_s
+        share_j = energy_j * (shared_s / duration) if duration > 0 else energy_j
+        if self.trace is None:
+            return share_j, 0.0
+        return share_j, self.trace.operational_carbon_g(share_j, m.start_s, max(m.end_s, m.start_s))

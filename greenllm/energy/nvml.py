@@ -20,7 +20,7 @@ from typing import Any
 from greenllm.energy.sampler import PowerSampler, Sample
 from greenllm.errors import ConfigError, ProfileError, missing_extra
 
-__all__ = ["NVMLSampler", "import_pynvml", "nvml_available"]
+__all__ = ["NVMLSampler", "check_gpu_devices", "import_pynvml", "nvml_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,30 @@ def nvml_available() -> bool:
             nv.nvmlShutdown()
 
 
+def check_gpu_devices(where: str, devices: object) -> tuple[int | str, ...]:
+    """``devices`` as a tuple of NVML indices (ints >= 0) and UUID strings, or ConfigError."""
+    ok = (
+        isinstance(devices, Sequence)
+        and not isinstance(devices, (str, bytes))
+        and len(devices) > 0
+        and all(
+            (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1024)
+            or (isinstance(d, str) and d.strip() != "")
+            for d in devices
+        )
+    )
+    if not ok:
+        raise ConfigError(
+            f"{where}: devices = {devices!r}: must be a non-empty list of GPU indices "
+            "in [0, 1023] or GPU UUID strings (`nvidia-smi -L`)"
+        )
+    assert isinstance(devices, Sequence)
+    out = tuple(d.strip() if isinstance(d, str) else d for d in devices)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{where}: devices = {devices!r}: a GPU is named twice")
+    return out
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -90,30 +114,59 @@ def _text(value: object) -> str:
 class NVMLSampler(PowerSampler):
     """Power of NVIDIA GPUs every ``period_s`` (NVML); devices named ``gpu0``, ``gpu1``, ...
 
-    ``devices`` are NVML indices (default: all). ``models`` maps each device to its product name
-    once started, and ``power_source`` to ``"instant"`` or ``"average"`` (the 1 s average).
+    ``devices``: the GPUs to measure, as NVML indices (``0``) or UUID strings
+    (``"GPU-8f1c..."``, as ``nvidia-smi -L`` prints them); default: every GPU on the host. Only
+    those GPUs are polled, so a meter measures the GPUs it names, not the host's other tenants.
+    A device is named ``gpu<index>`` whichever way it was given. ``models`` maps each device to
+    its product name once started, and ``power_source`` to ``"instant"`` or ``"average"`` (the
+    1 s average).
     """
 
     def __init__(
         self,
         period_s: float = 0.2,
-        devices: Sequence[int] | None = None,
+        devices: Sequence[int | str] | None = None,
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(period_s, clock=clock)
-        if devices is not None and (
-            isinstance(devices, (str, bytes))
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in devices)
-        ):
-            raise ConfigError(f"NVMLSampler: devices = {devices!r}: must be GPU indices >= 0")
-        self._indices = None if devices is None else tuple(devices)
+        self._selection = None if devices is None else check_gpu_devices("NVMLSampler", devices)
         self._nv: Any = None  # the pynvml module (untyped) while open
         self._handles: dict[str, object] = {}  # pynvml's opaque device handles
         self._has_counter: set[str] = set()
         self._fails: dict[str, int] = {}
         self.models: dict[str, str] = {}
         self.power_source: dict[str, str] = {}
+
+    def _resolve(self, nv: Any, count: int) -> list[tuple[int, object]]:
+        """``(index, handle)`` of every selected GPU; ConfigError for one the host lacks."""
+        if self._selection is None:
+            return [(i, nv.nvmlDeviceGetHandleByIndex(i)) for i in range(count)]
+        out: list[tuple[int, object]] = []
+        for sel in self._selection:
+            if isinstance(sel, int):
+                if sel >= count:
+                    raise ConfigError(
+                        f"NVMLSampler: devices [{sel}] do not exist; this host has "
+                        f"{count} GPU(s), indices 0..{count - 1}"
+                    )
+                out.append((sel, nv.nvmlDeviceGetHandleByIndex(sel)))
+                continue
+            try:
+                handle = nv.nvmlDeviceGetHandleByUUID(sel)
+            except nv.NVMLError as err:
+                raise ConfigError(
+                    f"NVMLSampler: no GPU with UUID {sel!r} on this host ({type(err).__name__});"
+                    " `nvidia-smi -L` lists the UUIDs"
+                ) from err
+            out.append((int(nv.nvmlDeviceGetIndex(handle)), handle))
+        seen = [i for i, _ in out]
+        dups = sorted({i for i in seen if seen.count(i) > 1})
+        if dups:
+            raise ConfigError(
+                f"NVMLSampler: devices = {list(self._selection)!r} name GPU(s) {dups} twice"
+            )
+        return out
 
     def _open(self) -> Sequence[str]:
         nv = import_pynvml()
@@ -124,17 +177,11 @@ class NVMLSampler(PowerSampler):
         self._nv = nv
         try:
             count = int(nv.nvmlDeviceGetCount())
-            indices = self._indices if self._indices is not None else tuple(range(count))
-            bad = [i for i in indices if i >= count]
-            if bad:
-                raise ConfigError(
-                    f"NVMLSampler: devices {bad} do not exist; this host has "
-                    f"{count} GPU(s), indices 0..{count - 1}"
-                )
+            selected = self._resolve(nv, count)
             self._handles, self._has_counter, self._fails = {}, set(), {}
             self.models, self.power_source, self._device_flags = {}, {}, {}
-            for i in indices:
-                dev, handle = f"gpu{i}", nv.nvmlDeviceGetHandleByIndex(i)
+            for i, handle in selected:
+                dev = f"gpu{i}"
                 self._handles[dev] = handle
                 self.models[dev] = _text(nv.nvmlDeviceGetName(handle))
                 self.power_source[dev] = self._choose_source(nv, handle, self.models[dev])

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from greenllm.carbon import GPUSpec, get_gpu
+from greenllm.energy.checks import MAX_PERIOD_S, MAX_TIME_S, check_number, plain_numbers
 from greenllm.errors import ConfigError
 
 __all__ = ["NVML_PERIOD_S", "PowerModel", "energy_j", "power_model", "power_trace", "power_w"]
@@ -84,8 +85,9 @@ class PowerModel:
         """A power trace as a sampler polling every ``period_s`` would record it: sample ``k``
         at ``t0_s + k x period_s`` (k >= 1) is the mean power over the preceding period, so
         ``sum(power_w) x period_s`` equals the energy of the covered window."""
-        if not (isinstance(period_s, (int, float)) and math.isfinite(period_s) and period_s > 0):
-            raise ConfigError(f"period_s = {period_s!r}: must be a finite number > 0 (NVML: 0.2)")
+        period_s = check_number(
+            "power_trace", "period_s", period_s, 0.0, MAX_PERIOD_S, low_open=True
+        )
         s, e, u = _intervals(starts_s, ends_s, utilisation, t0_s, t1_s)
         n = math.floor((t1_s - t0_s) / period_s + 1e-9)
         times = t0_s + period_s * np.arange(1, n + 1)
@@ -105,6 +107,25 @@ class PowerModel:
         return times, np.diff(energy) / period_s
 
 
+def _finite_array(name: str, value: object, bound: float, *, ravel: bool = True) -> np.ndarray:
+    """``value`` as a float array of finite numbers with ``|x| <= bound``, or ConfigError."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        raise ConfigError(f"power model: {name} = {value!r}: must be finite numbers")
+    try:
+        arr = np.asarray(value)
+        if (arr.dtype.kind not in "iuf" and arr.size) or not plain_numbers(value):
+            raise TypeError("not numbers")
+        arr = arr.astype(float)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"power model: {name} = {value!r:.80}: must be finite numbers") from err
+    if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > bound):
+        raise ConfigError(
+            f"power model: {name} = {value!r:.80}: must be finite numbers "
+            f"in [-{bound:g}, {bound:g}]"
+        )
+    return arr.ravel() if ravel else arr
+
+
 def _intervals(
     starts_s: Sequence[float] | np.ndarray,
     ends_s: Sequence[float] | np.ndarray,
@@ -112,12 +133,20 @@ def _intervals(
     t0_s: float,
     t1_s: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    s = np.asarray(starts_s, dtype=float).ravel()
-    e = np.asarray(ends_s, dtype=float).ravel()
-    u = np.broadcast_to(np.clip(np.asarray(utilisation, dtype=float), 0.0, 1.0), s.shape)
+    s = _finite_array("starts_s", starts_s, MAX_TIME_S)
+    e = _finite_array("ends_s", ends_s, MAX_TIME_S)
+    u_in = _finite_array("utilisation", utilisation, math.inf, ravel=False)
     if s.shape != e.shape:
         raise ConfigError(f"starts_s ({s.size}) and ends_s ({e.size}) must have the same length")
-    if not (math.isfinite(t0_s) and math.isfinite(t1_s) and t1_s >= t0_s):
+    try:
+        u = np.broadcast_to(np.clip(u_in, 0.0, 1.0), s.shape)
+    except ValueError as err:
+        raise ConfigError(
+            f"utilisation: one value or one per busy interval ({s.size}), got {u_in.size}"
+        ) from err
+    t0_s = check_number("power model", "t0_s", t0_s, -MAX_TIME_S, MAX_TIME_S)
+    t1_s = check_number("power model", "t1_s", t1_s, -MAX_TIME_S, MAX_TIME_S)
+    if not t1_s >= t0_s:
         raise ConfigError(f"window [{t0_s!r}, {t1_s!r}]: need finite t0_s <= t1_s")
     if s.size and (not np.all(np.isfinite(s)) or not np.all(e >= s)):
         raise ConfigError("busy intervals need finite starts and ends_s >= starts_s")
@@ -144,9 +173,8 @@ def power_model(gpu: str | GPUSpec) -> PowerModel:
 
 def power_w(gpu: str | GPUSpec, utilisation: float) -> float:
     """Watts drawn by ``gpu`` at ``utilisation`` in [0, 1] (see the module docstring)."""
-    if not (isinstance(utilisation, (int, float)) and 0.0 <= utilisation <= 1.0):
-        raise ConfigError(f"utilisation = {utilisation!r}: must be a number in [0, 1]")
-    return power_model(gpu).power_w(float(utilisation))
+    u = check_number("power_w", "utilisation", utilisation, 0.0, 1.0)
+    return power_model(gpu).power_w(u)
 
 
 def energy_j(

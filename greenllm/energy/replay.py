@@ -17,6 +17,7 @@ from typing import Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from greenllm.energy.checks import MAX_POWER_W, MAX_SPEED, check_number
 from greenllm.energy.sampler import PowerSampler, Sample
 from greenllm.errors import ConfigError, ProfileError
 
@@ -74,6 +75,8 @@ def _series(
         )
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p)) and np.all(p >= 0)):
         raise ConfigError(f"{where}: times must be finite and power_w finite and >= 0")
+    if np.any(p > MAX_POWER_W):
+        raise ConfigError(f"{where}: power_w must be in [0, {MAX_POWER_W:g}] W")
     if np.any(np.diff(t) <= 0):
         raise ConfigError(f"{where}: times_s must be strictly increasing")
     return t, p
@@ -91,7 +94,10 @@ def _to_series(source: object, device: str, where: str) -> Series:
             f"{where}: expected (times_s, power_w) or {{device: (times_s, power_w)}}"
             f", got {type(source).__name__}"
         )
-    power = np.asarray(source[1], dtype=float)
+    try:
+        power = np.asarray(source[1], dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: power_w must be numbers: {err}") from err
     if power.ndim == 2:
         return {
             f"{device}{i}": _series(source[0], row, f"{where} row {i}")
@@ -148,6 +154,17 @@ def write_power_csv(path: str | Path, series: Mapping[str, Curve]) -> None:
         for dev, (times, power) in series.items():
             for t, p in zip(np.asarray(times, float), np.asarray(power, float), strict=True):
                 writer.writerow([repr(float(t)), dev, repr(float(p))])
+
+
+def _watts(value: object) -> float:
+    """A power function's reading as watts; NaN (skipped and flagged ``read_errors``) when it
+    is not a plain number."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (OverflowError, TypeError, ValueError):
+            return math.nan
+    return math.nan
 
 
 class NullSampler(PowerSampler):
@@ -212,11 +229,23 @@ class ModelledSampler(_CurveSampler):
         super().__init__(period_s, clock=clock)
         self._fn: PowerFn | None = None
         self._t_start_s: float = 0.0
-        if isinstance(power, (int, float)) and not isinstance(power, bool):
-            if not (math.isfinite(power) and power >= 0):
-                raise ConfigError(f"ModelledSampler: power = {power!r} W must be finite and >= 0")
+        if devices is not None and (
+            isinstance(devices, (str, bytes))
+            or not isinstance(devices, Sequence)
+            or not all(isinstance(d, str) and d for d in devices)
+        ):
+            raise ConfigError(
+                f"ModelledSampler: devices = {devices!r}: must be a list of device names"
+            )
+        if power is None or isinstance(power, (bool, str, bytes)):
+            raise ConfigError(
+                f"ModelledSampler: power = {power!r}: must be watts in [0, {MAX_POWER_W:g}], "
+                "a function of elapsed seconds, or (times_s, power_w) curves"
+            )
+        if isinstance(power, numbers.Real):
+            watts = check_number("ModelledSampler", "power (W)", power, 0.0, MAX_POWER_W)
             names = tuple(devices or ("model0",))
-            self._init_curves({d: (np.array([0.0]), np.array([float(power)])) for d in names})
+            self._init_curves({d: (np.array([0.0]), np.array([watts])) for d in names})
         elif callable(power):
             self._fn, names = power, tuple(devices or ("model0",))
             self._init_curves({})
@@ -266,10 +295,12 @@ class ModelledSampler(_CurveSampler):
             return self._curve_samples(now_s, edge)
         value = self._fn(now_s - self._t_start_s)
         if isinstance(value, Mapping):
-            return [(d, now_s, float(value[d])) for d in self._model_names if d in value]
-        if isinstance(value, (int, float)):
-            return [(d, now_s, float(value)) for d in self._model_names]
-        return [(d, now_s, float(v)) for d, v in zip(self._model_names, value, strict=True)]
+            return [(d, now_s, _watts(value[d])) for d in self._model_names if d in value]
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+        if isinstance(value, (list, tuple, np.ndarray)) and len(value) == len(self._model_names):
+            return [(d, now_s, _watts(v)) for d, v in zip(self._model_names, value, strict=True)]
+        return [(d, now_s, _watts(value)) for d in self._model_names]  # one value for all
 
 
 class ReplaySampler(_CurveSampler):
@@ -292,13 +323,9 @@ class ReplaySampler(_CurveSampler):
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(period_s, clock=clock)
-        if (
-            isinstance(speed, bool)
-            or not isinstance(speed, numbers.Real)
-            or not (math.isfinite(speed) and speed > 0)
-        ):
-            raise ConfigError(f"ReplaySampler: speed = {speed!r}: must be a finite number > 0")
-        self.speed: float = float(speed)
+        self.speed: float = check_number(
+            "ReplaySampler", "speed", speed, 0.0, MAX_SPEED, low_open=True
+        )
         self._path: Path | None = None
         if isinstance(source, (str, Path)):
             self._path = Path(source)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import numbers
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from greenllm.energy.checks import MAX_PERIOD_S, MAX_POWER_W, check_number
 from greenllm.energy.integration import (
     EnergyMeasurement,
     epoch_clock,
@@ -70,13 +70,11 @@ class PowerSampler(ABC):
     uses_thread: ClassVar[bool] = True
 
     def __init__(self, period_s: float = 0.2, *, clock: Callable[[], float] | None = None) -> None:
-        if isinstance(period_s, bool) or not isinstance(period_s, numbers.Real):
-            raise ConfigError(
-                f"period_s = {period_s!r}: must be a number of seconds > 0 (e.g. 0.2)"
-            )
-        if not (math.isfinite(period_s) and period_s > 0):
-            raise ConfigError(f"period_s = {period_s!r}: must be a finite number > 0 (e.g. 0.2)")
-        self.period_s: float = float(period_s)
+        self.period_s: float = check_number(
+            type(self).__name__, "period_s", period_s, 0.0, MAX_PERIOD_S, low_open=True
+        )
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"{type(self).__name__}: clock = {clock!r}: must be a callable")
         self._clock: Callable[[], float] = clock or epoch_clock
         self._lock: threading.RLock = threading.RLock()
         self._stop_event: threading.Event = threading.Event()
@@ -207,7 +205,7 @@ class PowerSampler(ABC):
             ts = self._t.get(dev)
             if ts is None or (ts and t <= ts[-1]):
                 continue
-            if not (math.isfinite(p) and p >= 0.0):
+            if not (math.isfinite(p) and 0.0 <= p <= MAX_POWER_W and math.isfinite(t)):
                 self._count_error(dev)
                 continue
             ts.append(float(t))
@@ -264,8 +262,9 @@ class PowerSampler(ABC):
         counters = self._counters_j()
         return dict(counters) if counters else {}
 
-    def begin_window(self, name: str) -> None:
-        """Open window ``name`` now (starting the sampler if needed); names must be unique."""
+    def begin_window(self, name: str) -> float:
+        """Open window ``name`` now (starting the sampler if needed); names must be unique.
+        Returns the window's start time (the sampler's clock)."""
         self._check_name(name)
         with self._lock:
             if not self._running:
@@ -279,6 +278,7 @@ class PowerSampler(ABC):
             self._take(now, edge=True)
             self._dropped.discard(name)
             self._windows[name] = _Window(now, self._read_counters(), dict(self._errors))
+        return now
 
     def end_window(self, name: str) -> EnergyMeasurement:
         """Close window ``name`` now and return what it measured."""

@@ -19,7 +19,9 @@ Steps, as in Figure 5 and Algorithm 1:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
@@ -27,11 +29,12 @@ from pydantic import Field
 
 from greenllm.config import Configuration, FrozenModel
 from greenllm.errors import ConfigError, ProfileError
-from greenllm.scheduler.carbon_factors import filled_carbon_per_token
-from greenllm.scheduler.completion.complete import complete_with_uncertainty
+from greenllm.scheduler.carbon_factors import carbon_factors, filled_carbon_per_token
+from greenllm.scheduler.completion.complete import METHODS, complete_with_uncertainty
 from greenllm.scheduler.margin import AttainmentBounds, attainment_bounds, choose_with_margin
 from greenllm.scheduler.matrix import ProfileMatrices, ProfileSource
 from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
+from greenllm.units import J_PER_KWH
 
 if TYPE_CHECKING:
     from greenllm.carbon import CarbonIntensityTrace
@@ -39,6 +42,18 @@ if TYPE_CHECKING:
 __all__ = ["Plan", "PlanEntry", "Planner"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_INTENSITY = 10_000.0  # g/kWh; the dirtiest grids are near 1,100
+_MAX_MARGIN_SIGMAS = 100.0
+_MAX_LIFETIME_YEARS = 100.0
+_MAX_RANK = 256  # planner matrices are small; the rank search tries 1..8
+_MAX_SEED = 2**32 - 1  # numpy's SeedSequence accepts any int >= 0; this keeps seeds portable
+
+
+ENGINE_START_S = 60.0
+"""Seconds to restart a configuration's engines (load the weights, warm up; vLLM's start of an
+8B model with CUDA graphs is 30-90 s): the default length of a switch."""
+
 
 Priority = Literal["slo", "default"]
 CarbonModel = Literal["factors", "direct"]
@@ -121,16 +136,32 @@ class Planner:
     ) -> None:
         if intensity_g_per_kwh is not None and region is not None:
             raise ConfigError("give intensity_g_per_kwh or region, not both")
-        if not 0.0 <= slo_target <= 1.0:
-            raise ConfigError(f"slo_target = {slo_target!r}: must be in [0, 1]")
+        if region is not None and not isinstance(region, str):
+            raise ConfigError(f"region = {_show(region)}: must be a region name (str) or None")
+        if intensity_g_per_kwh is not None:
+            _number("intensity_g_per_kwh", intensity_g_per_kwh, 0.0, _MAX_INTENSITY)
+        slo_target = _number("slo_target", slo_target, 0.0, 1.0)
         if priority not in ("slo", "default"):
             raise ConfigError(f"priority = {priority!r}: choose 'slo' or 'default'")
-        if not np.isfinite(margin_sigmas) or margin_sigmas < 0:
-            raise ConfigError(f"margin_sigmas = {margin_sigmas!r}: must be a finite number >= 0")
+        margin_sigmas = _number("margin_sigmas", margin_sigmas, 0.0, _MAX_MARGIN_SIGMAS)
+        if not isinstance(method, str) or method not in METHODS:
+            raise ConfigError(f"method = {_show(method)}: must be one of {sorted(METHODS)}")
+        if rank is not None:
+            rank = _integer("rank", rank, 1, _MAX_RANK, none_ok=True)
+        seed = _integer("seed", seed, 0, _MAX_SEED)
+        if not isinstance(monotone, bool | np.bool_):
+            raise ConfigError(f"monotone = {_show(monotone)}: must be True or False")
         if carbon_model not in ("factors", "direct"):
             raise ConfigError(f"carbon_model = {carbon_model!r}: choose 'factors' or 'direct'")
         if error_by not in ("column", "row+column"):
             raise ConfigError(f"error_by = {error_by!r}: choose 'column' or 'row+column'")
+        if default is not None and (
+            isinstance(default, bool) or not isinstance(default, Configuration | str | int)
+        ):
+            raise ConfigError(
+                f"default = {_show(default)}: must be a Configuration, its id or label (str), "
+                "a column index (int), or None"
+            )
         self.region = region if intensity_g_per_kwh is None else None
         self.intensity_g_per_kwh = _intensity(intensity_g_per_kwh, region)
         self.lifetimes_years = _lifetimes(lifetimes_years)
@@ -141,7 +172,7 @@ class Planner:
         self.margin_sigmas = margin_sigmas
         self.rank = rank
         self.seed = seed
-        self.monotone = monotone
+        self.monotone = bool(monotone)
         self.carbon_model: CarbonModel = carbon_model
         self.error_by = error_by
 
@@ -195,10 +226,13 @@ class Planner:
         return the matrices and the default column's index in them."""
         default = m.configs[m.default_column() if self.default is None else m.column(self.default)]
         empty = np.flatnonzero(~m.carbon_observed.any(axis=1))
-        if empty.size:
+        if empty.size:  # refuse: CF would fill the row from biases alone (no measurement)
+            names = ", ".join(f"row {i} ({m.rows[i].label})" for i in empty[:20])
+            more = f" and {empty.size - 20} more" if empty.size > 20 else ""
             raise ProfileError(
-                f"row {empty[0]} ({m.rows[empty[0]].label}) has no profiled configuration that "
-                "served a token; profile one that can serve it (e.g. Standalone)"
+                f"{empty.size} workload(s) without a profiled configuration that served a "
+                f"token: {names}{more}; profile one configuration that can serve each "
+                "(e.g. Standalone)"
             )
         keep = np.flatnonzero(m.carbon_observed.any(axis=0))
         if len(keep) < m.shape[1]:
@@ -223,7 +257,7 @@ class Planner:
         where nothing measured meets the target (used after :func:`verify_plan
         <greenllm.scheduler.refine.verify_plan>` has profiled the promising filled cells).
         """
-        m = source if isinstance(source, ProfileMatrices) else _from_store(source, backend)
+        m = _matrices(source, backend)
         m, base = self.candidates(m)
         filled = self.complete(m)
         choice = self.choose(filled, base)
@@ -273,11 +307,12 @@ class Planner:
         qps_by_hour: float | np.ndarray,
         *,
         backend: str | None = None,
-        switch_energy_kwh: float = 0.0,
-        switch_embodied_g: float = 0.0,
+        switch_energy_kwh: float | None = None,
+        switch_embodied_g: float | None = None,
         solver: Literal["offline", "online"] = "offline",
         hysteresis: float = 1.0,
         size: tuple[int, int] | None = None,
+        engine_start_s: float = ENGINE_START_S,
     ) -> HourlyPlan:
         """A configuration per hour of ``trace`` for one application (beyond the paper).
 
@@ -288,8 +323,16 @@ class Planner:
         level at or above it (the conservative choice; the top level if it exceeds every
         profiled one). Allowed
         configurations per row are Algorithm 1's feasible set, or its fallback when empty.
+
+        A rate outside the profiled QPS range is logged (``logging.warning``) and recorded in
+        the result (``hours_above_profiled``, ``qps_over_profiled``, ...; :class:`HourlyPlan`).
+        ``switch_energy_kwh`` / ``switch_embodied_g`` None (the default): estimated from the
+        profiles by :func:`estimate_switch_cost` (restarting the engines of a configuration:
+        ``engine_start_s`` seconds at its profiled power and with its GPUs allocated).
         """
-        m = source if isinstance(source, ProfileMatrices) else _from_store(source, backend)
+        m = _matrices(source, backend)
+        if not isinstance(application, str):
+            raise ConfigError(f"application = {_show(application)}: must be an application name")
         rows = [i for i, k in enumerate(m.rows) if k.application == application.lower()]
         if not rows:
             apps = sorted({k.application for k in m.rows})
@@ -306,7 +349,19 @@ class Planner:
         fallback = self.choose({k: v[rows] for k, v in filled.items()}, base)
         none = ~allowed.any(axis=1)
         allowed[none, fallback[none]] = True
-        return plan_hourly(
+        source_note = "given"
+        if switch_energy_kwh is None or switch_embodied_g is None:
+            cand = np.flatnonzero(allowed[np.unique(level)].any(axis=0))
+            est_kwh, est_g = estimate_switch_cost(m, self.lifetimes_years, cand, engine_start_s)
+            given = (("energy", switch_energy_kwh), ("embodied carbon", switch_embodied_g))
+            what = [w for w, v in given if v is None]
+            switch_energy_kwh = est_kwh if switch_energy_kwh is None else switch_energy_kwh
+            switch_embodied_g = est_g if switch_embodied_g is None else switch_embodied_g
+            source_note = (
+                f"estimated {' and '.join(what)}: an engine restart of {engine_start_s:g} s at "
+                "the profiled power of the costliest allowed configuration"
+            )
+        hp = plan_hourly(
             filled["embodied"][rows],
             filled["energy_kwh"][rows],
             allowed,
@@ -319,6 +374,105 @@ class Planner:
             solver=solver,
             hysteresis=hysteresis,
         )
+        return _with_load_range(replace(hp, switch_cost_source=source_note), qps, levels,
+                                application, size)  # fmt: skip
+
+
+def _show(value: object) -> str:
+    """A one-line repr for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 and "\n" not in text else f"<{type(value).__name__}>"
+
+
+def _number(name: str, value: object, lo: float, hi: float) -> float:
+    """``value`` as a float in [lo, hi], or :class:`ConfigError` naming ``name`` and the range."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ConfigError(f"{name} = {_show(value)}: must be a number in [{lo:g}, {hi:g}]")
+    v = float(value)
+    if not np.isfinite(v) or not lo <= v <= hi:
+        raise ConfigError(f"{name} = {_show(value)}: must be a finite number in [{lo:g}, {hi:g}]")
+    return v
+
+
+def _integer(name: str, value: object, lo: int, hi: int, none_ok: bool = False) -> int:
+    """``value`` as an int in [lo, hi], or :class:`ConfigError` naming ``name`` and the range."""
+    allowed = f"an integer in [{lo}, {hi}]" + (" or None" if none_ok else "")
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} = {_show(value)}: must be {allowed}")
+    if not lo <= int(value) <= hi:
+        raise ConfigError(f"{name} = {_show(value)}: must be {allowed}")
+    return int(value)
+
+
+def _matrices(source: object, backend: str | None) -> ProfileMatrices:
+    """``source`` as :class:`ProfileMatrices` (given, or read from a store), or ConfigError."""
+    if isinstance(source, ProfileMatrices):
+        return source
+    if not callable(getattr(source, "query", None)):
+        raise ConfigError(
+            f"source = {_show(source)}: must be ProfileMatrices or a ProfileStore "
+            "(an object with .query(backend=..., application=...))"
+        )
+    if backend is not None and not isinstance(backend, str):
+        raise ConfigError(f"backend = {_show(backend)}: must be a backend name (str) or None")
+    return _from_store(source, backend)  # type: ignore[arg-type]
+
+
+def estimate_switch_cost(
+    m: ProfileMatrices,
+    lifetimes_years: float | Mapping[str, float],
+    configs: Sequence[int] | np.ndarray | None = None,
+    engine_start_s: float = ENGINE_START_S,
+) -> tuple[float, float]:
+    """(kWh, g embodied) of one switch, estimated from the profiles: the engines of the new
+    configuration run for ``engine_start_s`` seconds before serving, drawing the median power
+    measured on that configuration and holding its GPUs (Eq. 1 per allocated second); the
+    costliest of ``configs`` (all columns when None), so the planner does not switch for a
+    saving smaller than a restart."""
+    _number("engine_start_s", engine_start_s, 0.0, 86_400.0)
+    f = carbon_factors(m, lifetimes_years)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        power = np.nanmedian(f.power_w, axis=0)
+        emb = np.nanmedian(f.embodied_g_per_s, axis=0)
+    cols = np.arange(m.shape[1]) if configs is None else np.asarray(configs, dtype=int)
+    power, emb = np.nan_to_num(power[cols]), np.nan_to_num(emb[cols])
+    if cols.size == 0:
+        return 0.0, 0.0
+    return float(power.max() * engine_start_s / J_PER_KWH), float(emb.max() * engine_start_s)
+
+
+def _with_load_range(
+    hp: HourlyPlan, qps: np.ndarray, levels: np.ndarray, application: str, size: tuple[int, int]
+) -> HourlyPlan:
+    """``hp`` with its load fields set, and a warning when a rate is out of range."""
+    lo, hi = float(levels.min()), float(levels.max())
+    above, below = int((qps > hi * (1 + 1e-9)).sum()), int((qps < lo * (1 - 1e-9)).sum())
+    over, under = float(qps.max() / hi), float(qps.min() / lo)
+    msg = None
+    if above or below:
+        parts = []
+        if above:
+            parts.append(
+                f"{above} hours above the highest profiled {hi:g} QPS (up to {qps.max():g} QPS, "
+                f"{over:.2f}x; served as {hi:g} QPS: its attainment there is not measured)"
+            )
+        if below:
+            parts.append(
+                f"{below} hours below the lowest profiled {lo:g} QPS (down to {qps.min():g} "
+                f"QPS, {under:.2f}x; served as {lo:g} QPS, which is conservative)"
+            )
+        msg = f"{application} {size}: load outside the profiled range: " + "; ".join(parts)
+        logger.warning(msg)
+    return replace(
+        hp,
+        profiled_qps=(lo, hi),
+        hours_above_profiled=above,
+        hours_below_profiled=below,
+        qps_over_profiled=over,
+        qps_under_profiled=under,
+        load_warning=msg,
+    )
 
 
 def _pick_size(sizes: list[tuple[int, int]], wanted: tuple[int, int] | None) -> tuple[int, int]:
@@ -359,12 +513,20 @@ def _intensity(value: float | None, region: str | None) -> float:
 
 
 def _lifetimes(value: float | Mapping[str, float]) -> dict[str, float]:
-    items = dict(value) if isinstance(value, Mapping) else {"default": float(value)}
+    items = dict(value) if isinstance(value, Mapping) else {"default": value}
+    out: dict[str, float] = {}
     for gpu, years in items.items():
-        if not np.isfinite(years) or years <= 0:
-            raise ConfigError(f"lifetime of {gpu} = {years!r} years: must be > 0")
-    items.setdefault("default", 7.0)
-    return {k: float(v) for k, v in items.items()}
+        if not isinstance(gpu, str):
+            raise ConfigError(f"lifetimes_years key {_show(gpu)}: must be a GPU name or 'default'")
+        bad = isinstance(years, bool) or not isinstance(years, int | float | np.number)
+        if bad or not np.isfinite(float(years)) or not 0 < float(years) <= _MAX_LIFETIME_YEARS:
+            raise ConfigError(
+                f"lifetimes_years[{gpu!r}] = {_show(years)}: must be a number of years in "
+                f"(0, {_MAX_LIFETIME_YEARS:g}]"
+            )
+        out[gpu] = float(years)
+    out.setdefault("default", 7.0)
+    return out
 
 
 def measured_feasible(m: ProfileMatrices, slo_target: float) -> np.ndarray:

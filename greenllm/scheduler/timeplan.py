@@ -35,7 +35,18 @@ __all__ = ["HourlyPlan", "plan_hourly"]
 
 @dataclass(frozen=True)
 class HourlyPlan:
-    """Result of :func:`plan_hourly` (all carbon in grams)."""
+    """Result of :func:`plan_hourly` (all carbon in grams).
+
+    The switching cost used: ``switch_energy_kwh`` and ``switch_embodied_g`` per switch, and
+    ``switch_cost_source`` (``"given"``, or how the planner estimated it). The load fields are
+    filled by :meth:`Planner.plan_hourly <greenllm.scheduler.planner.Planner.plan_hourly>`:
+    ``profiled_qps`` (lowest, highest profiled QPS level), ``hours_above_profiled`` /
+    ``hours_below_profiled`` (hours whose rate lies outside it), ``qps_over_profiled``
+    (highest requested / highest profiled QPS: above 1 means beyond the profiles, served by
+    the top level's configuration whose attainment there is unknown), ``qps_under_profiled``
+    (lowest requested / lowest profiled QPS: below 1 means served by the lowest level, which
+    is conservative) and ``load_warning`` (the message logged, or None).
+    """
 
     choice: np.ndarray  # (H,) configuration index per hour
     carbon_g: np.ndarray  # (H,) serving carbon per hour, switching excluded
@@ -43,6 +54,20 @@ class HourlyPlan:
     static_choice: np.ndarray  # (H,) the paper's plan: best per workload at the mean intensity
     static_carbon_g: np.ndarray  # (H,) its carbon per hour, switching included
     baseline_carbon_g: np.ndarray  # (H,) the baseline configuration (e.g. Standalone) per hour
+    switch_energy_kwh: float = 0.0
+    switch_embodied_g: float = 0.0
+    switch_cost_source: str = "given"
+    profiled_qps: tuple[float, float] | None = None
+    hours_above_profiled: int = 0
+    hours_below_profiled: int = 0
+    qps_over_profiled: float = 1.0
+    qps_under_profiled: float = 1.0
+    load_warning: str | None = None
+
+    @property
+    def load_outside_profiled(self) -> bool:
+        """Some hour's rate lies outside the profiled QPS range."""
+        return self.hours_above_profiled + self.hours_below_profiled > 0
 
     @property
     def total_g(self) -> float:
@@ -122,6 +147,8 @@ def plan_hourly(
         static_choice=static,
         static_carbon_g=static_carbon,
         baseline_carbon_g=cost[:, baseline],
+        switch_energy_kwh=float(switch_energy_kwh),
+        switch_embodied_g=float(switch_embodied_g),
     )
 
 
@@ -207,5 +234,8 @@ def _check(
         raise ConfigError(
             f"baseline = {baseline}: must index a configuration 0..{emb.shape[1] - 1}"
         )
-    if sw_kwh < 0 or sw_g < 0:
-        raise ConfigError("switching energy and embodied carbon must be >= 0")
+    for name, v in (("switch_energy_kwh", sw_kwh), ("switch_embodied_g", sw_g)):
+        if isinstance(v, bool) or not isinstance(v, int | float | np.number):
+            raise ConfigError(f"{name} = {v!r}: must be a finite number >= 0")
+        if not np.isfinite(v) or v < 0:
+            raise ConfigError(f"{name} = {v!r}: must be a finite number >= 0")

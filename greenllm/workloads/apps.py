@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from greenllm.config import SLO, RequestSize, RequestSizeDistribution, Workload
 from greenllm.errors import ConfigError
 
@@ -161,6 +163,8 @@ def workload(app: str | Application, qps: float, size: str = "p50") -> Workload:
     the paper) or ``sampled`` (sizes drawn from the distribution through the percentiles).
     """
     application = get_application(app)
+    if isinstance(qps, (bool, str, bytes)) or not isinstance(qps, (int, float, np.number)):
+        raise ConfigError(f"workload: qps = {qps!r:.60}: must be a number (1e-06 <= qps <= 100000)")
     return Workload(
         application=application.name,
         request_size=application.size(size),

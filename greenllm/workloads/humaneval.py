@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from greenllm.errors import ConfigError, missing_extra
+from greenllm.units import MAX_TOKENS
 from greenllm.workloads.requests import RequestSet, poisson_arrivals_s
 
 __all__ = ["approx_token_count", "humaneval_prompts", "humaneval_requests"]
@@ -29,6 +30,8 @@ _PIECE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]|\n|(?<=\n) +")
 
 def approx_token_count(text: str) -> int:
     """Approximate Llama-tokenizer token count of ``text`` (at least 1), by regex word pieces."""
+    if not isinstance(text, str):
+        raise ConfigError(f"approx_token_count: text = {text!r:.60}: must be a string")
     return max(1, len(_PIECE.findall(text)))
 
 
@@ -67,8 +70,11 @@ def humaneval_requests(
     """
     if isinstance(output_tokens, bool) or not isinstance(output_tokens, (int, np.integer)):
         raise ConfigError(f"output_tokens = {output_tokens!r}: must be an integer >= 1")
-    if output_tokens < 1:
-        raise ConfigError(f"output_tokens = {output_tokens}: must be an integer >= 1")
+    if not 1 <= output_tokens <= MAX_TOKENS:
+        raise ConfigError(
+            f"output_tokens = {output_tokens}: must be an integer, 1 <= output_tokens <= "
+            f"{MAX_TOKENS}"
+        )
     if duration_s is None and n is None:
         n = len(_problems())
     arrivals = poisson_arrivals_s(qps, duration_s=duration_s, n=n, seed=seed)

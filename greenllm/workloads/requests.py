@@ -12,8 +12,59 @@ import numpy as np
 
 from greenllm.config import RequestSize, RequestSizeDistribution
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_QPS, MAX_REQUESTS, MAX_TIME_S, MAX_TOKENS, MIN_QPS
 
 __all__ = ["RequestSet", "poisson_arrivals_s"]
+
+
+def _number(func: str, name: str, value: object, lo: float, hi: float, lo_open: bool) -> float:
+    """``value`` as a float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), else ConfigError."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    try:
+        x = float(value) if ok else float("nan")  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float range
+        x = float("inf")
+    if not (ok and (lo < x if lo_open else lo <= x) and x <= hi):
+        raise ConfigError(
+            f"{func}: {name} = {value!r:.60}: must be a finite number with "
+            f"{lo:g} {'<' if lo_open else '<='} {name} <= {hi:g}"
+        )
+    return x
+
+
+def _integer(func: str, name: str, value: object, lo: int, hi: int | None = None) -> int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not (ok and lo <= value and (hi is None or value <= hi)):  # type: ignore[operator]
+        top = "" if hi is None else f" <= {hi}"
+        raise ConfigError(f"{func}: {name} = {value!r:.60}: must be an integer {lo} <= {name}{top}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def _column(name: str, value: object, kind: str) -> np.ndarray:
+    """A 1-D column of numbers: ``kind`` "f" (finite floats) or "i" (whole numbers)."""
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {raw.dtype}")
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"RequestSet: {name} = {value!r:.100}: must be numbers") from err
+    if raw.size > MAX_REQUESTS:
+        raise ConfigError(f"RequestSet: {name} has {raw.size} entries; at most {MAX_REQUESTS}")
+    if kind == "f" or raw.dtype.kind == "f":
+        arr = raw.astype(float)
+        if not np.all(np.isfinite(arr)):
+            raise ConfigError(f"RequestSet: {name} must be finite (no NaN or inf)")
+        if kind == "f":
+            return arr
+        if np.any(arr != np.round(arr)):
+            raise ConfigError(f"RequestSet: {name} must be whole numbers of tokens")
+    else:
+        arr = raw
+    if np.any(arr < 1) or np.any(arr > MAX_TOKENS):
+        raise ConfigError(
+            f"RequestSet: {name} must be >= 1 and <= {MAX_TOKENS} for every request"
+        )
+    return arr.astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,18 +77,27 @@ class RequestSet:
     prompts: tuple[str, ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        arr = np.asarray(self.arrival_s, dtype=float)
-        ins = np.asarray(self.input_tokens, dtype=np.int64)
-        outs = np.asarray(self.output_tokens, dtype=np.int64)
+        arr = _column("arrival_s", self.arrival_s, "f")
+        ins = _column("input_tokens", self.input_tokens, "i")
+        outs = _column("output_tokens", self.output_tokens, "i")
         if not (arr.ndim == ins.ndim == outs.ndim == 1 and len(arr) == len(ins) == len(outs)):
             raise ConfigError(
                 f"arrival_s ({arr.shape}), input_tokens ({ins.shape}) and output_tokens "
                 f"({outs.shape}) must be 1-D arrays of one length"
             )
-        if len(arr) and (not np.all(np.isfinite(arr)) or arr.min() < 0 or np.any(np.diff(arr) < 0)):
-            raise ConfigError("arrival_s must be finite, >= 0 and sorted (non-decreasing)")
-        if len(arr) and (ins.min() < 1 or outs.min() < 1):
-            raise ConfigError("input_tokens and output_tokens must be >= 1 for every request")
+        if len(arr) and (arr.min() < 0 or arr.max() > MAX_TIME_S or np.any(np.diff(arr) < 0)):
+            raise ConfigError(
+                f"arrival_s must be finite, 0 <= arrival_s <= {MAX_TIME_S:g} and sorted "
+                "(non-decreasing)"
+            )
+        if self.prompts is not None and (
+            isinstance(self.prompts, (str, bytes))
+            or not isinstance(self.prompts, (tuple, list))
+            or not all(isinstance(p, str) for p in self.prompts)
+        ):
+            raise ConfigError(f"prompts = {self.prompts!r:.100}: must be a tuple of strings")
+        if self.prompts is not None:
+            object.__setattr__(self, "prompts", tuple(self.prompts))
         if self.prompts is not None and len(self.prompts) != len(arr):
             raise ConfigError(f"{len(self.prompts)} prompts for {len(arr)} requests")
         object.__setattr__(self, "arrival_s", arr)
@@ -77,6 +137,11 @@ class RequestSet:
         A fixed :class:`RequestSize` gives every request that size (the paper truncates prompts
         to the percentile); a distribution samples sizes independently with the same seed.
         """
+        if not isinstance(size, (RequestSize, RequestSizeDistribution)):
+            raise ConfigError(
+                f"RequestSet.poisson: size = {size!r:.100}: must be a RequestSize or "
+                "RequestSizeDistribution"
+            )
         arrivals = poisson_arrivals_s(qps, duration_s=duration_s, n=n, seed=seed)
         count = len(arrivals)
         if isinstance(size, RequestSize):
@@ -92,20 +157,34 @@ class RequestSet:
 def poisson_arrivals_s(
     qps: float, *, duration_s: float | None = None, n: int | None = None, seed: int = 0
 ) -> np.ndarray:
-    """Arrival times of a Poisson process at ``qps`` (exponential gaps), starting after 0."""
-    if not np.isfinite(qps) or qps <= 0:
-        raise ConfigError(f"qps = {qps!r}: must be a finite number > 0")
+    """Arrival times of a Poisson process at ``qps`` (exponential gaps), starting after 0.
+
+    Limits (ConfigError beyond them): ``MIN_QPS <= qps <= MAX_QPS``; ``0 <= n <= MAX_REQUESTS``;
+    ``0 < duration_s <= MAX_TIME_S`` with ``qps * duration_s <= MAX_REQUESTS`` expected
+    arrivals; ``seed`` an integer >= 0.
+    """
+    func = "poisson_arrivals_s"
+    qps = _number(func, "qps", qps, MIN_QPS, MAX_QPS, False)
+    seed = _integer(func, "seed", seed, 0)
     if (duration_s is None) == (n is None):
         raise ConfigError("give exactly one of duration_s or n")
     rng = np.random.default_rng(seed)
     if n is not None:
-        if n < 0:
-            raise ConfigError(f"n = {n}: must be >= 0")
-        return np.cumsum(rng.exponential(1.0 / qps, n))
-    assert duration_s is not None  # exactly one of the two was given
-    if not np.isfinite(duration_s) or duration_s <= 0:
-        raise ConfigError(f"duration_s = {duration_s!r}: must be a finite number > 0")
+        n = _integer(func, "n", n, 0, MAX_REQUESTS)
+        times = np.cumsum(rng.exponential(1.0 / qps, n))
+        if len(times) and times[-1] > MAX_TIME_S:  # only near MIN_QPS with n near the limit
+            raise ConfigError(
+                f"{func}: {n} arrivals at qps = {qps:g} span {times[-1]:.3g} s, more than "
+                f"{MAX_TIME_S:g} s"
+            )
+        return times
+    duration_s = _number(func, "duration_s", duration_s, 0.0, MAX_TIME_S, True)
     expected = qps * duration_s
+    if expected > MAX_REQUESTS:
+        raise ConfigError(
+            f"{func}: qps * duration_s = {expected:.4g} expected arrivals; at most "
+            f"{MAX_REQUESTS} (lower qps or duration_s)"
+        )
     guess = int(expected + 6 * np.sqrt(expected) + 16)
     times = np.cumsum(rng.exponential(1.0 / qps, guess))
     while times[-1] < duration_s:  # vanishingly rare: extend

@@ -27,6 +27,7 @@ import numpy as np
 
 from greenllm.config import RequestSize, RequestSizeDistribution
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_QPS, MAX_REQUESTS, MAX_TIME_S, MAX_TOKENS, MIN_QPS
 from greenllm.workloads.requests import RequestSet, poisson_arrivals_s
 
 __all__ = ["TRACES", "TraceSpec", "TraceStats", "list_traces", "load_trace", "trace_stats"]
@@ -74,7 +75,9 @@ def list_traces() -> list[str]:
 
 
 def _spec(name: str) -> TraceSpec:
-    key = name.strip().lower() if isinstance(name, str) else name
+    if not isinstance(name, str):
+        raise ConfigError(f"trace = {name!r:.60}: must be a name, one of {', '.join(TRACES)}")
+    key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in TRACES:
         raise ConfigError(f"unknown trace {name!r}: known traces are {', '.join(TRACES)}")
@@ -166,19 +169,29 @@ def _tiled_arrivals(base: np.ndarray, count: int) -> np.ndarray:
     return (base[None, :] + _period(base) * np.arange(laps)[:, None]).ravel()[:count]
 
 
-def _positive(field: str, value: float) -> float:
+def _positive(field: str, value: float, lo: float, hi: float) -> float:
+    """``value`` as a float in ``(lo, hi]`` (``[lo, hi]`` when ``lo > 0``), else ConfigError."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     try:
-        ok = not isinstance(value, bool) and bool(np.isfinite(value)) and value > 0
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ConfigError(f"{field} = {value!r}: must be a finite number > 0")
-    return float(value)
+        x = float(value) if ok else float("nan")
+    except OverflowError:  # an int beyond float range
+        x = float("inf")
+    if not (ok and (x >= lo if lo > 0 else x > 0) and x <= hi):
+        rng = f"{lo:g} <= {field}" if lo > 0 else f"0 < {field}"
+        raise ConfigError(f"{field} = {value!r:.60}: must be a finite number, {rng} <= {hi:g}")
+    return x
 
 
 def _cap(field: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{field} = {value!r}: must be an integer >= 1 (or None: no cap)")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not 1 <= value <= MAX_TOKENS
+    ):
+        raise ConfigError(
+            f"{field} = {value!r:.60}: must be an integer, 1 <= {field} <= {MAX_TOKENS} "
+            "(or None: no cap)"
+        )
     return int(value)
 
 
@@ -203,15 +216,23 @@ def load_trace(
       A replay longer than the trace wraps around to its start (with the trace's sizes).
     * ``sizes="trace"`` keeps the trace's sizes in trace order; ``"sampled"`` draws rows
       uniformly with replacement (``seed``). Sizes are clipped to ``[1, max_*_tokens]``.
+
+    Limits (ConfigError beyond them): ``MIN_QPS <= qps <= MAX_QPS``, ``0 < duration_s <=
+    MAX_TIME_S``, at most ``MAX_REQUESTS`` requests in all, ``seed`` an integer >= 0.
     """
     spec = _spec(name)
     trace_arr, ins, outs = _columns(spec.name)
     if n is not None and duration_s is not None:
         raise ConfigError("give at most one of n or duration_s (neither: the whole trace once)")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0):
-        raise ConfigError(f"n = {n!r}: must be an integer >= 0")
-    duration_s = None if duration_s is None else _positive("duration_s", duration_s)
-    qps = None if qps is None else _positive("qps", qps)
+    if n is not None and (
+        isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_REQUESTS
+    ):
+        raise ConfigError(f"n = {n!r:.60}: must be an integer, 0 <= n <= {MAX_REQUESTS}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed = {seed!r:.60}: must be an integer >= 0")
+    duration_s = None if duration_s is None else _positive("duration_s", duration_s, 0.0,
+                                                             MAX_TIME_S)  # fmt: skip
+    qps = None if qps is None else _positive("qps", qps, MIN_QPS, MAX_QPS)
     if arrivals not in ("auto", "trace", "poisson"):
         raise ConfigError(f"arrivals = {arrivals!r}: must be one of 'auto', 'trace', 'poisson'")
     if sizes not in ("trace", "sampled"):
@@ -236,6 +257,12 @@ def load_trace(
             count = n
         elif duration_s is not None:
             period = _period(base)
+            laps = duration_s / period + 1
+            if len(base) * laps > MAX_REQUESTS:
+                raise ConfigError(
+                    f"trace {spec.name!r} replayed for duration_s = {duration_s:g} s holds about "
+                    f"{len(base) * laps:.3g} requests; at most {MAX_REQUESTS}"
+                )
             count = len(base) * (int(duration_s // period) + 1)
         else:
             count = len(base)

@@ -280,3 +280,27 @@ def test_the_checks_catch_broken_results(
     for extra in ({**good.extra, "device": "cpu"}, {**good.extra, "wall_s": -1.0}):
         with pytest.raises(AssertionError):
             check_extra(dataclasses.replace(good, extra=extra), REQUESTS)
+
+
+def test_carbon_by_region_works_like_its_intensity(results: dict[ConfigKind, RunResult]) -> None:
+    """``carbon(region=...)`` prices the run at the region's annual intensity; giving both
+    ``region`` and ``intensity_g_per_kwh`` is a ConfigError; neither is CISO's 261 g/kWh."""
+    from greenllm.carbon import carbon_intensity
+
+    for result in results.values():
+        for region in ("CISO", "MISO", "FRA"):
+            by_region = result.carbon(region=region)
+            assert by_region == result.carbon(carbon_intensity(region))
+            assert by_region == result.carbon(intensity_g_per_kwh=carbon_intensity(region))
+        assert result.carbon() == result.carbon(261.0)
+        assert result.carbon(region="CISO", lifetime_years={"T4": 10, "default": 7}) == (
+            result.carbon(carbon_intensity("CISO"), {"T4": 10, "default": 7})
+        )
+        with pytest.raises(ConfigError, match="not both"):
+            result.carbon(300.0, region="CISO")
+        for bad in ("", "   ", "Atlantis", 5, b"CISO"):
+            with pytest.raises(ConfigError):
+                result.carbon(region=bad)  # type: ignore[arg-type]
+        for bad_ci in (float("nan"), float("inf"), -1.0, 1e308, "5"):
+            with pytest.raises(ConfigError):
+                result.carbon(bad_ci)  # type: ignore[arg-type]

@@ -84,7 +84,7 @@ def test_eq1_vectorised(ts: list[float], gpu: str, life: float) -> None:
 
 
 # Eq. 2 and 3 ---------------------------------------------------------------------------------
-@given(energies_j, energies_j, intensities, st.floats(min_value=0, max_value=100))
+@given(energies_j, energies_j, intensities, st.floats(min_value=0, max_value=5))
 def test_eq2_bilinear(e1: float, e2: float, ci: float, k: float) -> None:
     assert operational_carbon_g(e1 + e2, ci) == pytest.approx(
         operational_carbon_g(e1, ci) + operational_carbon_g(e2, ci), rel=1e-12, abs=1e-12

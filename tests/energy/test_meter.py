@@ -180,7 +180,7 @@ def test_trace_intensity_with_energy_counters(tmp_path) -> None:
     trace = CarbonIntensityTrace([hour, hour + 3600.0], [100.0, 400.0])
     clock = ManualClock(hour + 3560.0)
     sampler = RAPLSampler(root=tmp_path, clock=clock, period_s=3600).start()
-    meter = CarbonMeter(gpus=[], trace=trace, sampler=sampler)
+    meter = CarbonMeter(gpus="T4", trace=trace, sampler=sampler)
     clock.t = hour + 3570.0
     (zone / "energy_uj").write_text("100000000\n")  # 100 J before the window (10 W)
     with meter.window("w") as w:
@@ -191,6 +191,7 @@ def test_trace_intensity_with_energy_counters(tmp_path) -> None:
         (zone / "energy_uj").write_text("1300000000\n")  # +900 J at 400 g/kWh (30 W)
     sampler.stop()
     r = w.report
-    assert r.energy_j == pytest.approx(1200.0, rel=1e-12) and r.embodied_g == 0.0
+    assert r.energy_j == pytest.approx(1200.0, rel=1e-12)
+    assert r.embodied_g == pytest.approx(eq1_g(60.0, "T4"), rel=1e-12)
     assert r.operational_g == pytest.approx((300 * 100 + 900 * 400) / 3.6e6, rel=1e-12)
     assert r.measurement.peak_power_w["package-0"] == pytest.approx(30.0)

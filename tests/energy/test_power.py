@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import greenllm.energy as power
 from greenllm.energy import (
+    CarbonMeter,
     ModelledSampler,
     NullSampler,
     NVMLSampler,
@@ -327,6 +328,8 @@ class FakeNVML:
             "nvmlShutdown",
             "nvmlDeviceGetCount",
             "nvmlDeviceGetHandleByIndex",
+            "nvmlDeviceGetHandleByUUID",
+            "nvmlDeviceGetIndex",
             "nvmlDeviceGetName",
             "nvmlDeviceGetArchitecture",
             "nvmlDeviceGetPowerUsage",
@@ -353,6 +356,16 @@ class FakeNVML:
     def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
         return i
 
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> int:
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for i, gpu in enumerate(self.gpus):
+            if gpu.get("uuid", f"GPU-fake-{i}") == uuid:
+                return i
+        raise self.nv.NVMLError(self.nv.NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetIndex(self, h: int) -> int:
+        return h
+
     def nvmlDeviceGetName(self, h: int) -> str:
         return self.gpus[h]["name"]
 
@@ -361,6 +374,7 @@ class FakeNVML:
 
     def nvmlDeviceGetPowerUsage(self, h: int) -> int:
         gpu = self._gpu(h)
+        gpu["reads"] = gpu.get("reads", 0) + 1
         if "average_w" in gpu:  # a 1 s average that lags the true power
             return int(gpu["average_w"] * 1000)
         return round(gpu["power"](self.clock()) * 1000)
@@ -462,6 +476,47 @@ def test_nvml_sampler_with_a_fake_driver(nv, monkeypatch: pytest.MonkeyPatch) ->
     sampler.stop()
     sampler.stop()
     assert (fake.inits, fake.shutdowns) == (1, 1)
+
+
+def test_nvml_sampler_measures_only_the_named_gpus(nv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """devices= takes NVML indices and UUIDs; the other GPUs of the host are never read."""
+    clock = ManualClock(0.0)
+    volta = nv.NVML_DEVICE_ARCH_VOLTA
+    gpus = [
+        {"name": "Tesla V100", "arch": volta, "power": lambda t: 100.0, "uuid": "GPU-aaaa"},
+        {"name": "Tesla V100", "arch": volta, "power": lambda t: 200.0, "uuid": "GPU-bbbb"},
+        {"name": "Tesla V100", "arch": volta, "power": lambda t: 300.0, "uuid": "GPU-cccc"},
+    ]
+    fake = FakeNVML(nv, gpus, clock)
+    fake.install(monkeypatch)
+    sampler = NVMLSampler(period_s=3600, devices=["GPU-cccc", 0], clock=clock)
+    sampler.begin_window("w")
+    assert sampler.devices == ("gpu2", "gpu0")
+    clock.t = 2.0
+    m = sampler.end_window("w")
+    sampler.stop()
+    assert m.energy_j == {"gpu2": pytest.approx(600.0), "gpu0": pytest.approx(200.0)}
+    assert gpus[0]["reads"] >= 2 and gpus[2]["reads"] >= 2 and "reads" not in gpus[1]
+    # a meter measures exactly the GPUs it names
+    meter = CarbonMeter(["V100"], devices=["GPU-bbbb"], intensity_g_per_kwh=100.0)
+    with meter.window("x") as w:
+        pass
+    meter.close()
+    assert isinstance(meter.sampler, NVMLSampler) and meter.sampler.devices == ("gpu1",)
+    r = w.report
+    assert r is not None and list(r.device_energy_j) == ["gpu1"]
+    assert r.energy_j == pytest.approx(200.0 * r.duration_s, rel=1e-9)
+    with pytest.raises(ConfigError, match=r"UUID 'GPU-zzzz'"):
+        NVMLSampler(devices=["GPU-zzzz"]).start()
+    with pytest.raises(ConfigError, match=r"GPU\(s\) \[1\] twice"):
+        NVMLSampler(devices=[1, "GPU-bbbb"]).start()
+    assert fake.inits == fake.shutdowns
+
+
+@pytest.mark.parametrize("devices", ["0", [], [-1], [True], [0, 0], [None], [1.0], 5])
+def test_nvml_bad_devices_are_config_errors(devices: object) -> None:
+    with pytest.raises(ConfigError, match="devices"):
+        NVMLSampler(devices=devices)  # type: ignore[arg-type]
 
 
 def test_nvml_sampler_thread_with_a_fake_driver(nv, monkeypatch: pytest.MonkeyPatch) -> None:

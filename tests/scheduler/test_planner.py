@@ -156,12 +156,13 @@ def test_unprofiled_column_and_bad_attainment_are_named() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"slo_target": 1.5}, "slo_target = 1.5"), ({"priority": "fast"}, "priority = 'fast'"),
-     ({"intensity_g_per_kwh": -3.0}, "must be a finite number >= 0"),
-     ({"region": "ATLANTIS"}, "ATLANTIS"), ({"lifetimes_years": {"T4": 0}}, "lifetime of T4"),
+     ({"intensity_g_per_kwh": -3.0}, r"intensity_g_per_kwh = -3.0: must be a finite number in \[0"),
+     ({"region": "ATLANTIS"}, "ATLANTIS"),
+     ({"lifetimes_years": {"T4": 0}}, r"lifetimes_years\['T4'\] = 0"),
      ({"margin_sigmas": -1}, "margin_sigmas")],
 )  # fmt: skip
 def test_bad_planner_settings_are_config_errors(kwargs, message) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=message):
         Planner(**kwargs)
 
 

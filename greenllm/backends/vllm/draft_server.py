@@ -11,6 +11,10 @@ a ``ready`` message (``host``, ``port``, ``device``, ``load_s``, ``pid``) on std
   ids (so only new tokens cross the link); the answer is the draft's K greedy tokens after it.
 * ``{"type": "ping"}`` -> ``{"type": "pong", "pid"}``; ``{"type": "stats"}`` -> counters.
 * A request that fails gets ``{"type": "error", "message"}``; the connection stays open.
+* A line that is not a protocol message (not UTF-8 JSON, not an object with a ``"type"``) or
+  is longer than :data:`MAX_LINE_BYTES` gets ``{"type": "error", "message": "BadRequest: ..."}``
+  and the connection is closed (the server keeps serving the others). A connection that sends
+  nothing for ``--idle-timeout-s`` (:data:`IDLE_TIMEOUT_S`) seconds is closed.
 
 Each connection has its own sequences; a dropped connection drops them. The KV cache of a row
 is cropped to the longest prefix it shares with the new context, so accepted tokens are never
@@ -41,9 +45,30 @@ from greenllm.backends.vllm.protocol import (
 )
 from greenllm.errors import ConfigError, missing_extra
 
-__all__ = ["DraftModel", "main", "parse_cpus"]
+__all__ = [
+    "BAD_REQUEST",
+    "IDLE_TIMEOUT_S",
+    "MAX_LINE_BYTES",
+    "DraftModel",
+    "main",
+    "parse_cpus",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Longest request line (bytes, newline included) the server reads; a longer one is refused and
+#: its connection closed instead of being buffered. A real request is a few KiB: K and, per
+#: row, the tokens appended since the last call.
+MAX_LINE_BYTES = 1 << 20
+#: Seconds a connection may stay silent before the server closes it (the proposer reconnects).
+IDLE_TIMEOUT_S = 600.0
+#: Prefix of the error message for a line that is not a protocol request.
+BAD_REQUEST = "BadRequest"
+
+
+class _BadRequestError(ConfigError):
+    """A line that is not a protocol request: answered, then the connection is closed."""
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -157,20 +182,102 @@ class _Connection:
                     "bytes_out": t["bytes_out"]}  # fmt: skip
         return {"type": "error", "message": f"unknown type {kind!r}; use propose, ping or stats"}
 
-    def serve(self) -> None:
-        """Answer requests until the client closes the connection."""
-        with contextlib.closing(self.conn), self.conn.makefile("rwb") as f:
-            for raw in f:
-                try:
-                    reply = self.handle(decode(raw))
-                except Exception as err:  # a bad request gets an error reply, not a dead server
-                    logger.exception("draft request failed")
-                    reply = ErrorReply(type="error", message=f"{type(err).__name__}: {err}")
-                data = encode(reply)
-                self.totals["bytes_in"] += len(raw)
-                self.totals["bytes_out"] += len(data)
-                f.write(data)
-                f.flush()
+    def serve(
+        self, max_line_bytes: int = MAX_LINE_BYTES, idle_timeout_s: float | None = IDLE_TIMEOUT_S
+    ) -> None:
+        """Answer requests until the client closes the connection, stays silent for
+        ``idle_timeout_s``, or sends a line that is not a request (answered, then closed)."""
+        peer = _peer(self.conn)
+        self.conn.settimeout(idle_timeout_s)
+        try:
+            with contextlib.closing(self.conn), self.conn.makefile("rwb") as f:
+                while True:
+                    raw = f.readline(max_line_bytes + 1)
+                    if not raw:
+                        return
+                    try:
+                        msg = _parse(raw, max_line_bytes)
+                    except _BadRequestError as err:
+                        logger.warning("draft client %s: %s; closing the connection", peer, err)
+                        self._reply(f, raw, ErrorReply(type="error", message=str(err)))
+                        return
+                    try:
+                        reply = self.handle(msg)
+                    except Exception as err:  # a failed request gets an error reply
+                        logger.exception("draft request failed")
+                        reply = ErrorReply(type="error", message=f"{type(err).__name__}: {err}")
+                    self._reply(f, raw, reply)
+        except TimeoutError:
+            logger.info("draft client %s idle for %s s: connection closed", peer, idle_timeout_s)
+        except OSError as err:  # the client went away mid-line or mid-reply
+            logger.info("draft client %s: %s", peer, err)
+
+    def _reply(self, f: Any, raw: bytes, reply: Any) -> None:
+        data = encode(reply)
+        self.totals["bytes_in"] += len(raw)
+        self.totals["bytes_out"] += len(data)
+        f.write(data)
+        f.flush()
+
+
+def _parse(raw: bytes, max_line_bytes: int) -> dict[str, Any]:
+    """One request line as a message, or :class:`_BadRequestError` saying what is wrong with it."""
+    if len(raw) > max_line_bytes:
+        raise _BadRequestError(
+            f"{BAD_REQUEST}: request line longer than {max_line_bytes} bytes (MAX_LINE_BYTES)"
+        )
+    try:
+        return decode(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise _BadRequestError(f"{BAD_REQUEST}: not UTF-8 (byte {err.start})") from err
+    except RecursionError as err:
+        raise _BadRequestError(f"{BAD_REQUEST}: JSON nested too deeply") from err
+    except ValueError as err:  # JSONDecodeError, or JSON that is not an object with a type
+        raise _BadRequestError(f"{BAD_REQUEST}: {str(err)[:200]}") from err
+
+
+def _peer(conn: socket.socket) -> str:
+    try:
+        host, port = conn.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def serve(
+    srv: socket.socket,
+    model: Any,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    idle_timeout_s: float | None = IDLE_TIMEOUT_S,
+    stop: threading.Event | None = None,
+) -> None:
+    """Accept connections on the listening socket ``srv`` and serve each in a thread, until
+    ``stop`` is set (checked every 0.1 s) or forever; ``model`` answers proposals."""
+    if max_line_bytes < 1:
+        raise ConfigError(f"max_line_bytes = {max_line_bytes!r}: must be >= 1")
+    if idle_timeout_s is not None and not idle_timeout_s > 0:
+        raise ConfigError(f"idle_timeout_s = {idle_timeout_s!r}: must be > 0 seconds (or None)")
+    totals = dict.fromkeys(("calls", "busy_s", "tokens", "bytes_in", "bytes_out"), 0.0)
+    srv.settimeout(0.1 if stop is not None else None)
+    while stop is None or not stop.is_set():
+        try:
+            conn, _ = srv.accept()
+        except TimeoutError:
+            continue
+        except OSError as err:  # e.g. out of file descriptors: wait, keep serving
+            if stop is not None and stop.is_set():
+                return
+            logger.warning("draft server cannot accept a connection: %s", err)
+            time.sleep(0.1)
+            continue
+        conn.settimeout(None)
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        handler = _Connection(model, conn, totals)
+        threading.Thread(
+            target=handler.serve, args=(max_line_bytes, idle_timeout_s), daemon=True
+        ).start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,7 +290,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--cpus", default="", help="CPU cores to run on, e.g. 1 or 2-3 (Linux)")
+    ap.add_argument("--idle-timeout-s", type=float, default=IDLE_TIMEOUT_S,
+                    help="close a connection silent for this long (seconds)")  # fmt: skip
+    ap.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
+                    help="longest request line accepted (bytes)")  # fmt: skip
     args = ap.parse_args(argv)
+    if not args.idle_timeout_s > 0 or args.max_line_bytes < 1:
+        ap.error("--idle-timeout-s must be > 0 and --max-line-bytes >= 1")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
@@ -194,16 +307,11 @@ def main(argv: list[str] | None = None) -> None:
     model.warm_up()
     srv = socket.create_server((args.host, args.port))  # SO_REUSEADDR: restarts reuse the port
     host, port = srv.getsockname()[:2]
-    totals = dict.fromkeys(("calls", "busy_s", "tokens", "bytes_in", "bytes_out"), 0.0)
     ready: DraftReadyEvent = {"type": "ready", "host": host, "port": port, "device": args.device,
                               "load_s": time.perf_counter() - t0, "pid": os.getpid()}  # fmt: skip
     sys.stdout.buffer.write(encode(ready))
     sys.stdout.buffer.flush()
-    while True:
-        conn, _ = srv.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handler = _Connection(model, conn, totals)
-        threading.Thread(target=handler.serve, daemon=True).start()
+    serve(srv, model, max_line_bytes=args.max_line_bytes, idle_timeout_s=args.idle_timeout_s)
 
 
 if __name__ == "__main__":

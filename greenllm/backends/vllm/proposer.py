@@ -117,6 +117,19 @@ class DraftClient:
         line, _, self._buf = self._buf.partition(b"\n")
         return line
 
+    def _exchange(
+        self, rows: list[list[Any]], todo: list[tuple[int, list[int]]], k: int, deadline: float
+    ) -> tuple[bytes, int]:
+        """Send one propose request (connecting first if needed); its reply line, bytes sent."""
+        if self._sock is None:
+            self._sock = self._connect()
+            rows = [[i, 0, ctx] for i, ctx in todo]  # a new connection starts empty
+        request: ProposeRequest = {"type": "propose", "k": int(k), "rows": rows}
+        data = encode(request)
+        self._sock.settimeout(max(1e-3, deadline - time.monotonic()))
+        self._sock.sendall(data)
+        return self._readline(deadline), len(data)
+
     # ---- proposals ------------------------------------------------------------------------------
     def propose(self, contexts: Sequence[Sequence[int] | None], k: int) -> list[list[int]]:
         """K draft ids per row (``[]`` for rows given None, and for every row on a fallback)."""
@@ -139,16 +152,18 @@ class DraftClient:
             new_sent[i] = ctx
         sent = received = 0
         try:
-            if self._sock is None:
-                self._sock = self._connect()
-                rows = [[i, 0, ctx] for i, ctx in todo]  # a new connection starts empty
-            request: ProposeRequest = {"type": "propose", "k": int(k), "rows": rows}
-            data = encode(request)
             deadline = t0 + self.timeout_s
-            self._sock.settimeout(max(1e-3, deadline - time.monotonic()))
-            self._sock.sendall(data)
-            sent = len(data)
-            line = self._readline(deadline)
+            try:
+                reused = self._sock is not None
+                line, sent = self._exchange(rows, todo, k, deadline)
+            except ConnectionError:
+                # the server closes a connection left idle too long (draft_server
+                # IDLE_TIMEOUT_S): a reused one that fails before any reply gets one retry
+                if not reused or time.monotonic() >= deadline:
+                    raise
+                self.close()
+                line, more = self._exchange(rows, todo, k, deadline)
+                sent += more
             received = len(line) + 1
             reply = decode(line)
             if reply["type"] != "proposal":

@@ -130,10 +130,23 @@ def compare(
     from greenllm.carbon.accounting import embodied_carbon_g, operational_carbon_g
     from greenllm.carbon.catalog.registry import get_gpu
 
+    if isinstance(disaggregated, (str, bytes)) or not isinstance(disaggregated, Sequence):
+        raise ConfigError(
+            f"disaggregated = {disaggregated!r:.60}: must be (new_gpu_run, old_gpu_run)"
+        )
     if len(disaggregated) != 2:
         raise ConfigError(
             f"disaggregated must be (new_gpu_run, old_gpu_run), got {len(disaggregated)} runs"
         )
+    for name, run in (("standalone", standalone), ("disaggregated[0]", disaggregated[0]),
+                      ("disaggregated[1]", disaggregated[1])):  # fmt: skip
+        if not all(hasattr(run, a) for a in ("gpu", "seconds", "energy_j", "lifetime_years")):
+            raise ConfigError(
+                f"{name} = {run!r:.60}: must be a DeviceUsage (gpu, seconds, energy_j, "
+                "lifetime_years)"
+            )
+    if region is not None and not isinstance(region, str):
+        raise ConfigError(f"region = {region!r:.60}: must be a region code such as 'CISO'")
     if region is not None:
         from greenllm.carbon.intensity.regions import carbon_intensity
 

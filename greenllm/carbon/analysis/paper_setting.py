@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TypedDict
 
 from greenllm.carbon.accounting import embodied_carbon_g, operational_carbon_g
@@ -73,9 +72,11 @@ class PaperSetting(TypedDict):
 def paper_setting(lifetime_years: float = 7.0) -> PaperSetting:
     """Section 5 in the paper's setting, from Table 1 and Eq. 1-5 only: carbon per GPU-hour, the
     least energy a disaggregated pair must save per hour to break even, and what-if savings."""
-    if not (isinstance(lifetime_years, (int, float)) and math.isfinite(lifetime_years)
-            and lifetime_years > 0):  # fmt: skip
-        raise ConfigError(f"lifetime_years = {lifetime_years!r}: must be a finite number > 0")
+    if not (isinstance(lifetime_years, (int, float)) and not isinstance(lifetime_years, bool)
+            and 0 < lifetime_years <= 1e6):  # fmt: skip
+        raise ConfigError(
+            f"lifetime_years = {lifetime_years!r:.60}: must be a number, 0 < lifetime_years <= 1e6"
+        )
     alphas = {r: carbon_intensity(r) for r in PAPER_REGIONS}
     gpus: list[GPUHourRow] = []
     for name in (NEW_GPU, *OLD_GPUS):

@@ -8,9 +8,12 @@ lifetimes.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,28 +44,90 @@ __all__ = [
 Num = float | np.ndarray
 
 
+#: Largest number the ratio functions take (in its unit: J, g, s, g/kWh, years), far beyond
+#: any physical value. A result that still overflows (e.g. dividing by a subnormal) raises
+#: ConfigError instead of returning inf.
+ANALYSIS_MAX = 1e30
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
 def finite_array(name: str, x: npt.ArrayLike, *, positive: bool = False) -> np.ndarray:
-    """``x`` as a float array, all finite and >= 0 (> 0 if ``positive``), else ConfigError."""
-    a = np.asarray(x, dtype=float)
-    bad = ~np.isfinite(a) | ((a <= 0) if positive else (a < 0))
+    """``x`` as a float array, all finite and >= 0 (> 0 if ``positive``) and at most
+    ``ANALYSIS_MAX``; ConfigError (naming ``name``) otherwise, wrong types (strings, None,
+    bools, ragged lists) included."""
+    if isinstance(x, (str, bytes, bool, np.bool_)) or x is None:
+        raise ConfigError(f"{name}={x!r:.60}: must be a finite number >= 0")
+    try:
+        raw = np.asarray(x)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {raw.dtype}")
+        with np.errstate(over="ignore"):
+            a = raw.astype(float)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"{name}={x!r:.60}: must be a finite number >= 0") from err
+    with np.errstate(invalid="ignore"):
+        out_of_range = a > ANALYSIS_MAX
+        bad = ~np.isfinite(a) | ((a <= 0) if positive else (a < 0)) | out_of_range
     if np.any(bad):
         rule = "> 0" if positive else ">= 0"
         raise ConfigError(
-            f"{name}={np.ravel(a)[np.argmax(np.ravel(bad))]!r}: must be finite {rule}"
+            f"{name}={np.ravel(a)[np.argmax(np.ravel(bad))]!r}: must be finite {rule} and "
+            f"<= {ANALYSIS_MAX:g}"
         )
     return a
+
+
+def _check_finite(func: str, out: object) -> None:
+    """ConfigError if a result overflowed (a break-even that never happens is inf by design)."""
+    if isinstance(out, BreakEven):
+        values: list[object] = [out.value] if out.saves_when in ("above", "below") else []
+    elif isinstance(out, Eq6Terms):
+        values = [out.energy_term, out.new_gpu_term, out.old_gpu_term, out.paper_old_gpu_term]
+    else:
+        values = [out]
+    for v in values:
+        arr = np.asarray(v)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ConfigError(f"{func}: the result overflowed; the inputs are too extreme")
+
+
+def _checked(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Check every argument with :func:`finite_array` before ``func`` runs, and turn a numpy
+    error (shapes that do not broadcast) into ConfigError naming ``func``."""
+    sig = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        bound = sig.bind(*args, **kwargs)  # a missing argument stays a TypeError
+        for name, value in bound.arguments.items():
+            finite_array(f"{func.__name__}: {name}", value)
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="ignore"):
+                out = func(*args, **kwargs)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, FloatingPointError, ZeroDivisionError, OverflowError) as err:
+            raise ConfigError(f"{func.__name__}: {err}") from err  # e.g. an array for a scalar
+        _check_finite(func.__name__, out)
+        return out
+
+    return wrapper
 
 
 def _out(a: np.ndarray) -> Num:
     return float(a) if np.ndim(a) == 0 else a
 
 
+@_checked
 def energy_condition(N_A: Num, N_A2: Num, N_B: Num) -> bool | np.ndarray:
     """Eq. 4: ``N_A > N_A2 + N_B``. Under A.3 (E_A2 + E_B >= E_A) this is necessary to save."""
     out = finite_array("N_A", N_A) > finite_array("N_A2", N_A2) + finite_array("N_B", N_B)
     return bool(out) if out.ndim == 0 else out
 
 
+@_checked
 def carbon_ratio(N_A: Num, N_A2: Num, N_B: Num, E_A: Num, E_A2: Num, E_B: Num, alpha: Num) -> Num:
     """Disaggregated / standalone total carbon, Eq. 5's closed form (< 1 means savings).
 
@@ -78,6 +143,7 @@ def carbon_ratio(N_A: Num, N_A2: Num, N_B: Num, E_A: Num, E_A2: Num, E_B: Num, a
     return _out(s + (finite_array("E_A2", E_A2) + finite_array("E_B", E_B) - s * e_a) / den)
 
 
+@_checked
 def carbon_ratio_direct(
     N_A: Num, N_A2: Num, N_B: Num, E_A: Num, E_A2: Num, E_B: Num, alpha: Num
 ) -> Num:
@@ -87,6 +153,7 @@ def carbon_ratio_direct(
     return _out(num / (np.asarray(N_A, dtype=float) * a + np.asarray(E_A)))
 
 
+@_checked
 def ratio_slope_vs_intensity(
     N_A: Num, N_A2: Num, N_B: Num, E_A: Num, E_A2: Num, E_B: Num, alpha: Num
 ) -> Num:
@@ -122,6 +189,7 @@ class Eq6Terms:
         return self.energy_term + self.new_gpu_term
 
 
+@_checked
 def lifetime_ratio_terms(
     N_A: Num, N_A2: Num, N_B: Num, t_A_s: Num, t_A2_s: Num, t_B_s: Num,
     total_A_g: Num, total_B_g: Num, T_A_years: Num, T_B_years: Num, alpha: Num,
@@ -144,6 +212,7 @@ def lifetime_ratio_terms(
     )
 
 
+@_checked
 def lifetime_ratio(
     N_A: Num, N_A2: Num, N_B: Num, t_A_s: Num, t_A2_s: Num, t_B_s: Num,
     total_A_g: Num, total_B_g: Num, T_A_years: Num, T_B_years: Num, alpha: Num,
@@ -156,6 +225,7 @@ def lifetime_ratio(
     return carbon_ratio_direct(N_A, N_A2, N_B, e_a, e_a2, e_b, alpha)
 
 
+@_checked
 def shorter_new_lifetime_saves(
     N_A: Num, N_A2: Num, N_B: Num, t_A_s: Num, t_A2_s: Num, E_B: Num, alpha: Num
 ) -> bool | np.ndarray:
@@ -204,6 +274,7 @@ def _crossing(c: float, d: float, unit: str) -> BreakEven:
     return BreakEven(0.0, "always", unit) if d < 0 else BreakEven(math.inf, "never", unit)
 
 
+@_checked
 def breakeven_intensity(
     N_A: float, N_A2: float, N_B: float, E_A: float, E_A2: float, E_B: float
 ) -> BreakEven:
@@ -213,6 +284,7 @@ def breakeven_intensity(
     return _crossing(n, e, "g/kWh")
 
 
+@_checked
 def breakeven_old_lifetime_years(
     N_A: float, N_A2: float, N_B: float, E_A: float, E_A2: float,
     t_B_s: float, total_B_g: float, alpha: float,
@@ -229,6 +301,7 @@ def breakeven_old_lifetime_years(
     return BreakEven(c / k, "above", "years") if k > 0 else BreakEven(math.inf, "never", "years")
 
 
+@_checked
 def breakeven_new_lifetime_years(
     N_A: float, N_A2: float, N_B: float, t_A_s: float, t_A2_s: float,
     total_A_g: float, E_B: float, alpha: float,
@@ -245,6 +318,7 @@ def breakeven_new_lifetime_years(
     return BreakEven(1.0 / be.value, flipped, "years")
 
 
+@_checked
 def ratio_vs_intensity(
     N_A: float, N_A2: float, N_B: float, E_A: float, E_A2: float, E_B: float, alphas: npt.ArrayLike
 ) -> np.ndarray:
@@ -252,6 +326,7 @@ def ratio_vs_intensity(
     return np.asarray(carbon_ratio(N_A, N_A2, N_B, E_A, E_A2, E_B, np.asarray(alphas, float)))
 
 
+@_checked
 def ratio_vs_lifetime(
     N_A: float, N_A2: float, N_B: float, t_A_s: float, t_A2_s: float, t_B_s: float,
     total_A_g: float, total_B_g: float, alpha: float, new_lifetimes_years: npt.ArrayLike,

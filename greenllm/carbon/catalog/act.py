@@ -12,6 +12,7 @@ import math
 from typing import Literal
 
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_INTENSITY_G_PER_KWH
 
 __all__ = [
     "ACT_FAB_INTENSITY_G_PER_KWH",
@@ -46,10 +47,32 @@ HBM_G_PER_GB = 187.0
 _NODE_FAMILY = {16: 14, 12: 14, 6: 7, 4: 5}
 
 
+#: Largest die area (mm2) and memory (GB) the ACT estimate takes: far beyond any GPU package.
+ACT_MAX_DIE_AREA_MM2 = 1e6
+ACT_MAX_MEMORY_GB = 1e6
+#: Largest process node (nm) and package carbon (g) the ACT estimate takes.
+ACT_MAX_NODE_NM = 1e5
+ACT_MAX_PACKAGE_G = 1e9
+
+
+def _number(arg: str, val: object, lo: float, hi: float, lo_open: bool = False) -> float:
+    """``val`` as a float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), else ConfigError."""
+    ok = isinstance(val, (int, float)) and not isinstance(val, bool)
+    try:
+        x = float(val) if ok else math.nan  # type: ignore[arg-type]
+    except OverflowError:
+        x = math.inf
+    if not ((x > lo if lo_open else x >= lo) and x <= hi):
+        raise ConfigError(
+            f"{arg} = {val!r:.60}: must be a finite number with {lo:g} "
+            f"{'<' if lo_open else '<='} {arg} <= {hi:g}"
+        )
+    return x
+
+
 def act_node_nm(node_nm: float) -> int:
     """The ACT table row used for ``node_nm``: its process family, else the nearest (log) row."""
-    if not (isinstance(node_nm, (int, float)) and math.isfinite(node_nm) and node_nm > 0):
-        raise ConfigError(f"node_nm = {node_nm!r}: must be a finite number > 0 (e.g. 7)")
+    node_nm = _number("node_nm", node_nm, 0.0, ACT_MAX_NODE_NM, lo_open=True)
     if node_nm in _NODE_FAMILY:
         return _NODE_FAMILY[int(node_nm)]
     rows = sorted(_ACT_EPA_KWH_PER_CM2)
@@ -76,18 +99,15 @@ def act_embodied_breakdown_kg(
     for GDDR/LPDDR) or :data:`HBM_G_PER_GB`. Board, cooler and PCB are not counted (as in ACT's
     IC model).
     """
-    for arg, val in (("die_area_mm2", die_area_mm2), ("memory_gb", memory_gb)):
-        ok = isinstance(val, (int, float)) and not isinstance(val, bool)
-        if not (ok and math.isfinite(val) and val >= 0):
-            raise ConfigError(f"{arg} = {val!r}: must be a finite number >= 0")
-    if abatement not in (95, 97, 99):
+    die_area_mm2 = _number("die_area_mm2", die_area_mm2, 0.0, ACT_MAX_DIE_AREA_MM2)
+    memory_gb = _number("memory_gb", memory_gb, 0.0, ACT_MAX_MEMORY_GB)
+    if isinstance(abatement, bool) or abatement not in (95, 97, 99):
         raise ConfigError(f"abatement = {abatement!r}: must be 95, 97 or 99 (% gas abatement)")
-    if not (math.isfinite(fab_yield) and 0 < fab_yield <= 1):
-        raise ConfigError(f"fab_yield = {fab_yield!r}: must be in (0, 1] (ACT default 0.875)")
-    if not (math.isfinite(fab_intensity_g_per_kwh) and fab_intensity_g_per_kwh >= 0):
-        raise ConfigError(f"fab_intensity_g_per_kwh = {fab_intensity_g_per_kwh!r}: must be >= 0")
-    if not (math.isfinite(package_g) and package_g >= 0):
-        raise ConfigError(f"package_g = {package_g!r}: must be a finite number >= 0")
+    fab_yield = _number("fab_yield", fab_yield, 0.0, 1.0, lo_open=True)  # ACT default 0.875
+    fab_intensity_g_per_kwh = _number(
+        "fab_intensity_g_per_kwh", fab_intensity_g_per_kwh, 0.0, MAX_INTENSITY_G_PER_KWH
+    )
+    package_g = _number("package_g", package_g, 0.0, ACT_MAX_PACKAGE_G)
     row = act_node_nm(node_nm)
     g95, g99 = _ACT_GPA95_G_PER_CM2[row], _ACT_GPA99_G_PER_CM2[row]
     gpa = {95: g95, 99: g99, 97: (g95 + g99) / 2.0}[abatement]

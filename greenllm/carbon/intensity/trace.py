@@ -15,17 +15,89 @@ import math
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from greenllm.carbon.accounting import operational_carbon_g
 from greenllm.carbon.intensity.data import TRACE_REGIONS, canonical_code, data_text
 from greenllm.errors import ConfigError
-from greenllm.units import J_PER_KWH
+from greenllm.units import J_PER_KWH, MAX_INTENSITY_G_PER_KWH, MAX_TIME_S
 
 __all__ = ["CarbonIntensityTrace"]
 
 logger = logging.getLogger(__name__)
+
+#: Most change points (or hourly windows) one query may list: about 114 years of hourly data.
+MAX_CHANGE_POINTS = 1_000_000
+#: Largest power (W) operational_carbon_from_power_g takes (a 1 GW site).
+MAX_POWER_W = 1e9
+
+
+def _as_array(value: object) -> object:
+    """Materialise an iterable (a generator, a range) so that numpy sees its elements."""
+    if isinstance(value, (np.ndarray, list, tuple, str, bytes)) or value is None:
+        return value
+    if isinstance(value, Iterable):
+        return list(value)
+    return value
+
+
+#: Longest field of a trace CSV (characters); a longer one is refused with its line.
+MAX_CSV_FIELD_CHARS = 1024
+
+
+def _times(func: str, name: str, value: object) -> np.ndarray:
+    """``value`` as a float array of epoch seconds, each finite with ``|t| <= MAX_TIME_S``."""
+    need = f"finite epoch seconds with -{MAX_TIME_S:g} <= {name} <= {MAX_TIME_S:g}"
+    if isinstance(value, (bool, str, bytes, np.bool_)) or value is None:
+        raise ConfigError(f"{func}: {name} = {value!r}: must be {need}")
+    try:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {arr.dtype}")
+        arr = arr.astype(float)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"{func}: {name} = {value!r:.200}: must be {need}") from err
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(arr) <= MAX_TIME_S)
+    if bad.any():
+        first = float(arr[bad].flat[0]) if arr.ndim else float(arr)
+        raise ConfigError(f"{func}: {name} = {first!r}: must be {need}")
+    return arr
+
+
+def _numbers(func: str, name: str, value: object, hi: float) -> np.ndarray:
+    """``value`` as a 1-D float array; ConfigError unless it holds numbers (range checked by
+    the caller, which names ``0 <= name <= hi``)."""
+    value = _as_array(value)
+    try:
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError(type(value).__name__)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {arr.dtype}")
+        return arr.astype(float).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(
+            f"{func}: {name} = {value!r:.200}: must be numbers with 0 <= {name} <= {hi:g}"
+        ) from err
+
+
+def _time(func: str, name: str, value: object) -> float:
+    arr = _times(func, name, value)
+    if arr.ndim:
+        raise ConfigError(f"{func}: {name} = {value!r:.200}: must be a single number")
+    return float(arr)
+
+
+def _utf8_lines(fh: Iterable[bytes], source: str) -> Iterable[str]:
+    """The lines of a binary file as text; ConfigError naming the line that is not UTF-8."""
+    for number, raw in enumerate(fh, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{source}, line {number}: not valid UTF-8 ({err})") from err
 
 
 def _parse_timestamp(text: str) -> float:
@@ -41,7 +113,14 @@ def _parse_timestamp(text: str) -> float:
 
 def _parse_csv(lines: Iterable[str], source: str) -> tuple[np.ndarray, np.ndarray]:
     reader = csv.reader(lines)
-    header = [h.strip().lower() for h in next(reader, [])]
+    try:
+        return _parse_rows(reader, source)
+    except csv.Error as err:
+        raise ConfigError(f"{source}, line {reader.line_num}: not valid CSV ({err})") from err
+
+
+def _parse_rows(reader: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    header = [h.strip().lower()[:MAX_CSV_FIELD_CHARS] for h in next(reader, [])]
     if "timestamp" not in header or "g_per_kwh" not in header:
         raise ConfigError(
             f"{source}, line 1: header {header} must name the columns 'timestamp' "
@@ -54,14 +133,27 @@ def _parse_csv(lines: Iterable[str], source: str) -> tuple[np.ndarray, np.ndarra
         if not row or not "".join(row).strip():
             continue
         where = f"{source}, line {reader.line_num}"
+        longest = max(len(f) for f in row)
+        if longest > MAX_CSV_FIELD_CHARS:
+            raise ConfigError(
+                f"{where}: a field of {longest} characters (at most {MAX_CSV_FIELD_CHARS})"
+            )
         try:
             t, g = _parse_timestamp(row[i_t]), float(row[i_g])
-        except (ValueError, IndexError) as err:
+        except (ValueError, IndexError, OverflowError, OSError) as err:
             raise ConfigError(
-                f"{where}: cannot read {row!r} as (timestamp, g_per_kwh): {err}"
+                f"{where}: cannot read {row!r:.300} as (timestamp, g_per_kwh): {err}"
             ) from err
-        if not (math.isfinite(t) and math.isfinite(g) and g >= 0.0):
-            raise ConfigError(f"{where}: g_per_kwh={g} must be finite and >= 0")
+        if not (math.isfinite(t) and abs(t) <= MAX_TIME_S):
+            raise ConfigError(
+                f"{where}: timestamp {row[i_t]!r} = {t} s must be finite epoch seconds "
+                f"with |timestamp| <= {MAX_TIME_S:g}"
+            )
+        if not (math.isfinite(g) and 0.0 <= g <= MAX_INTENSITY_G_PER_KWH):
+            raise ConfigError(
+                f"{where}: g_per_kwh = {g}: must be finite with "
+                f"0 <= g_per_kwh <= {MAX_INTENSITY_G_PER_KWH:g}"
+            )
         if times and t <= times[-1]:
             raise ConfigError(
                 f"{where}: timestamp {row[i_t]!r} is not after the previous one; "
@@ -93,15 +185,22 @@ class CarbonIntensityTrace:
         periodic: bool = False,
         name: str = "custom",
     ) -> None:
-        t = np.array(timestamps_s, dtype=float).reshape(-1)
-        g = np.array(g_per_kwh, dtype=float).reshape(-1)
+        if not isinstance(name, str) or len(name) > 256:
+            raise ConfigError(f"trace name = {name!r:.100}: must be a string of <= 256 chars")
+        if not isinstance(periodic, (bool, np.bool_)):
+            raise ConfigError(f"trace {name!r}: periodic = {periodic!r}: must be True or False")
+        t = _times(f"trace {name!r}", "timestamps_s", _as_array(timestamps_s)).reshape(-1)
+        g = _numbers(f"trace {name!r}", "g_per_kwh", g_per_kwh, MAX_INTENSITY_G_PER_KWH)
         if t.size == 0 or t.shape != g.shape:
             raise ConfigError(
                 f"trace {name!r}: need >= 1 sample and as many timestamps as values "
                 f"(got {t.size} and {g.size})"
             )
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(g)) and np.all(g >= 0)):
-            raise ConfigError(f"trace {name!r}: timestamps and g_per_kwh must be finite, g >= 0")
+        if not np.all((g >= 0) & (g <= MAX_INTENSITY_G_PER_KWH)):
+            raise ConfigError(
+                f"trace {name!r}: g_per_kwh must be finite with "
+                f"0 <= g_per_kwh <= {MAX_INTENSITY_G_PER_KWH:g}"
+            )
         if np.any(np.diff(t) <= 0):
             raise ConfigError(f"trace {name!r}: timestamps_s must be strictly increasing")
         period = float(np.median(np.diff(t))) if t.size > 1 else 3600.0
@@ -114,7 +213,23 @@ class CarbonIntensityTrace:
     @classmethod
     def constant(cls, g_per_kwh: float) -> CarbonIntensityTrace:
         """A flat trace: ``at(t) == g_per_kwh`` for every ``t``."""
-        return cls([0.0], [g_per_kwh], name=f"constant {g_per_kwh:g} g/kWh")
+        if isinstance(g_per_kwh, (bool, str, bytes)) or not isinstance(
+            g_per_kwh, (int, float, np.integer, np.floating)
+        ):
+            raise ConfigError(
+                f"constant: g_per_kwh = {g_per_kwh!r:.100}: must be a number with "
+                f"0 <= g_per_kwh <= {MAX_INTENSITY_G_PER_KWH:g}"
+            )
+        try:
+            value = float(g_per_kwh)
+        except OverflowError:
+            value = math.inf
+        if not 0.0 <= value <= MAX_INTENSITY_G_PER_KWH:
+            raise ConfigError(
+                f"constant: g_per_kwh = {value!r}: must be finite with "
+                f"0 <= g_per_kwh <= {MAX_INTENSITY_G_PER_KWH:g}"
+            )
+        return cls([0.0], [float(g_per_kwh)], name=f"constant {float(g_per_kwh):g} g/kWh")
 
     @classmethod
     def from_csv(cls, path: str | Path, *, periodic: bool = False) -> CarbonIntensityTrace:
@@ -122,16 +237,25 @@ class CarbonIntensityTrace:
 
         Rows must be in strictly increasing time; a bad row raises ConfigError naming its line.
         """
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise ConfigError(f"from_csv: path = {path!r:.100}: must be a non-empty file path")
         try:
-            with Path(path).open(newline="", encoding="utf-8") as fh:
-                t, g = _parse_csv(fh, str(path))
-        except OSError as err:
+            with Path(path).open("rb") as fh:
+                t, g = _parse_csv(_utf8_lines(fh, str(path)), str(path))
+        except (OSError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise
             raise ConfigError(f"cannot read carbon-intensity CSV {str(path)!r}: {err}") from err
         return cls(t, g, periodic=periodic, name=Path(path).stem)
 
     @classmethod
     def from_region(cls, code: str, *, periodic: bool = True) -> CarbonIntensityTrace:
         """The shipped 2022 hourly trace of a US balancing authority (see :data:`TRACE_REGIONS`)."""
+        if not isinstance(code, str) or len(code) > 64:
+            raise ConfigError(
+                f"from_region: code = {code!r:.60}: must be a region code, one of "
+                f"{', '.join(TRACE_REGIONS)}"
+            )
         key = canonical_code(code)
         if key not in TRACE_REGIONS:
             hint = (
@@ -179,8 +303,9 @@ class CarbonIntensityTrace:
         return np.clip(np.searchsorted(self._t, t, side="right") - 1, 0, None)
 
     def at(self, t_s: float | np.ndarray) -> float | np.ndarray:
-        """Intensity (g/kWh) at time(s) ``t_s``; vectorised."""
-        _, t = self._wrap(np.asarray(t_s, dtype=float))
+        """Intensity (g/kWh) at time(s) ``t_s``; vectorised. ConfigError unless every time is
+        finite with ``|t_s| <= MAX_TIME_S``."""
+        _, t = self._wrap(_times("at", "t_s", t_s))
         out = self._g[self._index(t)]
         return float(out) if out.ndim == 0 else out
 
@@ -195,9 +320,15 @@ class CarbonIntensityTrace:
 
     def mean(self, t0_s: float | np.ndarray, t1_s: float | np.ndarray) -> float | np.ndarray:
         """Time-weighted mean intensity over ``[t0_s, t1_s]`` (g/kWh); ``at(t0)`` if equal."""
-        t0, t1 = np.broadcast_arrays(np.asarray(t0_s, float), np.asarray(t1_s, float))
-        if np.any(t1 < t0) or not np.all(np.isfinite(t0) & np.isfinite(t1)):
-            raise ConfigError("mean(t0_s, t1_s): need finite times with t1_s >= t0_s")
+        a, b = _times("mean", "t0_s", t0_s), _times("mean", "t1_s", t1_s)
+        try:
+            t0, t1 = np.broadcast_arrays(a, b)
+        except ValueError as err:
+            raise ConfigError(
+                f"mean: t0_s {a.shape} and t1_s {b.shape} do not broadcast together"
+            ) from err
+        if np.any(t1 < t0):
+            raise ConfigError("mean(t0_s, t1_s): need t1_s >= t0_s")
         (f0, piece0), (f1, piece1) = self._integral(t0), self._integral(t1)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = (f1 - f0) / (t1 - t0)
@@ -206,30 +337,53 @@ class CarbonIntensityTrace:
         return float(out) if out.ndim == 0 else out
 
     def operational_carbon_g(self, energy_j: float, t0_s: float, t1_s: float) -> float:
-        """Eq. 2 for ``energy_j`` spread uniformly over ``[t0_s, t1_s]``: kWh x mean intensity."""
-        return float(operational_carbon_g(energy_j, float(self.mean(t0_s, t1_s))))
+        """Eq. 2 for ``energy_j`` spread uniformly over ``[t0_s, t1_s]``: kWh x mean intensity.
+
+        ``energy_j`` follows Eq. 2's range; the times are single finite epoch seconds with
+        ``t0_s <= t1_s``; anything else raises ConfigError."""
+        a = _time("operational_carbon_g", "t0_s", t0_s)
+        b = _time("operational_carbon_g", "t1_s", t1_s)
+        if b < a:
+            raise ConfigError(f"operational_carbon_g: t1_s = {b!r} must be >= t0_s = {a!r}")
+        energy = operational_carbon_g(energy_j, 0.0)  # checks energy_j (a single number)
+        if np.ndim(energy):
+            raise ConfigError(f"operational_carbon_g: energy_j = {energy_j!r:.100}: one number")
+        return float(operational_carbon_g(energy_j, float(self.mean(a, b))))
 
     def change_points(self, t0_s: float, t1_s: float) -> np.ndarray:
-        """Times strictly inside ``(t0_s, t1_s)`` where the intensity may change."""
+        """Times strictly inside ``(t0_s, t1_s)`` where the intensity may change.
+
+        A periodic trace may list at most :data:`MAX_CHANGE_POINTS` of them per call."""
+        t0_s = _time("change_points", "t0_s", t0_s)
+        t1_s = _time("change_points", "t1_s", t1_s)
         if not self.periodic:
             pts = self._t[1:]
         else:
             span = self.end_s - self.start_s
             k0 = math.floor((t0_s - self.start_s) / span)
             k1 = math.floor((t1_s - self.start_s) / span)
+            if (k1 - k0 + 1) * self._t.size > MAX_CHANGE_POINTS:
+                raise ConfigError(
+                    f"change_points: [{t0_s}, {t1_s}] spans {k1 - k0 + 1} periods of trace "
+                    f"{self.name!r}, more than {MAX_CHANGE_POINTS} change points; use a shorter "
+                    "window"
+                )
             pts = (self._t[None, :] + span * np.arange(k0, k1 + 1)[:, None]).ravel()
         return pts[(pts > t0_s) & (pts < t1_s)]
 
     def operational_carbon_from_power_g(self, times_s: np.ndarray, power_w: np.ndarray) -> float:
         """Exact ``int P(t) CI(t) dt`` in g: power linear between samples, intensity stepwise."""
-        t = np.asarray(times_s, dtype=float).reshape(-1)
-        p = np.asarray(power_w, dtype=float).reshape(-1)
+        t = _times("operational_carbon_from_power_g", "times_s", times_s).reshape(-1)
+        p = _numbers("operational_carbon_from_power_g", "power_w", power_w, MAX_POWER_W)
         if t.size < 2 or t.shape != p.shape:
             raise ConfigError(
                 f"need >= 2 power samples and as many times as powers (got {t.size}, {p.size})"
             )
-        if np.any(np.diff(t) <= 0) or not np.all(np.isfinite(p) & (p >= 0)):
-            raise ConfigError("times_s must be strictly increasing and power_w finite and >= 0")
+        if np.any(np.diff(t) <= 0) or not np.all((p >= 0) & (p <= MAX_POWER_W)):
+            raise ConfigError(
+                "times_s must be strictly increasing and power_w finite with "
+                f"0 <= power_w <= {MAX_POWER_W:g}"
+            )
         edges = np.union1d(t, self.change_points(float(t[0]), float(t[-1])))
         pw = np.interp(edges, t, p)
         g = np.asarray(self.at((edges[:-1] + edges[1:]) / 2.0))
@@ -240,8 +394,8 @@ class CarbonIntensityTrace:
         self, t0_s: float | None = None, t1_s: float | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Constant pieces ``(starts_s, ends_s, g_per_kwh)`` covering ``[t0_s, t1_s)``."""
-        a = self.start_s if t0_s is None else float(t0_s)
-        b = self.end_s if t1_s is None else float(t1_s)
+        a = self.start_s if t0_s is None else _time("segments", "t0_s", t0_s)
+        b = self.end_s if t1_s is None else _time("segments", "t1_s", t1_s)
         if not b > a:
             raise ConfigError(f"segments: need t1_s > t0_s (got {a}, {b})")
         edges = np.concatenate(([a], self.change_points(a, b), [b]))
@@ -252,15 +406,25 @@ class CarbonIntensityTrace:
         self, t0_s: float | None = None, t1_s: float | None = None, step_s: float = 3600.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(starts_s, mean g/kWh)`` for consecutive ``step_s`` windows over ``[t0_s, t1_s)``."""
-        a = self.start_s if t0_s is None else float(t0_s)
-        b = self.end_s if t1_s is None else float(t1_s)
-        if not (b > a and step_s > 0):
-            raise ConfigError(f"hourly: need t1_s > t0_s and step_s > 0 (got {a}, {b}, {step_s})")
+        a = self.start_s if t0_s is None else _time("hourly", "t0_s", t0_s)
+        b = self.end_s if t1_s is None else _time("hourly", "t1_s", t1_s)
+        step = _time("hourly", "step_s", step_s)
+        if not (b > a and step > 0):
+            raise ConfigError(f"hourly: need t1_s > t0_s and step_s > 0 (got {a}, {b}, {step})")
+        if (b - a) / step > MAX_CHANGE_POINTS:
+            raise ConfigError(
+                f"hourly: {(b - a) / step:.3g} windows of step_s = {step} s; at most "
+                f"{MAX_CHANGE_POINTS}: use a larger step_s or a shorter span"
+            )
+        step_s = step
         starts = np.arange(a, b, step_s)
         return starts, np.asarray(self.mean(starts, np.minimum(starts + step_s, b)))
 
     def daily_profile(self, utc_offset_h: float = 0.0) -> np.ndarray:
         """Mean intensity for each of the 24 local hours of the day over the trace's span."""
+        offset = _time("daily_profile", "utc_offset_h", utc_offset_h)
+        if abs(offset) > 24:
+            raise ConfigError(f"daily_profile: utc_offset_h = {offset}: must be in [-24, 24]")
         starts, means = self.hourly()
         hour = np.floor((starts + utc_offset_h * 3600.0) / 3600.0).astype(int) % 24
         return np.bincount(hour, weights=means, minlength=24) / np.maximum(

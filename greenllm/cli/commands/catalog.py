@@ -42,11 +42,23 @@ def run_gpus(args: argparse.Namespace) -> int:
 
 
 def run_regions(args: argparse.Namespace) -> int:
-    from greenllm.carbon import list_regions
+    from greenllm.carbon import list_regions, region_info
 
-    regions = list_regions()
+    infos = [region_info(code) for code in sorted(list_regions())]
     if args.json:
-        emit_json(regions)
+        emit_json(
+            {
+                i.code: {
+                    "g_per_kwh": i.g_per_kwh,
+                    "name": i.name,
+                    "kind": i.kind,
+                    "year": i.year,
+                    "source": i.source,
+                }
+                for i in infos
+            }
+        )
         return 0
-    print(table(["region", "g_per_kwh"], sorted(regions.items())))
+    cols = ["region", "g_per_kwh", "name", "kind", "year", "source"]
+    print(table(cols, [[i.code, i.g_per_kwh, i.name, i.kind, i.year, i.source] for i in infos]))
     return 0

@@ -11,22 +11,34 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from greenllm.carbon.analysis import paper_setting
 from greenllm.carbon.analysis.paper_setting import PAPER_REGIONS, WHAT_IF_ENERGY_CUTS
-from greenllm.cli.output import emit_json, fmt, table
+from greenllm.cli.args import (
+    LIFETIME_RANGE,
+    MAX_REQUESTS,
+    MAX_WORKERS,
+    float_in,
+    int_in,
+    path,
+    writable_dir,
+)
+from greenllm.cli.output import dumps, emit_json, fmt, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: the paper's evaluation on the simulator")
-    p.add_argument("--lifetime-years", type=float, default=7.0, help="GPU lifetime (default 7)")
-    p.add_argument("--out", type=Path, default=Path("out/demo"),
+    p.add_argument("--lifetime-years", type=float_in(*LIFETIME_RANGE), default=7.0,
+                   help=f"GPU lifetime, {LIFETIME_RANGE[0]:g} to {LIFETIME_RANGE[1]:g} "
+                   "(default 7)")  # fmt: skip
+    p.add_argument("--out", type=path, default=Path("out/demo"),
                    help="folder for profiles.sqlite, results.json and the figures")  # fmt: skip
-    p.add_argument("--requests", type=int, default=400, help="requests per profiled cell")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: 2)")
+    p.add_argument("--requests", type=int_in(1, MAX_REQUESTS), default=400,
+                   help=f"requests per profiled cell, 1 to {MAX_REQUESTS}")  # fmt: skip
+    p.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=None,
+                   help=f"processes, 1 to {MAX_WORKERS} (default: 2)")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--analysis-only", action="store_true",
                    help="only the Table 1 / Section 5 analysis (no simulation)")  # fmt: skip
@@ -40,11 +52,12 @@ def evaluate(out: Path, n_requests: int = 400, workers: int | None = None,
     import sys
     import time
 
-    from greenllm.cli.args import positive
+    from greenllm.cli.args import check_float
     from greenllm.profiler.store import ProfileStore
     from greenllm.reproduce import Experiment, analyse, run_cells
 
-    positive("--requests", n_requests)
+    check_float("--requests", n_requests, 1, MAX_REQUESTS)
+    writable_dir("--out", out)
     out.mkdir(parents=True, exist_ok=True)
     exp = Experiment()
     start = time.perf_counter()
@@ -61,7 +74,7 @@ def evaluate(out: Path, n_requests: int = 400, workers: int | None = None,
         records = store.query(backend="sim")
     result = analyse(records, exp)
     result["profiling"] = {**counts, "seconds": time.perf_counter() - start}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    (out / "results.json").write_text(dumps(result))
     if figures:
         from greenllm.reproduce.figures import write_figures
 
@@ -70,15 +83,15 @@ def evaluate(out: Path, n_requests: int = 400, workers: int | None = None,
 
 
 def run(args: argparse.Namespace) -> int:
-    from greenllm.cli.args import positive
-
-    result = paper_setting(positive("--lifetime-years", args.lifetime_years))
+    writable_dir("--out", args.out)  # every argument is checked before a file is touched
+    result = paper_setting(args.lifetime_years)
+    text = dumps(result)
     evaluation = None
     if not args.analysis_only:
         evaluation = evaluate(args.out, args.requests, args.workers, not args.no_figures,
                               quiet=args.json)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "demo.json").write_text(json.dumps(result, indent=2))
+    (args.out / "demo.json").write_text(text)
     if args.json:
         emit_json({"paper_setting": result, "evaluation": evaluation})
         return 0

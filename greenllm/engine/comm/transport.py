@@ -93,8 +93,12 @@ def encode_json_tensor(obj: Mapping[str, Any]) -> torch.Tensor:
 
 
 def decode_json_tensor(tensor: torch.Tensor) -> dict[str, Any]:
-    """The JSON object in a uint8 tensor made by :func:`encode_json_tensor`."""
-    obj = json.loads(bytes(tensor.cpu().numpy()).decode())
+    """The JSON object in a uint8 tensor made by :func:`encode_json_tensor`; WorkerError for
+    anything else (invalid UTF-8, malformed or too deeply nested JSON, a non-object)."""
+    try:
+        obj = json.loads(bytes(tensor.cpu().numpy()).decode("utf-8"))
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError, JSONDecodeError included
+        raise WorkerError(f"malformed JSON payload from the peer: {str(err)[:200]}") from err
     if not isinstance(obj, dict):
         raise WorkerError(f"a JSON payload must be an object, got {type(obj).__name__}")
     return obj

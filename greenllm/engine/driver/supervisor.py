@@ -186,7 +186,14 @@ class WorkerSupervisor:
                 continue
             channel = ControlChannel(conn, "worker")
             hello = cast(HelloMsg, channel.recv(timeout_s=30, what="hello"))
-            index = int(hello["worker"])
+            try:
+                index = int(hello["worker"])
+                int(hello["pid"])
+                if not 0 <= index < len(self.roles) or index in hellos:
+                    raise ValueError(f"worker index {index} is unknown or taken")
+            except (KeyError, TypeError, ValueError) as err:
+                channel.close()
+                raise WorkerError(f"bad hello from a worker: {str(err)[:200]}") from err
             channel.peer = f"{self.roles[index][1]} worker (pid {hello['pid']})"
             self._channels[index] = channel
             hellos[index] = hello
@@ -306,12 +313,26 @@ class WorkerSupervisor:
 
     # -- reader threads ------------------------------------------------------------------
     def _read(self, index: int) -> None:
+        """Reader thread of worker ``index``: dispatch its messages until the channel ends.
+
+        Whatever ends it (EOF, a malformed frame, which ControlChannel turns into WorkerError,
+        or any unexpected error) goes to :meth:`_on_exit`, so the engine fails the worker's
+        requests instead of waiting on a reader thread that died silently."""
         channel = self._channels[index]
         while True:
             try:
                 msg = channel.recv()
-            except (EOFError, GreenLLMError) as err:
+            except EOFError as err:
                 self._on_exit(index, str(err))
+                return
+            except Exception as err:  # a malformed frame (WorkerError), a bug, an OS oddity
+                if not isinstance(err, GreenLLMError):
+                    logger.exception("driver: reader of worker %d failed", index)
+                reason = str(err) if isinstance(err, GreenLLMError) else (
+                    f"control channel failed: {type(err).__name__}: {err}")  # fmt: skip
+                channel.close()
+                self._fatal.setdefault(index, reason)  # start() raises it if still starting
+                self._on_exit(index, reason)
                 return
             try:
                 self._dispatch(index, msg)

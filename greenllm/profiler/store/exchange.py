@@ -7,14 +7,25 @@ every record first and then stores them all in one transaction, so a bad row imp
 Ids in a file (``cell_id``, any ``configuration_id``) are never trusted: an import recomputes
 them from the record's configuration and workload, so files written by an older greenllm,
 whose ids hashed differently, import under today's keys.
-Files are written to a ``.tmp`` sibling and renamed, so a reader never sees half a file.
+Files are written to a temporary file created exclusively (``mkstemp``) in the destination's
+folder and renamed over it (``os.replace``), so a reader never sees half a file, a planted
+``<dest>.tmp`` symlink is never followed and concurrent exports to one path all succeed (the
+last one wins). CSV cells that a spreadsheet would run as a formula (a text starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return) are written with a leading ``'``, and so is a
+text that starts with ``'``; an import removes that one quote, so a round trip is exact.
+Malformed input (bad UTF-8, JSON nested too deeply, odd column names, out-of-range values) is a
+:class:`~greenllm.errors.ProfileError` naming the file and the record, line or column.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
+import stat
+import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,11 +38,30 @@ from greenllm.profiler.store.records import ProfileRecord
 if TYPE_CHECKING:
     from greenllm.profiler.store.store import ProfileStore
 
-__all__ = ["FORMAT", "export_csv", "export_json", "import_csv", "import_json"]
+__all__ = [
+    "FORMAT",
+    "FORMULA_CHARS",
+    "MAX_COLUMN_DEPTH",
+    "escape_cell",
+    "export_csv",
+    "export_json",
+    "import_csv",
+    "import_json",
+    "unescape_cell",
+]
 
 FORMAT = "greenllm-profiles"
 # Keys an export may carry that are derived from the record: dropped on import, recomputed.
 _DERIVED = frozenset({"cell_id", "configuration_id"})
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP "CSV
+#: injection"); such text cells are exported behind a ``'``.
+FORMULA_CHARS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+#: Most dots a CSV column name may have (the deepest real one, ``gpus.0.energy_j``, has 2).
+MAX_COLUMN_DEPTH = 8
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+# Errors the standard library raises on hostile input instead of a ValueError subclass of ours.
+_MALFORMED = (ValueError, TypeError, OverflowError, RecursionError, MemoryError)
 
 
 def export_json(store: ProfileStore, path: str | os.PathLike[str], **filters: Any) -> int:
@@ -67,11 +97,13 @@ def export_csv(store: ProfileStore, path: str | os.PathLike[str], **filters: Any
     for r in records:
         row: dict[str, Any] = {"cell_id": r.cell_id}
         _flatten(r.model_dump(mode="json"), "", row)
-        flat.append(row)
+        flat.append({k: escape_cell(v) for k, v in row.items()})
     header = list(dict.fromkeys(k for row in flat for k in row)) or ["cell_id"]
 
     def write(f: Any) -> None:
-        w = csv.DictWriter(f, fieldnames=header, restval="", lineterminator="\n")
+        # RFC 4180 line ends: the writer then quotes every cell holding a CR or an LF (with
+        # "\n" alone, a bare CR in a text was written unquoted and split the row on reading).
+        w = csv.DictWriter(f, fieldnames=header, restval="", lineterminator="\r\n")
         w.writeheader()
         w.writerows(flat)
 
@@ -83,13 +115,23 @@ def import_json(store: ProfileStore, path: str | os.PathLike[str]) -> int:
     """Validate every record of a JSON export, then store them all in one transaction."""
     src = Path(path)
     try:
-        doc = json.loads(src.read_text(encoding="utf-8"))
+        data = src.read_bytes()
     except OSError as err:
         raise ProfileError(f"cannot read {src}: {err}") from err
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ProfileError(
+            f"{src}: not UTF-8 text (bad byte at offset {err.start}); nothing imported"
+        ) from err
     except json.JSONDecodeError as err:
         raise ProfileError(
             f"{src}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from err
+    except RecursionError as err:
+        raise ProfileError(f"{src}: JSON nested too deeply; nothing imported") from err
+    except _MALFORMED as err:  # e.g. a number too long to convert
+        raise ProfileError(f"{src}: unreadable JSON ({err}); nothing imported") from err
     if isinstance(doc, dict):
         if doc.get("format") != FORMAT or not isinstance(doc.get("records"), list):
             raise ProfileError(
@@ -120,11 +162,17 @@ def import_csv(store: ProfileStore, path: str | os.PathLike[str]) -> int:
     try:
         with src.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            bad = next((c for c in header if _bad_column(c)), None)
+            if bad is not None:
+                raise ProfileError(
+                    f"{src} line 1: column {bad!r}: {_bad_column(bad)}; nothing imported"
+                )
             for row in reader:
                 where = f"{src} line {reader.line_num}"
                 try:
                     raw = _unflatten(row)
-                except ValueError as err:
+                except _MALFORMED as err:
                     raise ProfileError(f"{where}: {err}; nothing imported") from err
                 records.append(_validate(raw, where, shared))
     except OSError as err:
@@ -148,7 +196,7 @@ class _Shared:
                 memo = self.memo[key]
                 text = json.dumps(value, sort_keys=True)
                 if text not in memo:
-                    memo[text] = cls(**value)
+                    memo[text] = cls.model_validate(value)
                 raw = {**raw, key: memo[text]}
         return raw
 
@@ -158,19 +206,87 @@ def _validate(raw: dict[str, Any], where: str, shared: _Shared) -> ProfileRecord
         return ProfileRecord.model_validate(shared(raw))
     except ConfigError as err:
         raise ProfileError(f"{where}: {err}; fix or remove it (nothing was imported)") from err
+    except RecursionError as err:
+        raise ProfileError(f"{where}: nested too deeply; nothing imported") from err
+    except _MALFORMED as err:  # the standard library's own errors (e.g. OverflowError)
+        raise ProfileError(
+            f"{where}: {type(err).__name__}: {err}; fix or remove it (nothing was imported)"
+        ) from err
+
+
+def escape_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting with a formula character (or ``'``)
+    gets a leading ``'``; numbers and other text are returned as they are."""
+    if isinstance(value, str) and value.startswith((*FORMULA_CHARS, _QUOTE)):
+        return _QUOTE + value
+    return value
+
+
+def unescape_cell(value: str) -> str:
+    """The inverse of :func:`escape_cell` for a CSV cell read back (drops one leading ``'``)."""
+    return value[1:] if value.startswith(_QUOTE) else value
+
+
+def _bad_column(name: str | None) -> str:
+    """Why a CSV header column cannot be a record field ("" if it can)."""
+    if name is None or name == "":
+        return "empty column name"
+    if name in _DERIVED or name == "provenance.extra":
+        return ""
+    parts = name.split(".")
+    if len(parts) > MAX_COLUMN_DEPTH + 1:
+        return f"more than {MAX_COLUMN_DEPTH} dots"
+    if any(p == "" for p in parts):
+        return "empty part between dots"
+    if not name.isascii():
+        return "not an ASCII name"
+    if parts[0].isdigit():
+        return "a column name cannot start with a number"
+    return ""
 
 
 def _write_atomic(dest: Path, write: Callable[[Any], None]) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
+    """Write through a fresh, exclusively created temporary file in ``dest``'s folder, then
+    rename it over ``dest`` (atomic; a symlink at ``dest`` is replaced, never followed)."""
+    tmp: str | None = None
     try:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), _file_mode(dest))
             write(f)
-        tmp.replace(dest)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(dest)
+        tmp = None
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ProfileError(
             f"cannot write {dest}: {err}; check the folder exists and is writable"
         ) from err
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink()
+
+
+def _file_mode(dest: Path) -> int:
+    """An existing regular file's mode, else what ``open()`` would give under the umask."""
+    try:
+        st = os.lstat(dest)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask is process-wide and racy)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -198,11 +314,14 @@ def _unflatten(row: dict[str, str]) -> dict[str, Any]:
             raise ValueError(f"more fields than the header has columns: {val}")
         if key in _DERIVED or val in (None, ""):
             continue
+        val = unescape_cell(val)
         if key == "provenance.extra":  # JSON, not dotted columns: kept out of _listify
             try:
                 extra = json.loads(val)
             except json.JSONDecodeError as err:
                 raise ValueError(f"column {key!r} is not valid JSON: {err}") from err
+            except RecursionError as err:
+                raise ValueError(f"column {key!r}: JSON nested too deeply") from err
             continue
         *parents, leaf = key.split(".")
         node = root
@@ -221,8 +340,11 @@ def _listify(node: Any) -> Any:
     if not isinstance(node, dict) or not node:
         return node
     items = {k: _listify(v) for k, v in node.items()}
-    if all(k.isdigit() for k in items):
+    numbered = [_INDEX.fullmatch(k) is not None for k in items]
+    if all(numbered):
         if sorted(int(k) for k in items) != list(range(len(items))):
             raise ValueError(f"list columns must be numbered 0..n-1, got {sorted(items)}")
         return [items[str(i)] for i in range(len(items))]
+    if any(numbered):
+        raise ValueError(f"columns mix list numbers and names: {sorted(items)}")
     return items

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
@@ -131,9 +133,9 @@ class ModelCache:
         """The record of one ``profiles`` row (:data:`COLUMNS` order) and its GPU dicts."""
         wj, cj = row[_I["workload_json"]], row[_I["configuration_json"]]
         if wj not in self.workloads:
-            self.workloads[wj] = Workload.model_validate_json(wj)
+            self.workloads[wj] = _parse_model(Workload, wj, "workload_json")
         if cj not in self.configurations:
-            self.configurations[cj] = Configuration.model_validate_json(cj)
+            self.configurations[cj] = _parse_model(Configuration, cj, "configuration_json")
         carbon = row[_I_CARBON : _I_CARBON + len(_CARBON)]
         data = {k: row[_I[k]] for k in _SCALARS}
         data.update(
@@ -145,11 +147,45 @@ class ModelCache:
             carbon=None if carbon[0] is None else dict(zip(_CARBON, carbon, strict=True)),
             provenance={
                 **dict(zip(_PROV, row[_I_PROV : _I_PROV + len(_PROV)], strict=True)),
-                "created_utc": datetime.fromisoformat(row[_I_PROV]),
-                "extra": json.loads(row[_I["extra_json"]]),
+                "created_utc": _parse_time(row[_I_PROV], "created_utc"),
+                "extra": _parse_json(row[_I["extra_json"]], "extra_json"),
             },
         )
         return ProfileRecord.model_validate(data)
+
+
+def _column(value: Any, column: str, want: str) -> ConfigError:
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    return ConfigError(f"column {column} = {shown}: not {want}")
+
+
+def _parse_model(cls: Any, text: Any, column: str) -> Any:
+    if not isinstance(text, (str, bytes)):
+        raise _column(text, column, "JSON text")
+    try:
+        return cls.model_validate_json(text)
+    except RecursionError as err:
+        raise _column(text, column, "JSON nested less deeply") from err
+    except ConfigError as err:
+        raise ConfigError(f"column {column}: {err}") from err
+
+
+def _parse_time(text: Any, column: str) -> datetime:
+    if not isinstance(text, str):
+        raise _column(text, column, "an ISO 8601 timestamp")
+    try:
+        return datetime.fromisoformat(text)
+    except (ValueError, OverflowError) as err:
+        raise _column(text, column, "an ISO 8601 timestamp") from err
+
+
+def _parse_json(text: Any, column: str) -> Any:
+    if not isinstance(text, (str, bytes)):
+        raise _column(text, column, "JSON text")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, too deep
+        raise _column(text, column, f"valid JSON ({type(err).__name__})") from err
 
 
 def group_rows(
@@ -182,6 +218,21 @@ def where_clause(
     6 significant digits); ``("", [])`` without filters. ``p`` is the ``profiles`` table."""
     clauses: list[str] = []
     params: list[Any] = []
+    for name, value, types in (
+        ("application", application, (str,)),
+        ("configuration_id", configuration_id, (str, Configuration)),
+        ("backend", backend, (str,)),
+        ("run_id", run_id, (str,)),
+        ("kind", kind, (str, ConfigKind)),
+        ("request_size", request_size, (str, RequestSize, RequestSizeDistribution)),
+    ):
+        if value is not None and not isinstance(value, types):
+            want = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{name} = {value!r}: must be a {want}, not {type(value).__name__}")
+    if qps is not None and (
+        isinstance(qps, bool) or not isinstance(qps, numbers.Real) or not 0 < qps < math.inf
+    ):
+        raise ConfigError(f"qps = {qps!r}: must be a positive finite number of requests per second")
     if kind is not None:
         try:
             kind = ConfigKind(kind).value

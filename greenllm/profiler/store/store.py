@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -58,8 +59,18 @@ class ProfileStore:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout_s: float = 30.0):
-        if not 0 < busy_timeout_s <= 86_400:
-            raise ConfigError(f"busy_timeout_s = {busy_timeout_s!r}: must be in (0, 86400] seconds")
+        if (
+            isinstance(busy_timeout_s, bool)
+            or not isinstance(busy_timeout_s, numbers.Real)
+            or not 0 < busy_timeout_s <= 86_400  # also rejects NaN
+        ):
+            raise ConfigError(
+                f"busy_timeout_s = {busy_timeout_s!r}: must be a number in (0, 86400] seconds"
+            )
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(
+                f"path = {path!r}: must be a str or path-like, not {type(path).__name__}"
+            )
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self.busy_timeout_s = float(busy_timeout_s)
         self._conn: sqlite3.Connection | None = None
@@ -132,6 +143,11 @@ class ProfileStore:
         rows: dict[str, tuple[Any, ...]] = {}
         gpus: dict[str, list[tuple[Any, ...]]] = {}
         cache = RowCache()
+        if isinstance(records, (str, bytes, ProfileRecord)) or not isinstance(records, Iterable):
+            raise ConfigError(
+                f"records = {type(records).__name__}: put_many takes an iterable of ProfileRecord"
+                " (use put() for one)"
+            )
         with gc_paused():
             for i, rec in enumerate(records):
                 if not isinstance(rec, ProfileRecord):
@@ -222,10 +238,16 @@ class ProfileStore:
         sql = f"SELECT DISTINCT configuration_id, configuration_json FROM profiles p{where}"
         with self._translate("read configurations"):
             rows = self._connection().execute(sql, params).fetchall()
-        try:
-            return {cid: Configuration.model_validate_json(text) for cid, text in rows}
-        except ConfigError as err:
-            raise ProfileError(f"{self.path}: a stored configuration is invalid ({err})") from err
+        out: dict[str, Configuration] = {}
+        for cid, text in rows:
+            try:
+                out[cid] = Configuration.model_validate_json(text)
+            except (ConfigError, RecursionError) as err:
+                raise ProfileError(
+                    f"{self.path}: the stored configuration {cid} is invalid ({err}); "
+                    "was the file edited by hand? delete or fix its rows"
+                ) from err
+        return out
 
     def _select(self, where: str, params: list[Any]) -> list[ProfileRecord]:
         sql = (
@@ -246,7 +268,7 @@ class ProfileStore:
         for prow, gpus in grouped:
             try:
                 out.append(cache.record(prow, gpus))
-            except ConfigError as err:
+            except (ConfigError, RecursionError) as err:
                 raise ProfileError(
                     f"{self.path}: stored row {prow[0]} is invalid ({err}); "
                     "was the file edited by hand? delete or fix that row"

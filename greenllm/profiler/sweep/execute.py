@@ -142,6 +142,18 @@ def measure(job: CellJob, keep_exception: bool = False) -> CellOutcome:
             exception=err if keep_exception else None,
         )
     wall_s = time.perf_counter() - t0
+    if record.n_requests <= 0:  # e.g. a duration shorter than the first arrival
+        size = (
+            f"n_requests = {job.n_requests}"
+            if job.duration_s is None
+            else f"duration_s = {job.duration_s:g}"
+        )
+        message = (
+            f"served no requests ({size}): nothing to measure, not stored; "
+            "give it more requests or a longer duration"
+        )
+        logger.warning("cell %s %s", cell.label, message)
+        return CellOutcome(job.cell_id, "failed", message=message, wall_s=wall_s)
     if record.backend != job.backend:  # an alias registration: key the row by the asked name
         record = record.model_copy(update={"backend": job.backend})
     extra = {**record.provenance.extra, "seed": job.seed, "wall_s": round(wall_s, 6)}
@@ -165,11 +177,15 @@ def measure(job: CellJob, keep_exception: bool = False) -> CellOutcome:
 
 
 def _worker_init() -> None:
-    """Pool workers leave Ctrl-C to the driver (which then terminates them).
+    """Pool workers leave Ctrl-C to the driver (which then terminates them) and exit quietly.
 
-    A worker whose driver is killed exits by itself: its task queue reaches end-of-file.
+    SIGINT is ignored; SIGTERM (what ``Pool.terminate`` sends) gets its default action back, in
+    case the driver installed a handler that raises (``greenllm profile`` turns SIGTERM into
+    KeyboardInterrupt): a forked worker would inherit it and print a traceback when the pool is
+    closed. A worker whose driver is killed exits by itself: its task queue reaches end-of-file.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _PoolOutcomes:

@@ -12,21 +12,37 @@ writes the store. Ray is imported here only; without it: ``pip install 'greenllm
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from greenllm.config import Configuration
-from greenllm.errors import missing_extra
+from greenllm.errors import WorkerError, missing_extra
 from greenllm.profiler.sweep.execute import CellJob, CellOutcome, measure
 
-__all__ = ["SIMULATED_BACKENDS", "import_ray", "ray_resources", "run_ray"]
+__all__ = [
+    "LOOPBACK",
+    "SIMULATED_BACKENDS",
+    "import_ray",
+    "init_local_ray",
+    "ray_resources",
+    "run_ray",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Backends that model GPUs instead of using them: their tasks need no GPU resource.
 SIMULATED_BACKENDS = frozenset({"sim"})
+
+#: The only address a local Ray started by a sweep listens on (GCS, raylet, workers, driver).
+LOOPBACK = "127.0.0.1"
+# Ray (2.x, Linux) resolves a node address of 127.0.0.1 to the host's outside address unless
+# "clusters" are disabled (the default on macOS and Windows); then every process of the node,
+# GCS included, binds to the loopback address.
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 ResourceFn = Callable[[Configuration, str], dict[str, float]]
 
@@ -57,6 +73,61 @@ def import_ray() -> Any:
     return ray
 
 
+def init_local_ray(ray: Any, **options: Any) -> Any:
+    """Start a local, single-node Ray that listens on :data:`LOOPBACK` only; return its context.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough on Linux: Ray replaces a
+    loopback node address with the host's outside one and its GCS, raylet and workers listen on
+    every interface. With multi-node clusters disabled for the start
+    (``$RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the macOS/Windows default) the node keeps
+    127.0.0.1. A node that still ends up on another address is shut down again
+    (:class:`WorkerError`): start Ray yourself and pass its address.
+    ``options`` go to ``ray.init`` (the dashboard is off unless given).
+    """
+    options = {"include_dashboard": False, "log_to_driver": False, **options}
+    with _clusters_disabled(ray):
+        context = ray.init(_node_ip_address=LOOPBACK, **options)
+    node_ip = _node_ip(ray, context)
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise WorkerError(
+            f"the local Ray node started on {node_ip}, not {LOOPBACK}: refusing to run a sweep on "
+            "a node reachable from the network; start a Ray cluster yourself (behind a "
+            "firewall) and pass --ray-address"
+        )
+    logger.info("started a local Ray node on %s", node_ip)
+    return context
+
+
+@contextlib.contextmanager
+def _clusters_disabled(ray: Any) -> Any:
+    previous = os.environ.get(_CLUSTER_ENV)
+    os.environ[_CLUSTER_ENV] = "0"
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    had = constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER")
+    old = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if had:  # read once at import: set the loaded value too
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if had:
+            constants.ENABLE_RAY_CLUSTER = old
+        if previous is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = previous
+
+
+def _node_ip(ray: Any, context: Any) -> str | None:
+    info = getattr(context, "address_info", None) or {}
+    ip = info.get("node_ip_address") if isinstance(info, dict) else None
+    if ip is None:
+        with contextlib.suppress(Exception):
+            ip = ray.util.get_node_ip_address()
+    return ip
+
+
 def _remote_measure(job: CellJob) -> CellOutcome:
     return measure(job)
 
@@ -71,15 +142,19 @@ def run_ray(
     """Outcomes of ``jobs`` run as Ray tasks, in completion order.
 
     Uses the Ray session already initialised, else ``ray.init(address)`` (``None``: the
-    ``RAY_ADDRESS`` cluster or a new local one), shut down again at the end. Closing the
-    generator cancels the tasks still pending. A task that dies (worker crash, node lost) gives
+    ``RAY_ADDRESS`` cluster, or else a new local one bound to 127.0.0.1, see
+    :func:`init_local_ray`; ``"local"``: a new local one too), shut down again at the end. Closing
+    the generator cancels the tasks still pending. A task that dies (worker crash, node lost) gives
     a ``failed`` outcome, retried on resume.
     """
     ray = import_ray()
     resources = resources or ray_resources
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
+            init_local_ray(ray)  # a new node on this machine: loopback only
+        else:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
     remote = ray.remote(_remote_measure)
     pending: dict[Any, CellJob] = {}

@@ -36,11 +36,14 @@ Hyperparameter: TypeAlias = float | int | bool | None
 """A value of an estimator's constructor keyword (``reg=0.1``, ``refit=False``, ...)."""
 
 
-def validate_matrix(matrix: object, name: str = "matrix") -> np.ndarray:
+def validate_matrix(
+    matrix: object, name: str = "matrix", *, allow_empty: bool = False
+) -> np.ndarray:
     """Return ``matrix`` as a float64 copy after checking it can be completed.
 
     Raises :class:`ConfigError` for: not 2-D, non-numeric, +-inf (naming the cell), a row or a
-    column with no observed entry (naming it), or fewer than 2 observed entries.
+    column with no observed entry (naming it; unless ``allow_empty``: :func:`complete` fills
+    such rows and columns from the biases), or fewer than 2 observed entries.
     """
     try:
         arr = np.asarray(matrix, dtype=np.float64)
@@ -60,13 +63,13 @@ def validate_matrix(matrix: object, name: str = "matrix") -> np.ndarray:
         )
     observed = ~np.isnan(arr)
     empty_rows = np.flatnonzero(~observed.any(axis=1))
-    if empty_rows.size:
+    if empty_rows.size and not allow_empty:
         raise ConfigError(
             f"{name} row {int(empty_rows[0])} has no observed entry (all NaN; rows without "
             f"data: {empty_rows[:10].tolist()}); measure at least one configuration per workload"
         )
     empty_cols = np.flatnonzero(~observed.any(axis=0))
-    if empty_cols.size:
+    if empty_cols.size and not allow_empty:
         raise ConfigError(
             f"{name} column {int(empty_cols[0])} has no observed entry (all NaN; columns "
             f"without data: {empty_cols[:10].tolist()}); measure each configuration at least once"

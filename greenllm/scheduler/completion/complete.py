@@ -4,8 +4,10 @@
 measured entries are returned exactly as given (the model is fitted to them, but a measurement
 beats its own fit). ``transform`` fits the model where the matrix is closer to low rank:
 ``"log"`` for carbon (:func:`complete_carbon`), ``"logit"`` for SLO attainment
-(:func:`complete_attainment`; result clipped to [0, 1]). :func:`complete_with_uncertainty`
-also estimates the error of every filled cell.
+(:func:`complete_attainment`; result clipped to [0, 1]); by default it is chosen from the data
+(:func:`auto_transform`), so an all-positive matrix is never completed with a negative entry.
+Rows and columns without any observation are filled from the biases and flagged.
+:func:`complete_with_uncertainty` also estimates the error of every filled cell.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from greenllm.scheduler.completion.base import (
     Hyperparameter,
     Observed,
     censored_residual,
+    fit_biases,
     validate_matrix,
 )
 from greenllm.scheduler.completion.numerics import sample_rows, split_folds
@@ -38,6 +41,7 @@ __all__ = [
     "METHODS",
     "CompletionResult",
     "RankSearch",
+    "auto_transform",
     "complete",
     "complete_attainment",
     "complete_carbon",
@@ -198,17 +202,61 @@ def select_rank(
     return _search(obs, method, candidates, n_folds, seed, params)
 
 
-def _prepare(matrix: object, transform: str) -> tuple[Observed, Observed, Transform]:
+def auto_transform(values: np.ndarray) -> str:
+    """The transform ``complete`` uses when none is given, chosen from the observed values:
+    ``"log"`` when all are > 0 (carbon, energy, time: the result is never negative),
+    ``"logit"`` when all lie in [0, 1] and one is 0 (attainment, fractions), else
+    ``"identity"``."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if v.size and bool(np.all(v > 0)):
+        return "log"
+    if v.size and bool(np.all((v >= 0) & (v <= 1))):
+        return "logit"
+    return "identity"
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The observed entries, the same in the fitting space (reindexed to the rows and columns
+    that have an observation), the transform, and those rows and columns."""
+
+    obs: Observed
+    zobs: Observed
+    t: Transform
+    rows: np.ndarray  # original index of each fitted row
+    cols: np.ndarray
+    empty_rows: tuple[int, ...]
+    empty_cols: tuple[int, ...]
+
+
+def _prepare(matrix: object, transform: str | None) -> _Prepared:
     """Validated entries, the same entries in the fitting space, and the transform."""
-    obs = Observed.from_matrix(validate_matrix(matrix))
-    t = get_transform(transform)
+    obs = Observed.from_matrix(validate_matrix(matrix, allow_empty=True))
+    t = get_transform(auto_transform(obs.values) if transform is None else transform)
     bad = t.check(obs.values)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         i, j, v = int(obs.rows[k]), int(obs.cols[k]), obs.values[k]
         raise ConfigError(f"matrix[{i}, {j}] = {v}: the {t.name} transform needs values {t.domain}")
-    zobs = Observed(obs.rows, obs.cols, t.forward(obs.values), obs.shape, t.censor(obs.values))
-    return obs, zobs, t
+    n, m = obs.shape
+    has_row = np.bincount(obs.rows, minlength=n) > 0
+    has_col = np.bincount(obs.cols, minlength=m) > 0
+    rows, cols = np.flatnonzero(has_row), np.flatnonzero(has_col)
+    new_r, new_c = np.cumsum(has_row) - 1, np.cumsum(has_col) - 1
+    zobs = Observed(
+        new_r[obs.rows], new_c[obs.cols], t.forward(obs.values), (rows.size, cols.size),
+        t.censor(obs.values),
+    )  # fmt: skip
+    empty_rows = tuple(int(i) for i in np.flatnonzero(~has_row))
+    empty_cols = tuple(int(j) for j in np.flatnonzero(~has_col))
+    if empty_rows or empty_cols:
+        logger.warning(
+            "complete: no observed entry in rows %s and columns %s; filled from the biases "
+            "(row or column mean) and marked maximally uncertain",
+            list(empty_rows[:20]), list(empty_cols[:20]),
+        )  # fmt: skip
+    return _Prepared(obs, zobs, t, rows, cols, empty_rows, empty_cols)
 
 
 def _fit(
@@ -219,12 +267,26 @@ def _fit(
     return est.predict(), search
 
 
+def _embed(prep: _Prepared, pred: np.ndarray) -> np.ndarray:
+    """The fitted ``pred`` (fitted rows x columns) in the full shape; a row (column) without
+    an observation gets the bias model's value ``mu + c_j`` (``mu + b_i``; ``mu`` for both)."""
+    if not (prep.empty_rows or prep.empty_cols):
+        return pred
+    mu, b, c = fit_biases(prep.zobs, reg=1.0)
+    n, m = prep.obs.shape
+    row_bias, col_bias = np.zeros(n), np.zeros(m)
+    row_bias[prep.rows], col_bias[prep.cols] = b, c
+    full = mu + row_bias[:, None] + col_bias[None, :]
+    full[np.ix_(prep.rows, prep.cols)] = pred
+    return full
+
+
 def complete(
     matrix: object,
     method: str = "sgd",
     rank: int | None = None,
     seed: int = 0,
-    transform: str = "identity",
+    transform: str | None = None,
     **params: Hyperparameter,
 ) -> np.ndarray:
     """Fill the NaN entries of ``matrix`` (rows = workloads, columns = configurations).
@@ -232,13 +294,17 @@ def complete(
     ``method``: ``"sgd"`` (Paragon-style biased MF by SGD, the default), ``"als"``,
     ``"softimpute"``, ``"surprise"`` (needs ``greenllm[cf]``), or the baselines ``"mean"``
     (column mean) and ``"bias"`` (``mu + b_i + c_j``). ``rank=None`` picks the rank by
-    :func:`select_rank`. ``transform``: ``"identity"``, ``"log"`` or ``"logit"``. Observed
-    entries come back unchanged. Extra ``params`` go to the estimator's constructor.
+    :func:`select_rank`. ``transform``: ``"identity"``, ``"log"`` or ``"logit"``; None (the
+    default) chooses from the data (:func:`auto_transform`: log for all-positive values, so
+    an all-positive matrix never gets a negative entry; logit for values in [0, 1] with a 0;
+    identity otherwise). Observed entries come back unchanged. A row or column without any
+    observation is filled from the biases (logged as a warning; see
+    :func:`complete_with_uncertainty` for its error). Extra ``params`` go to the estimator.
     """
-    obs, zobs, t = _prepare(matrix, transform)
-    pred, _ = _fit(zobs, method, rank, seed, params)
-    out = t.inverse(pred)
-    out[obs.rows, obs.cols] = obs.values
+    prep = _prepare(matrix, transform)
+    pred, _ = _fit(prep.zobs, method, rank, seed, params)
+    out = prep.t.inverse(_embed(prep, pred))
+    out[prep.obs.rows, prep.obs.cols] = prep.obs.values
     return out
 
 
@@ -273,6 +339,11 @@ class CompletionResult:
     cross-validation RMSE of the model in the fitting space, estimated per row and per column
     (each shrunk towards the global RMSE with 3 pseudo-entries) and averaged in quadrature,
     or per column only (``error_by="column"``).
+
+    ``empty_rows`` and ``empty_cols``: the rows and columns without any observation. Their
+    cells are filled from the biases alone and are maximally uncertain: ``sigma_transformed``
+    is inf there, ``stderr`` is inf (0.5, the widest possible, for logit). ``transform`` is
+    the transform used (chosen from the data when none was given).
     """
 
     values: np.ndarray
@@ -282,6 +353,16 @@ class CompletionResult:
     method: str
     rank: int | None
     transform: str
+    empty_rows: tuple[int, ...] = ()
+    empty_cols: tuple[int, ...] = ()
+
+    @property
+    def unsupported_mask(self) -> np.ndarray:
+        """Cells in a row or column without any observation (filled from biases only)."""
+        mask = np.zeros(self.values.shape, dtype=bool)
+        mask[list(self.empty_rows), :] = True
+        mask[:, list(self.empty_cols)] = True
+        return mask
 
 
 ERROR_BY = ("row+column", "column")
@@ -317,7 +398,7 @@ def complete_with_uncertainty(
     method: str = "sgd",
     rank: int | None = None,
     seed: int = 0,
-    transform: str = "identity",
+    transform: str | None = None,
     n_folds: int = 5,
     error_by: str = "row+column",
     **params: Hyperparameter,
@@ -329,20 +410,32 @@ def complete_with_uncertainty(
     ``n_folds`` extra fits produce them. Observed cells get ``stderr = 0``. ``error_by``:
     a cell's error from its row's and its column's residuals (``"row+column"``) or from its
     column's alone (``"column"``: how predictable that configuration is across workloads).
+    ``transform=None`` chooses it from the data, as :func:`complete` does. Rows and columns
+    without an observation are filled from the biases and get an infinite error
+    (``CompletionResult.empty_rows`` / ``empty_cols``).
     """
     if error_by not in ERROR_BY:
         raise ConfigError(f"error_by = {error_by!r}: must be one of {list(ERROR_BY)}")
-    obs, zobs, t = _prepare(matrix, transform)
+    prep = _prepare(matrix, transform)
+    obs, zobs, t = prep.obs, prep.zobs, prep.t
     pred, search = _fit(zobs, method, rank, seed, params)
     entries, resid = search.entries, search.residuals
     if entries is None or resid is None:
         folds = split_folds(zobs, n_folds, np.random.default_rng(seed))
         entries, resid = zobs, _cv_residuals(zobs, folds, method, search.rank, seed, params)
-    sigma = _cell_sigma(entries, resid, float(np.var(zobs.values)) or 1.0, by=error_by)
+    sub_sigma = _cell_sigma(entries, resid, float(np.var(zobs.values)) or 1.0, by=error_by)
+    sigma = np.full(obs.shape, np.inf)
+    sigma[np.ix_(prep.rows, prep.cols)] = sub_sigma
     sigma[obs.rows, obs.cols] = 0.0
-    stderr = 0.5 * np.abs(t.inverse(pred + sigma) - t.inverse(pred - sigma))
-    values = t.inverse(pred)
+    full = _embed(prep, pred)
+    with np.errstate(invalid="ignore", over="ignore"):
+        stderr = 0.5 * np.abs(t.inverse(full + sigma) - t.inverse(full - sigma))
+    stderr = np.where(np.isnan(stderr), np.inf, stderr)
+    values = t.inverse(full)
     values[obs.rows, obs.cols] = obs.values
     observed = np.zeros(obs.shape, dtype=bool)
     observed[obs.rows, obs.cols] = True
-    return CompletionResult(values, observed, stderr, sigma, method, search.rank, t.name)
+    return CompletionResult(
+        values, observed, stderr, sigma, method, search.rank, t.name,
+        prep.empty_rows, prep.empty_cols,
+    )  # fmt: skip

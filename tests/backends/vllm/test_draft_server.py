@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.extras import require
 
 torch = require("torch")
 require("transformers")
 
-from greenllm.backends.vllm.draft_server import parse_cpus
+from greenllm.backends.vllm.draft_server import BAD_REQUEST, MAX_LINE_BYTES, parse_cpus, serve
 from greenllm.backends.vllm.proposer import DraftClient
+from greenllm.backends.vllm.protocol import decode, encode
 from greenllm.engine import tiny_llama
 from greenllm.errors import ConfigError
 
@@ -74,3 +82,243 @@ def test_cpu_lists() -> None:
     assert parse_cpus("0,2-4") == {0, 2, 3, 4}
     with pytest.raises(ConfigError, match="CPU list"):
         parse_cpus("a-b")
+
+
+# --- untrusted input over real sockets (in-process server, stub model) ------------------------
+
+
+class StubModel:
+    """Answers ``propose`` with ``k`` copies of the context length (no torch needed)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def propose(self, seq: object, context: list[int], k: int) -> list[int]:
+        return [len(context)] * k
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    """A draft server on 127.0.0.1 in a thread; options from ``@pytest.mark.parametrize``-free
+    indirect params: ``{"max_line_bytes": ..., "idle_timeout_s": ...}``."""
+    options = getattr(request, "param", {})
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve, args=(srv, StubModel()), kwargs={"stop": stop, **options}, daemon=True
+    )
+    thread.start()
+    try:
+        yield srv.getsockname()[:2]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        srv.close()
+
+
+def _connect(address: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(address, timeout=10)
+    sock.settimeout(10)
+    return sock
+
+
+def _read_until_closed(sock: socket.socket, limit: int = 1 << 16) -> bytes:
+    data = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := sock.recv(limit):
+            data += chunk
+    return data
+
+
+def _ping(address: tuple[str, int]) -> dict[str, object]:
+    with _connect(address) as sock:
+        sock.sendall(encode({"type": "ping"}))
+        return decode(sock.makefile("rb").readline())
+
+
+BAD_LINES = [
+    b"{",
+    b"}",
+    b"[]",
+    b"null",
+    b"42",
+    b'"ping"',
+    b"{}",
+    b'{"type": 5}',
+    b'{"type": null}',
+    b'{"type": ["ping"]}',
+    b'{"type": "ping"',
+    b"\xff\xfe\xfd",
+    b'{"type": "\xc3\x28"}',
+    b"\x00\x01\x02",
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    b"NaN",
+    b"GET / HTTP/1.1",
+]
+
+
+@pytest.mark.parametrize("line", BAD_LINES, ids=range(len(BAD_LINES)))
+def test_bad_json_gets_a_typed_error_and_only_that_connection_closes(
+    server: tuple[str, int], line: bytes
+) -> None:
+    other = _connect(server)  # a well-behaved client meanwhile
+    with _connect(server) as sock:
+        sock.sendall(line + b"\n")
+        data = _read_until_closed(sock)
+    replies = [decode(x) for x in data.splitlines()]
+    assert len(replies) == 1 and replies[0]["type"] == "error"
+    assert str(replies[0]["message"]).startswith(f"{BAD_REQUEST}: ")
+    with other:
+        other.sendall(encode({"type": "ping"}))
+        assert decode(other.makefile("rb").readline())["type"] == "pong"
+    assert _ping(server)["type"] == "pong"
+
+
+@given(st.binary(max_size=300).filter(lambda b: b"\n" not in b))
+@settings(max_examples=60, deadline=None)
+def test_any_bytes_get_a_reply_and_the_server_lives(data: bytes) -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    threading.Thread(
+        target=serve, args=(srv, StubModel()), kwargs={"stop": stop}, daemon=True
+    ).start()
+    try:
+        address = srv.getsockname()[:2]
+        with _connect(address) as sock:
+            sock.sendall(data + b"\n")
+            line = sock.makefile("rb").readline()
+        reply = decode(line)
+        assert reply["type"] in ("error", "pong", "stats", "proposal")
+        assert _ping(address)["type"] == "pong"
+    finally:
+        stop.set()
+        srv.close()
+
+
+@pytest.mark.parametrize(
+    ("server", "size", "newline"),
+    [
+        ({"max_line_bytes": 1024}, 1025, True),
+        ({"max_line_bytes": 1024}, 1025, False),
+        ({"max_line_bytes": 1024}, 64 << 10, False),
+        ({"max_line_bytes": 1024}, 8 << 20, False),
+        ({}, MAX_LINE_BYTES + 1, False),
+        ({}, 48 << 20, False),  # the report: 48 MiB without a newline was held
+    ],
+    indirect=["server"],
+)
+def test_an_overlong_line_is_refused_not_buffered(
+    server: tuple[str, int], size: int, newline: bool
+) -> None:
+    with _connect(server) as sock:
+        sent = 0
+        chunk = b"x" * (1 << 16)
+        with contextlib.suppress(ConnectionError):  # the server hangs up before the end
+            while sent < size:
+                part = chunk[: size - sent]
+                sock.sendall(part)
+                sent += len(part)
+            if newline:
+                sock.sendall(b"\n")
+        data = _read_until_closed(sock)
+    assert sent <= size
+    if data:  # the reply may be lost to a reset when the server closes with unread input
+        reply = decode(data.splitlines()[0])
+        assert reply["type"] == "error" and "longer than" in str(reply["message"])
+    assert _ping(server)["type"] == "pong"
+
+
+@pytest.mark.parametrize(("server", "limit"), [({"max_line_bytes": 64}, 64)], indirect=["server"])
+def test_a_line_of_exactly_the_limit_is_served(server: tuple[str, int], limit: int) -> None:
+    ping = encode({"type": "ping"})
+    line = ping[:-1] + b" " * (limit - len(ping)) + b"\n"
+    assert len(line) == limit
+    with _connect(server) as sock:
+        sock.sendall(line)
+        assert decode(sock.makefile("rb").readline())["type"] == "pong"
+
+
+@pytest.mark.parametrize("server", [{"idle_timeout_s": 0.3}], indirect=True)
+@pytest.mark.parametrize("partial", [b"", b"{", b'{"type": "pi'])
+def test_idle_connections_are_closed(server: tuple[str, int], partial: bytes) -> None:
+    with _connect(server) as sock:
+        sock.sendall(partial)
+        t0 = time.monotonic()
+        assert _read_until_closed(sock) == b""
+        assert time.monotonic() - t0 < 5
+    busy = _connect(server)  # a client that keeps talking is not idle
+    with busy, busy.makefile("rwb") as f:
+        for _ in range(4):
+            time.sleep(0.15)
+            f.write(encode({"type": "ping"}))
+            f.flush()
+            assert decode(f.readline())["type"] == "pong"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"type": "teleport"},
+        {"type": "propose"},
+        {"type": "propose", "k": "x", "rows": []},
+        {"type": "propose", "k": 2, "rows": [["a", 0, []]]},
+        {"type": "propose", "k": 2, "rows": 5},
+    ],
+)
+def test_a_failed_request_keeps_the_connection(
+    server: tuple[str, int], request_: dict[str, object]
+) -> None:
+    with _connect(server) as sock, sock.makefile("rwb") as f:
+        f.write(encode(request_))
+        f.flush()
+        assert decode(f.readline())["type"] == "error"
+        f.write(encode({"type": "ping"}))
+        f.flush()
+        assert decode(f.readline())["type"] == "pong"
+
+
+@pytest.mark.parametrize("server", [{"idle_timeout_s": 0.2}], indirect=True)
+def test_the_client_reconnects_after_an_idle_close(server: tuple[str, int]) -> None:
+    client = DraftClient(server, timeout_s=5.0, retry_s=0.0)
+    try:
+        assert client.propose([[1, 2, 3]], 2) == [[3, 3]]
+        time.sleep(0.6)  # the server closes the idle connection
+        assert client.propose([[1, 2, 3, 4]], 2) == [[4, 4]]
+        assert client.stats["ok"] == 2 and client.stats["errors"] == 0
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "options", [{"max_line_bytes": 0}, {"idle_timeout_s": 0}, {"idle_timeout_s": -1.0}]
+)
+def test_serve_checks_its_limits(options: dict[str, float]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as srv, pytest.raises(ConfigError):
+        serve(srv, StubModel(), **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_server_process_survives_bad_clients(tiny_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "greenllm.backends.vllm.draft_server", "--model", str(tiny_dir)]
+    proc = subprocess.Popen(
+        [*cmd, "--idle-timeout-s", "0.5", "--max-line-bytes", "4096"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        address = ("127.0.0.1", json.loads(proc.stdout.readline())["port"])
+        for bad in (b"{oops\n", b"x" * 10_000, b"\xff\n"):
+            with _connect(address) as sock:
+                with contextlib.suppress(ConnectionError):
+                    sock.sendall(bad)
+                _read_until_closed(sock)
+        with _connect(address) as sock:  # idle: closed by the server
+            assert _read_until_closed(sock) == b""
+        client = DraftClient(address, timeout_s=30.0, retry_s=0.0)
+        assert len(client.propose([[5, 17, 99]], 3)[0]) == 3
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -72,6 +72,9 @@ def test_json_tensor_roundtrip() -> None:
     assert decode_json_tensor(tensor) == info
     with pytest.raises(WorkerError, match="must be an object"):
         decode_json_tensor(encode_json_tensor([1, 2]))  # type: ignore[arg-type]
+    for bad in (b"\xff\xfe", b"[" * 100_000, b'{"a":' + b"9" * 5000 + b"}", b"{"):
+        with pytest.raises(WorkerError, match="malformed JSON payload"):
+            decode_json_tensor(torch.frombuffer(bytearray(bad), dtype=torch.uint8))
 
 
 def test_every_control_message_names_its_kind_with_type() -> None:
@@ -117,15 +120,20 @@ def test_control_channel_roundtrip_and_refusals() -> None:
     left, right = ControlChannel(a, "right"), ControlChannel(b, "left")
     left.send({"type": "generate", "rid": 1, "prompt": [1, 2, 3], "x": 0.5})
     assert right.recv(1.0) == {"type": "generate", "rid": 1, "prompt": [1, 2, 3], "x": 0.5}
+    with pytest.raises(WorkerError, match=r"timed out after 0\.1 s waiting for hello from left"):
+        right.recv(0.1, what="hello")
     a.sendall(struct.pack(">I", 5) + b"[1,2]")
     with pytest.raises(WorkerError, match="not an object with a 'type'"):
         right.recv(1.0)
-    a.sendall(struct.pack(">I", 1 << 30))
+    assert right.closed  # a bad frame ends the connection (tests/engine/comm/test_control.py)
+    c, d = socket.socketpair()
+    c.sendall(struct.pack(">I", 1 << 30))
     with pytest.raises(WorkerError, match="exceeds"):
-        right.recv(1.0)
-    with pytest.raises(WorkerError, match=r"timed out after 0\.1 s waiting for hello from left"):
-        right.recv(0.1, what="hello")
+        ControlChannel(d, "left").recv(1.0)
     left.close()
+    c.close()
+    e, f = socket.socketpair()
+    e.close()
     with pytest.raises(EOFError):
-        right.recv(1.0)
-    right.close()
+        ControlChannel(f, "left").recv(1.0)
+    f.close()

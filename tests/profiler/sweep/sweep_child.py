@@ -10,12 +10,13 @@ Runs the sweep of :func:`cells` (24 cells, 6 of them infeasible) on the simulato
 seconds so that a test can kill it between any two cells. Prints ``STARTED`` first, then
 ``CELL <i>`` after each cell processed, and ``DONE <report JSON>`` (exit 0) or, on Ctrl-C,
 ``INTERRUPTED <report JSON>`` (exit 130). ``cli ARGS`` runs ``greenllm profile ARGS``
-(:func:`profile_cli`).
+(:func:`profile_cli`), each cell slowed by ``$GREENLLM_TEST_CELL_DELAY_S`` seconds if set.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -25,6 +26,8 @@ from greenllm.profiler.store import ProfileStore
 from greenllm.profiler.sweep import Cell, SweepGrid, SweepInterrupted, SweepReport, run_sweep
 
 N_REQUESTS = 8
+#: ``cli`` mode: slow each cell down by this many seconds (set by the Ctrl-C tests).
+DELAY_ENV = "GREENLLM_TEST_CELL_DELAY_S"
 
 
 def cells() -> list[Cell]:
@@ -98,6 +101,8 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.argv[1] == "cli":
+        if os.environ.get(DELAY_ENV):
+            _slow_down(float(os.environ[DELAY_ENV]))
         sys.exit(profile_cli(sys.argv[2:]))
     store_path, batch, workers, delay = sys.argv[1], *map(float, sys.argv[2:5])
     _slow_down(delay)

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from greenllm.config import Configuration, RequestSize, Workload
-from greenllm.errors import BackendUnavailableError, ConfigError, ProfileError
+from greenllm.errors import BackendUnavailableError, ConfigError, ProfileError, WorkerError
 from greenllm.profiler.store import ProfileStore
 from greenllm.profiler.sweep import (
     Cell,
@@ -364,6 +364,20 @@ def test_duration_mode_and_argument_checks(tmp_path: Path) -> None:
                 run_sweep(cells, store, **bad)
 
 
+@pytest.mark.parametrize("duration_s", [1e-12, 1e-9, 1e-6, 1e-3])
+def test_a_cell_that_served_no_requests_is_failed_not_stored(
+    tmp_path: Path, duration_s: float
+) -> None:
+    cells = sweep_child.cells()[:3]
+    with ProfileStore(tmp_path / "z.sqlite") as store:
+        report = run_sweep(cells, store, duration_s=duration_s, run_id="zero")
+        assert (report.measured, report.failed, len(store)) == (0, 3, 0)
+        assert all("served no requests" in f for f in report.failures)
+        assert not report.complete
+        again = run_sweep(cells, store, duration_s=4.0, run_id="zero")  # retried on resume
+        assert (again.measured, again.already_done, len(store)) == (3, 0, 3)
+
+
 # --- progress ----------------------------------------------------------------------------------
 
 
@@ -505,6 +519,71 @@ def test_cli_sigterm_stores_finished_cells_and_exits_130(tmp_path: Path) -> None
     assert report["measured"] + report["remaining"] == 72
 
 
+def _cli_child(store: Path, *extra: str, delay_s: float = 0.0) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.profiler.sweep.sweep_child",
+        "cli",
+        "--configs",
+        "standalone,dsd:T4:llama-1b,dpd:V100",
+        "--apps",
+        "sharegpt,humaneval",
+        "--qps",
+        "1:3:1",
+        "--requests",
+        "6",
+        "--store",
+        str(store),
+        "--json",
+        *extra,
+    ]
+    env = {**os.environ, sweep_child.DELAY_ENV: str(delay_s)}
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("workers", ["1", "2", "3"])
+def test_cli_pool_workers_are_quiet_on_success(tmp_path: Path, workers: str) -> None:
+    proc = _cli_child(tmp_path / "q.sqlite", "--workers", workers)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert json.loads(out)["complete"]
+
+
+@pytest.mark.parametrize(
+    ("workers", "signum"), [("2", signal.SIGINT), ("3", signal.SIGINT), ("2", signal.SIGTERM)]
+)
+def test_cli_pool_workers_are_quiet_on_ctrl_c(tmp_path: Path, workers: str, signum: int) -> None:
+    store = tmp_path / "c.sqlite"
+    proc = _cli_child(store, "--workers", workers, "--batch-size", "1", delay_s=0.2)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_rows(store)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole group, workers included
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    ours = ("profile ", "greenllm: ")
+    other = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(ours)]
+    assert other == [], err  # only the progress bar and "greenllm: interrupted"
+    assert json.loads(out)["interrupted"]
+
+
 # --- Ray ---------------------------------------------------------------------------------------
 
 
@@ -525,6 +604,101 @@ def test_ray_missing_names_the_extra(tmp_path: Path, monkeypatch) -> None:
         with pytest.raises(BackendUnavailableError, match=r"greenllm\[ray\]"):
             run_sweep(sweep_child.cells()[:2], store, executor="ray")
         assert len(store) == 0
+
+
+class _FakeRay:
+    """Just what ``init_local_ray`` touches: ``init``, ``shutdown``, ``_private.ray_constants``."""
+
+    def __init__(self, node_ip: str) -> None:
+        import types
+
+        self.node_ip, self.calls, self.down = node_ip, [], False
+        self._private = types.SimpleNamespace(
+            ray_constants=types.SimpleNamespace(ENABLE_RAY_CLUSTER=True)
+        )
+
+    def init(self, **kwargs: Any) -> Any:
+        import types
+
+        seen = (os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"),
+                self._private.ray_constants.ENABLE_RAY_CLUSTER)  # fmt: skip
+        self.calls.append((kwargs, seen))
+        return types.SimpleNamespace(address_info={"node_ip_address": self.node_ip})
+
+    def shutdown(self) -> None:
+        self.down = True
+
+
+@pytest.mark.parametrize("previous", [None, "1", "0"])
+def test_init_local_ray_asks_for_loopback_and_restores_settings(monkeypatch, previous) -> None:
+    from greenllm.profiler.sweep.ray import init_local_ray
+
+    if previous is None:
+        monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", previous)
+    fake = _FakeRay("127.0.0.1")
+    init_local_ray(fake, num_cpus=1)
+    (kwargs, seen), = fake.calls
+    assert kwargs["_node_ip_address"] == "127.0.0.1" and kwargs["include_dashboard"] is False
+    assert kwargs["num_cpus"] == 1 and seen == ("0", False)
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == previous
+    assert fake._private.ray_constants.ENABLE_RAY_CLUSTER is True and not fake.down
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.7", "10.0.0.1", "0.0.0.0", "::", None])
+def test_init_local_ray_refuses_a_node_off_loopback(ip: str | None) -> None:
+    from greenllm.profiler.sweep.ray import init_local_ray
+
+    fake = _FakeRay(ip)  # type: ignore[arg-type]
+    fake.util = None  # no fallback lookup
+    with pytest.raises(WorkerError, match="refusing"):
+        init_local_ray(fake)
+    assert fake.down
+
+
+def _listening(pids: set[int]) -> set[str]:
+    """The addresses the processes ``pids`` listen on (TCP)."""
+    psutil = require("psutil")
+    out = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out |= {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
+    return out
+
+
+def _loopback(ip: str) -> bool:
+    return ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+@pytest.mark.slow
+def test_local_ray_started_by_a_sweep_listens_on_loopback_only(tmp_path: Path, monkeypatch) -> None:
+    ray = require("ray")
+    psutil = require("psutil")
+    from greenllm.profiler.sweep.ray import LOOPBACK
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    seen: list[tuple[str, set[str]]] = []
+
+    def resources(configuration: Configuration, backend: str) -> dict[str, float]:
+        pids = {p.pid for p in psutil.Process().children(recursive=True)} | {os.getpid()}
+        seen.append((ray.util.get_node_ip_address(), _listening(pids)))
+        return {}
+
+    with ProfileStore(tmp_path / "r.sqlite") as store:
+        report = run_sweep(
+            sweep_child.cells()[:2], store, n_requests=4, executor="ray", resources=resources
+        )
+    assert report.measured == 2 and not ray.is_initialized()  # it shut down what it started
+    assert seen and all(ip == LOOPBACK for ip, _ in seen)
+    listening = set().union(*(addrs for _, addrs in seen))
+    assert listening, "no Ray process was listening"
+    assert all(_loopback(ip) for ip in listening), listening  # GCS, raylet, workers, driver
 
 
 @pytest.mark.slow

@@ -267,8 +267,6 @@ def test_uncertainty_in_attainment_units() -> None:
     [
         (np.ones(3), "2-D"),
         ([[1.0, np.inf], [1.0, 2.0]], r"\[0, 1\].*infinite"),
-        ([[1.0, 2.0], [np.nan, np.nan], [3.0, 4.0]], "row 1 has no observed"),
-        ([[1.0, np.nan], [2.0, np.nan]], "column 1 has no observed"),
         ([[1.0]], "at least 2"),
         ([["a", "b"]], "2-D array of floats"),
     ],
@@ -276,6 +274,21 @@ def test_uncertainty_in_attainment_units() -> None:
 def test_bad_matrices_raise_config_error(matrix, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         complete(matrix)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "pattern"),
+    [
+        ([[1.0, 2.0], [np.nan, np.nan], [3.0, 4.0]], "row 1 has no observed"),
+        ([[1.0, np.nan], [2.0, np.nan]], "column 1 has no observed"),
+    ],
+)
+def test_strict_validation_still_names_empty_rows_and_columns(matrix, pattern: str) -> None:
+    # complete() fills them (test_safe_defaults.py); the strict checks stay for select_rank
+    with pytest.raises(ConfigError, match=pattern):
+        validate_matrix(matrix)
+    with pytest.raises(ConfigError, match=pattern):
+        select_rank(matrix)
 
 
 def test_unknown_method_lists_valid_ones() -> None:
