@@ -199,8 +199,11 @@ def _literals(tree: ast.Module) -> list[float]:
             and isinstance(n.value, float)]  # fmt: skip
 
 
+ONCE = ("J_PER_KWH", "SECONDS_PER_YEAR", "MAX_INTENSITY_G_PER_KWH")
+
+
 def test_unit_constants_are_defined_once() -> None:
-    """J per kWh (3.6e6) and the 365.25-day year appear only in greenllm/units.py."""
+    """J per kWh (3.6e6), the 365.25-day year and the intensity limit live in greenllm/units.py."""
     owners = {}
     for path in sorted(PACKAGE_ROOT.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -211,7 +214,7 @@ def test_unit_constants_are_defined_once() -> None:
             if isinstance(node, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for t in targets:
-                    if getattr(t, "id", None) in ("J_PER_KWH", "SECONDS_PER_YEAR"):
+                    if getattr(t, "id", None) in ONCE:
                         owners.setdefault(t.id, set()).add(module_name(path))  # type: ignore[union-attr]
     assert all(mods == {"greenllm.units"} for mods in owners.values()), owners
 

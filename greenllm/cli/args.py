@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_INTENSITY_G_PER_KWH
 
 # Limits (docs/cli.md, "Limits"). Sizes bound the work and memory one command can ask for.
 MAX_RANGE_POINTS = 10_000  # values in one A:B:STEP range or comma list
@@ -29,7 +30,7 @@ MAX_SECONDS = 1e9  # one window, s (about 32 years)
 MAX_ENERGY_J = 1e15  # one window, J (about 278 GWh)
 MIN_RUN_SECONDS = 1e-3  # `analyze` GPU:SECONDS:ENERGY_J runs: both at least this
 MIN_RUN_ENERGY_J = 1e-3
-MAX_INTENSITY = 5_000.0  # g/kWh (the dirtiest grids are near 1,100)
+MAX_INTENSITY = MAX_INTENSITY_G_PER_KWH  # g/kWh (the dirtiest grids are near 1,100)
 MIN_LIFETIME_YEARS = 0.1
 MAX_LIFETIME_YEARS = 100.0
 MAX_PUE = 10.0  # power usage effectiveness is in [1, MAX_PUE]

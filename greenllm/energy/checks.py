@@ -14,7 +14,6 @@ import numbers
 from greenllm.errors import ConfigError
 
 __all__ = [
-    "MAX_INTENSITY_G_PER_KWH",
     "MAX_LIFETIME_YEARS",
     "MAX_PERIOD_S",
     "MAX_POWER_W",
@@ -30,7 +29,6 @@ __all__ = [
 MAX_PERIOD_S = 86_400.0  # one poll a day at least
 MAX_POWER_W = 100_000.0  # 100 kW per device: far above any GPU board or CPU socket
 MAX_LIFETIME_YEARS = 100.0
-MAX_INTENSITY_G_PER_KWH = 5_000.0  # the dirtiest grids are ~1,100 g/kWh
 MAX_PUE = 10.0
 MAX_SPEED = 1e6  # replay speed-up
 MAX_TIME_S = 1e12  # |time| (relative or epoch seconds): beyond ~31,700 years is an input error

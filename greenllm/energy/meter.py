@@ -43,7 +43,6 @@ from greenllm.carbon import (
     operational_carbon_g,
 )
 from greenllm.energy.checks import (
-    MAX_INTENSITY_G_PER_KWH,
     MAX_LIFETIME_YEARS,
     MAX_PUE,
     check_count,
@@ -59,7 +58,7 @@ from greenllm.energy.nvml import NVMLSampler, check_gpu_devices, nvml_available
 from greenllm.energy.replay import NullSampler
 from greenllm.energy.sampler import PowerSampler
 from greenllm.errors import ConfigError, ProfileError
-from greenllm.units import J_PER_KWH
+from greenllm.units import J_PER_KWH, MAX_INTENSITY_G_PER_KWH
 
 __all__ = ["CarbonMeter", "CarbonReport", "MeterWindow", "ReportDict"]
 

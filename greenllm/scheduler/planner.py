@@ -34,7 +34,7 @@ from greenllm.scheduler.completion.complete import METHODS, complete_with_uncert
 from greenllm.scheduler.margin import AttainmentBounds, attainment_bounds, choose_with_margin
 from greenllm.scheduler.matrix import ProfileMatrices, ProfileSource
 from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
-from greenllm.units import J_PER_KWH
+from greenllm.units import J_PER_KWH, MAX_INTENSITY_G_PER_KWH
 
 if TYPE_CHECKING:
     from greenllm.carbon import CarbonIntensityTrace
@@ -43,7 +43,6 @@ __all__ = ["Plan", "PlanEntry", "Planner"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_INTENSITY = 10_000.0  # g/kWh; the dirtiest grids are near 1,100
 _MAX_MARGIN_SIGMAS = 100.0
 _MAX_LIFETIME_YEARS = 100.0
 _MAX_RANK = 256  # planner matrices are small; the rank search tries 1..8
@@ -139,7 +138,7 @@ class Planner:
         if region is not None and not isinstance(region, str):
             raise ConfigError(f"region = {_show(region)}: must be a region name (str) or None")
         if intensity_g_per_kwh is not None:
-            _number("intensity_g_per_kwh", intensity_g_per_kwh, 0.0, _MAX_INTENSITY)
+            _number("intensity_g_per_kwh", intensity_g_per_kwh, 0.0, MAX_INTENSITY_G_PER_KWH)
         slo_target = _number("slo_target", slo_target, 0.0, 1.0)
         if priority not in ("slo", "default"):
             raise ConfigError(f"priority = {priority!r}: choose 'slo' or 'default'")

@@ -86,7 +86,7 @@ def test_energy_above_max_power_warns_one_line(capsys, gpu, seconds, energy, war
     [(o, v) for o in ("--seconds", "--energy-j", "--lifetime-years", "--pue", "--intensity")
      for v in ("nan", "inf", "-inf", "-1", "", "abc", "1e999", "1e308")]
     + [("--lifetime-years", "1e-320"), ("--lifetime-years", "0"), ("--pue", "0.5"),
-       ("--intensity", "5001"), ("--tokens", "0"), ("--tokens", "-1"), ("--tokens", "1.5"),
+       ("--intensity", "10001"), ("--tokens", "0"), ("--tokens", "-1"), ("--tokens", "1.5"),
        ("--tokens", "9" * 40), ("--region", ""), ("--region", "   "), ("--region", "XXX"),
        ("--gpu", ""), ("--gpu", "B200X")],
 )  # fmt: skip
