@@ -11,6 +11,7 @@ import functools
 import hashlib
 import itertools
 import json
+import types
 import typing
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -23,6 +24,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -97,10 +99,50 @@ def _nested_model(annotation: object, field: str) -> type[BaseModel] | None:
     return None
 
 
+def _is_number_type(annotation: object) -> bool:
+    """Whether ``annotation`` is int or float, through Annotated and Optional/Union (every
+    member other than None numeric)."""
+    if annotation in (int, float):
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Annotated:
+        return _is_number_type(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        return bool(members) and all(_is_number_type(a) for a in members)
+    return False
+
+
+@functools.cache
+def _number_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` annotated int or float (see :func:`_is_number_type`)."""
+    return frozenset(n for n, f in model.model_fields.items() if _is_number_type(f.annotation))
+
+
 class FrozenModel(BaseModel):
-    """Frozen pydantic base whose validation failures are :class:`ConfigError`."""
+    """Frozen pydantic base whose validation failures are :class:`ConfigError`.
+
+    Numeric fields (int or float, also inside Optional/Annotated) take numbers only: a str,
+    bytes or bool is refused (pydantic's lax mode would turn ``"5"`` into ``5.0`` and ``True``
+    into ``1``); other lax conversions stay (numpy numbers, an integral ``5.0`` for an int).
+    JSON is parsed as JSON, so its numbers are numbers; CSV import converts its cells first.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    @classmethod
+    def number_fields(cls) -> frozenset[str]:
+        """Names of the fields that take numbers only (annotated int or float)."""
+        return _number_fields(cls)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, (str, bytes, bytearray, bool)) and info.field_name in _number_fields(
+            cls
+        ):
+            raise ValueError(f"must be a number (int or float), not {type(value).__name__}")
+        return value
 
     def __init__(self, /, **data: Any) -> None:
         try:

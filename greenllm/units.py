@@ -11,11 +11,17 @@ from __future__ import annotations
 __all__ = [
     "G_PER_KG",
     "J_PER_KWH",
+    "MAX_DEVICE_LIFETIME_YEARS",
+    "MAX_DEVICE_POWER_W",
     "MAX_EMBODIED_G",
     "MAX_ENERGY_J",
+    "MAX_EXACT_COUNT",
     "MAX_INTENSITY_G_PER_KWH",
     "MAX_LIFETIME_YEARS",
+    "MAX_PERIOD_S",
+    "MAX_PUE",
     "MAX_QPS",
+    "MAX_REPLAY_SPEED",
     "MAX_REQUESTS",
     "MAX_TIME_S",
     "MAX_TOKENS",
@@ -54,3 +60,16 @@ MAX_REQUESTS = 10_000_000
 """Most requests one request set may hold (~240 MB of arrays); more raises ConfigError."""
 MAX_TOKENS = 1_048_576
 """Most prompt or output tokens of one request, as for :class:`~greenllm.config.RequestSize`."""
+MAX_PUE = 10.0
+"""Largest power usage effectiveness (facility / IT energy); real data centres: 1.1 to 2."""
+MAX_DEVICE_LIFETIME_YEARS = 100.0
+"""Longest service life (years) a user may give a real device (``CarbonMeter``); Eq. 1 itself
+takes up to :data:`MAX_LIFETIME_YEARS`."""
+MAX_DEVICE_POWER_W = 100_000.0
+"""Largest power (W) of one measured device: far above any GPU board or CPU socket."""
+MAX_PERIOD_S = 86_400.0
+"""Longest polling period (s) of a power sampler: one poll a day at least."""
+MAX_REPLAY_SPEED = 1e6
+"""Largest speed-up of a replayed power trace."""
+MAX_EXACT_COUNT = 2**53
+"""Largest count (tokens of a meter window) that stays exact as a float, for per-token figures."""

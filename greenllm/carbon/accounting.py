@@ -20,6 +20,7 @@ from typing import TypeAlias
 import numpy as np
 
 from greenllm.carbon.catalog.registry import GPUSpec, get_gpu
+from greenllm.checks import finite_array
 from greenllm.errors import ConfigError
 from greenllm.units import (
     G_PER_KG,
@@ -28,6 +29,7 @@ from greenllm.units import (
     MAX_ENERGY_J,
     MAX_INTENSITY_G_PER_KWH,
     MAX_LIFETIME_YEARS,
+    MAX_PUE,
     MAX_REQUESTS,
     MAX_TIME_S,
     MAX_TOKENS,
@@ -70,49 +72,23 @@ def lifetime_for(gpu: str | GPUSpec, lifetimes_years: float | Mapping[str, float
                    *_LIFETIME)  # fmt: skip
 
 
-#: (low, high, low is exclusive) of each kind of number the carbon API takes.
-_TIME = (0.0, MAX_TIME_S, False)
-_ENERGY = (0.0, MAX_ENERGY_J, False)
-_INTENSITY = (0.0, MAX_INTENSITY_G_PER_KWH, False)
-_EMBODIED = (0.0, MAX_EMBODIED_G, False)
-_LIFETIME = (MIN_LIFETIME_YEARS, MAX_LIFETIME_YEARS, False)
+#: (low, high) of each kind of number the carbon API takes (both ends allowed).
+_TIME = (0.0, MAX_TIME_S)
+_ENERGY = (0.0, MAX_ENERGY_J)
+_INTENSITY = (0.0, MAX_INTENSITY_G_PER_KWH)
+_EMBODIED = (0.0, MAX_EMBODIED_G)
+_LIFETIME = (MIN_LIFETIME_YEARS, MAX_LIFETIME_YEARS)
 _FLOAT_MAX = float(np.finfo(float).max)
 #: Most tokens one window may count (every request of a full request set at MAX_TOKENS).
 MAX_WINDOW_TOKENS = MAX_REQUESTS * MAX_TOKENS
-#: Largest power usage effectiveness window_carbon takes (real data centres: 1.1 to 2).
-MAX_PUE = 10.0
 #: Largest host embodied share window_carbon takes (host carbon as a multiple of the GPU's).
 MAX_HOST_SHARE = 100.0
 
 
-def _check(
-    func: str, name: str, value: object, lo: float, hi: float, lo_open: bool = False
-) -> float | np.ndarray:
-    """``value`` as a float (scalar in) or float ndarray, every element finite and in
-    ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``); ConfigError naming ``func``, ``name`` and the
-    allowed range otherwise (strings, bools, None and non-numeric arrays included)."""
-    need = f"a finite number with {lo:g} {'<' if lo_open else '<='} {name} <= {hi:g}"
-    if isinstance(value, (bool, str, bytes, np.bool_)) or value is None:
-        raise ConfigError(f"{func}: {name} = {value!r}: must be {need}")
-    try:
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "iuf" or arr.dtype == object:
-            raise TypeError(f"dtype {arr.dtype}")
-        with np.errstate(over="ignore"):
-            arr = arr.astype(float)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ConfigError(f"{func}: {name} = {value!r:.200}: must be {need}") from err
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(arr) | ((arr <= lo) if lo_open else (arr < lo)) | (arr > hi)
-    if bad.any():
-        first = float(arr[bad].flat[0]) if arr.ndim else float(arr)
-        raise ConfigError(f"{func}: {name} = {first!r}: must be {need}")
-    return float(arr) if arr.ndim == 0 else arr
-
-
-def _scalar(func: str, name: str, value: object, lo: float, hi: float, lo_open: bool) -> float:
-    out = _check(func, name, value, lo, hi, lo_open)
-    if np.ndim(out):
+def _scalar(func: str, name: str, value: object, lo: float, hi: float) -> float:
+    """``value`` (a number or a 0-d array) checked by :func:`finite_array`, as a float."""
+    out = finite_array(name, value, lo, hi, where=func)
+    if out.ndim:
         raise ConfigError(f"{func}: {name} = {value!r:.200}: must be a single number")
     return float(out)
 
@@ -147,9 +123,9 @@ def amortized_embodied_g(
     """Eq. 1 on a device's whole embodied carbon: ``seconds / (lifetime_years * 365.25 * 86400)
     * embodied_g`` in grams (arrays broadcast). :func:`embodied_carbon_g` looks ``C_e`` up."""
     func = "embodied_carbon_g"
-    t = _check(func, "seconds", seconds, *_TIME)
-    c_e = _check(func, "embodied_g", embodied_g, *_EMBODIED)
-    life = _check(func, "lifetime_years", lifetime_years, *_LIFETIME)
+    t = finite_array("seconds", seconds, *_TIME, where=func)
+    c_e = finite_array("embodied_g", embodied_g, *_EMBODIED, where=func)
+    life = finite_array("lifetime_years", lifetime_years, *_LIFETIME, where=func)
     _broadcast(func, seconds=t, embodied_g=c_e, lifetime_years=life)
     return _out(t / (life * SECONDS_PER_YEAR) * c_e)
 
@@ -157,8 +133,8 @@ def amortized_embodied_g(
 def operational_carbon_g(energy_j: ArrayLike, intensity_g_per_kwh: ArrayLike) -> float | np.ndarray:
     """Eq. 2: ``energy_j / 3.6e6 * intensity_g_per_kwh`` in grams (arrays broadcast)."""
     func = "operational_carbon_g"
-    e = _check(func, "energy_j", energy_j, *_ENERGY)
-    ci = _check(func, "intensity_g_per_kwh", intensity_g_per_kwh, *_INTENSITY)
+    e = finite_array("energy_j", energy_j, *_ENERGY, where=func)
+    ci = finite_array("intensity_g_per_kwh", intensity_g_per_kwh, *_INTENSITY, where=func)
     _broadcast(func, energy_j=e, intensity_g_per_kwh=ci)
     return _out(e / J_PER_KWH * ci)
 
@@ -203,7 +179,7 @@ class CarbonBreakdown:
 
     def __post_init__(self) -> None:
         for attr in ("embodied_g", "operational_g", "energy_j"):
-            value = _scalar("CarbonBreakdown", attr, getattr(self, attr), 0.0, _FLOAT_MAX, False)
+            value = _scalar("CarbonBreakdown", attr, getattr(self, attr), 0.0, _FLOAT_MAX)
             object.__setattr__(self, attr, value)
         if self.tokens is not None:
             object.__setattr__(self, "tokens", _check_tokens("CarbonBreakdown", "tokens",
@@ -297,8 +273,8 @@ def window_carbon(
     if isinstance(devices, DeviceUsage) or not isinstance(devices, Sequence) or not devices:
         raise ConfigError(f"{func}: devices = {devices!r}: must be a non-empty list of DeviceUsage")
     ci = _scalar(func, "intensity_g_per_kwh", intensity_g_per_kwh, *_INTENSITY)
-    p = _scalar(func, "pue", pue, 1.0, MAX_PUE, False)  # 1.0 = GPU energy only
-    share = _scalar(func, "host_embodied_share", host_embodied_share, 0.0, MAX_HOST_SHARE, False)
+    p = _scalar(func, "pue", pue, 1.0, MAX_PUE)  # 1.0 = GPU energy only
+    share = _scalar(func, "host_embodied_share", host_embodied_share, 0.0, MAX_HOST_SHARE)
     if tokens is not None:
         tokens = _check_tokens(func, "tokens", tokens)
     embodied, energy = [], []

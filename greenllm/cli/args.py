@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from greenllm.checks import finite_number
 from greenllm.errors import ConfigError
 from greenllm.units import MAX_INTENSITY_G_PER_KWH
 
@@ -33,7 +34,6 @@ MIN_RUN_ENERGY_J = 1e-3
 MAX_INTENSITY = MAX_INTENSITY_G_PER_KWH  # g/kWh (the dirtiest grids are near 1,100)
 MIN_LIFETIME_YEARS = 0.1
 MAX_LIFETIME_YEARS = 100.0
-MAX_PUE = 10.0  # power usage effectiveness is in [1, MAX_PUE]
 MIN_QPS = 1e-3  # requests per second
 MAX_QPS = 1e4
 MAX_DURATION_S = 86_400.0  # served seconds per profiled cell
@@ -52,6 +52,8 @@ QPS_RANGE = (MIN_QPS, MAX_QPS)
 
 
 def _number(text: str, kind: str) -> float:
+    """``text`` parsed as a float (any float: the range is checked by
+    :func:`~greenllm.checks.finite_number`), or ArgumentTypeError."""
     if not isinstance(text, str):  # a default that is already a number
         return float(text)
     s = text.strip()
@@ -67,17 +69,7 @@ def _number(text: str, kind: str) -> float:
 
 def check_float(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
     """``value`` if finite and in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``), else ConfigError."""
-    if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
-        raise ConfigError(f"{name} {_show(value)}: {_interval(lo, hi, lo_open)}")
-    return float(value)
-
-
-def _show(value: float) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) else repr(value)
-
-
-def _interval(lo: float, hi: float, lo_open: bool = False) -> str:
-    return f"must be a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    return finite_number(name, value, lo, hi, lo_open=lo_open)
 
 
 def float_in(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], float]:
@@ -85,9 +77,10 @@ def float_in(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], 
 
     def parse(text: str) -> float:
         value = _number(text, "a number")
-        if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
-            raise argparse.ArgumentTypeError(f"{text.strip()!r}: {_interval(lo, hi, lo_open)}")
-        return value
+        try:
+            return finite_number("value", value, lo, hi, lo_open=lo_open)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     parse.__name__ = "number"
     return parse
@@ -159,18 +152,6 @@ def resolve_intensity(args: argparse.Namespace) -> tuple[float, str]:
     value = float(carbon_intensity(region))
     check_float(f"intensity of region {region!r}", value, *INTENSITY_RANGE)
     return value, region.upper()
-
-
-def nonnegative(name: str, value: float) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} {_show(value)}: must be a finite number >= 0")
-    return float(value)
-
-
-def positive(name: str, value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} {_show(value)}: must be a finite number > 0")
-    return float(value)
 
 
 def float_range(

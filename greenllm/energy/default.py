@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 
-from greenllm.energy.checks import MAX_PERIOD_S, check_number
+from greenllm.checks import finite_number
 from greenllm.energy.nvml import NVMLSampler, nvml_available
 from greenllm.energy.rapl import RAPLSampler, rapl_available
 from greenllm.energy.replay import (
     NullSampler,
 )
 from greenllm.energy.sampler import PowerSampler
+from greenllm.units import MAX_PERIOD_S
 
 __all__ = ["default_sampler"]
 
@@ -31,8 +32,9 @@ logger = logging.getLogger(__name__)
 def default_sampler(period_s: float = 0.2) -> PowerSampler:
     """The best sampler this machine has: NVML if a GPU answers, else RAPL if its counters are
     readable, else :class:`NullSampler` (energy unmeasured). Logs which one and why."""
-    period_s = check_number("default_sampler", "period_s", period_s, 0.0, MAX_PERIOD_S,
-                            low_open=True)  # fmt: skip
+    period_s = finite_number(
+        "period_s", period_s, 0.0, MAX_PERIOD_S, lo_open=True, where="default_sampler"
+    )
     if nvml_available():
         logger.info("power: NVML (NVIDIA GPUs) every %.3g s", period_s)
         return NVMLSampler(period_s)

@@ -15,8 +15,9 @@ from typing import TypeAlias
 
 import numpy as np
 
-from greenllm.energy.checks import MAX_POWER_W, MAX_TIME_S, check_number, plain_numbers
+from greenllm.checks import finite_number, plain_numbers
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_DEVICE_POWER_W, MAX_TIME_S
 
 __all__ = [
     "EnergyMeasurement",
@@ -57,8 +58,8 @@ def _curve(func: str, times_s: object, power_w: object) -> tuple[np.ndarray, np.
     if not (np.all(np.isfinite(t)) and np.all(np.abs(t) <= MAX_TIME_S)):
         raise ConfigError(f"{func}: times_s must be finite seconds in [-{MAX_TIME_S:g}, "
                           f"{MAX_TIME_S:g}]")  # fmt: skip
-    if not (np.all(np.isfinite(p)) and np.all(p >= 0) and np.all(p <= MAX_POWER_W)):
-        raise ConfigError(f"{func}: power_w must be finite watts in [0, {MAX_POWER_W:g}]")
+    if not (np.all(np.isfinite(p)) and np.all(p >= 0) and np.all(p <= MAX_DEVICE_POWER_W)):
+        raise ConfigError(f"{func}: power_w must be finite watts in [0, {MAX_DEVICE_POWER_W:g}]")
     return t, p
 
 
@@ -84,8 +85,8 @@ def window_series(
     contributes up to its last sample. Empty arrays when the window misses the samples.
     """
     t, p = _curve("window_series", times_s, power_w)
-    t0_s = check_number("window_series", "t0_s", t0_s, -MAX_TIME_S, MAX_TIME_S)
-    t1_s = check_number("window_series", "t1_s", t1_s, -MAX_TIME_S, MAX_TIME_S)
+    t0_s = finite_number("t0_s", t0_s, -MAX_TIME_S, MAX_TIME_S, where="window_series")
+    t1_s = finite_number("t1_s", t1_s, -MAX_TIME_S, MAX_TIME_S, where="window_series")
     if t.size == 0:
         return np.zeros(0), np.zeros(0)
     a, b = max(float(t0_s), float(t[0])), min(float(t1_s), float(t[-1]))

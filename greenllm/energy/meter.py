@@ -42,12 +42,7 @@ from greenllm.carbon import (
     lifetime_for,
     operational_carbon_g,
 )
-from greenllm.energy.checks import (
-    MAX_LIFETIME_YEARS,
-    MAX_PUE,
-    check_count,
-    check_number,
-)
+from greenllm.checks import finite_int, finite_number
 from greenllm.energy.integration import (
     EnergyMeasurement,
     MeasurementSummary,
@@ -58,7 +53,13 @@ from greenllm.energy.nvml import NVMLSampler, check_gpu_devices, nvml_available
 from greenllm.energy.replay import NullSampler
 from greenllm.energy.sampler import PowerSampler
 from greenllm.errors import ConfigError, ProfileError
-from greenllm.units import J_PER_KWH, MAX_INTENSITY_G_PER_KWH
+from greenllm.units import (
+    J_PER_KWH,
+    MAX_DEVICE_LIFETIME_YEARS,
+    MAX_EXACT_COUNT,
+    MAX_INTENSITY_G_PER_KWH,
+    MAX_PUE,
+)
 
 __all__ = ["CarbonMeter", "CarbonReport", "MeterWindow", "ReportDict"]
 
@@ -177,7 +178,7 @@ class MeterWindow:
 
     def add_tokens(self, n: int) -> None:
         """Count ``n`` more tokens served in this window (for the per-token figures)."""
-        n = check_count("MeterWindow.add_tokens", "n", n)
+        n = finite_int("n", n, 0, MAX_EXACT_COUNT, where="MeterWindow.add_tokens")
         self.tokens = _check_tokens((self.tokens or 0) + n)
 
 
@@ -188,7 +189,7 @@ def _check_tokens(tokens: object) -> int | None: ...
 def _check_tokens(tokens: object) -> int | None:
     if tokens is None:
         return None
-    return check_count("CarbonMeter", "tokens", tokens)
+    return finite_int("tokens", tokens, 0, MAX_EXACT_COUNT, where="CarbonMeter")
 
 
 Piece: TypeAlias = tuple[float, float, float]
@@ -205,11 +206,14 @@ def _lifetimes(value: object) -> float | dict[str, float]:
         for key, years in value.items():
             if not isinstance(key, str) or not key:
                 raise ConfigError(f"{where}: lifetimes_years key {key!r}: must be a GPU name")
-            out[key] = check_number(
-                where, f"lifetimes_years[{key!r}]", years, 0.0, MAX_LIFETIME_YEARS, low_open=True
-            )
+            out[key] = finite_number(
+                f"lifetimes_years[{key!r}]", years, 0.0, MAX_DEVICE_LIFETIME_YEARS, lo_open=True,
+                where=where,
+            )  # fmt: skip
         return out
-    return check_number(where, "lifetimes_years", value, 0.0, MAX_LIFETIME_YEARS, low_open=True)
+    return finite_number(
+        "lifetimes_years", value, 0.0, MAX_DEVICE_LIFETIME_YEARS, lo_open=True, where=where
+    )
 
 
 def _piece_energy_g(
@@ -301,8 +305,8 @@ class CarbonMeter:
         lifetimes = _lifetimes(lifetimes_years)
         self.lifetimes_years = tuple(lifetime_for(g, lifetimes) for g in self.gpus)
         for g, life in zip(self.gpus, self.lifetimes_years, strict=True):  # e.g. the default
-            check_number("CarbonMeter", f"lifetimes_years of {g.name}", life, 0.0,
-                         MAX_LIFETIME_YEARS, low_open=True)  # fmt: skip
+            finite_number(f"lifetimes_years of {g.name}", life, 0.0, MAX_DEVICE_LIFETIME_YEARS,
+                          lo_open=True, where="CarbonMeter")  # fmt: skip
         if trace is not None and not isinstance(trace, CarbonIntensityTrace):
             raise ConfigError(f"CarbonMeter: trace = {trace!r}: must be a CarbonIntensityTrace")
         if region is not None and (not isinstance(region, str) or not region.strip()):
@@ -323,16 +327,16 @@ class CarbonMeter:
         if trace is not None:
             self.intensity_source = f"trace {trace.name}"
         elif intensity_g_per_kwh is not None:
-            self.intensity_g_per_kwh = check_number(
-                "CarbonMeter", "intensity_g_per_kwh", intensity_g_per_kwh, 0.0,
-                MAX_INTENSITY_G_PER_KWH,
+            self.intensity_g_per_kwh = finite_number(
+                "intensity_g_per_kwh", intensity_g_per_kwh, 0.0, MAX_INTENSITY_G_PER_KWH,
+                where="CarbonMeter",
             )  # fmt: skip
             self.intensity_source = "user"
         else:
             code = region if region is not None else "CISO"
             self.intensity_g_per_kwh = carbon_intensity(code)
             self.intensity_source = code if region is not None else "CISO (default)"
-        self.pue = check_number("CarbonMeter", "pue", pue, 1.0, MAX_PUE)
+        self.pue = finite_number("pue", pue, 1.0, MAX_PUE, where="CarbonMeter")
         self._sampler = sampler
         self._started_sampler = False
         self._lock = threading.Lock()

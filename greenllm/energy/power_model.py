@@ -27,8 +27,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from greenllm.carbon import GPUSpec, get_gpu
-from greenllm.energy.checks import MAX_PERIOD_S, MAX_TIME_S, check_number, plain_numbers
+from greenllm.checks import finite_number, plain_numbers
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_PERIOD_S, MAX_TIME_S
 
 __all__ = ["NVML_PERIOD_S", "PowerModel", "energy_j", "power_model", "power_trace", "power_w"]
 
@@ -85,8 +86,8 @@ class PowerModel:
         """A power trace as a sampler polling every ``period_s`` would record it: sample ``k``
         at ``t0_s + k x period_s`` (k >= 1) is the mean power over the preceding period, so
         ``sum(power_w) x period_s`` equals the energy of the covered window."""
-        period_s = check_number(
-            "power_trace", "period_s", period_s, 0.0, MAX_PERIOD_S, low_open=True
+        period_s = finite_number(
+            "period_s", period_s, 0.0, MAX_PERIOD_S, lo_open=True, where="power_trace"
         )
         s, e, u = _intervals(starts_s, ends_s, utilisation, t0_s, t1_s)
         n = math.floor((t1_s - t0_s) / period_s + 1e-9)
@@ -144,8 +145,8 @@ def _intervals(
         raise ConfigError(
             f"utilisation: one value or one per busy interval ({s.size}), got {u_in.size}"
         ) from err
-    t0_s = check_number("power model", "t0_s", t0_s, -MAX_TIME_S, MAX_TIME_S)
-    t1_s = check_number("power model", "t1_s", t1_s, -MAX_TIME_S, MAX_TIME_S)
+    t0_s = finite_number("t0_s", t0_s, -MAX_TIME_S, MAX_TIME_S, where="power model")
+    t1_s = finite_number("t1_s", t1_s, -MAX_TIME_S, MAX_TIME_S, where="power model")
     if not t1_s >= t0_s:
         raise ConfigError(f"window [{t0_s!r}, {t1_s!r}]: need finite t0_s <= t1_s")
     if s.size and (not np.all(np.isfinite(s)) or not np.all(e >= s)):
@@ -173,7 +174,7 @@ def power_model(gpu: str | GPUSpec) -> PowerModel:
 
 def power_w(gpu: str | GPUSpec, utilisation: float) -> float:
     """Watts drawn by ``gpu`` at ``utilisation`` in [0, 1] (see the module docstring)."""
-    u = check_number("power_w", "utilisation", utilisation, 0.0, 1.0)
+    u = finite_number("utilisation", utilisation, 0.0, 1.0, where="power_w")
     return power_model(gpu).power_w(u)
 
 

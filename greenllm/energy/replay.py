@@ -17,9 +17,10 @@ from typing import Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from greenllm.energy.checks import MAX_POWER_W, MAX_SPEED, check_number
+from greenllm.checks import finite_number
 from greenllm.energy.sampler import PowerSampler, Sample
 from greenllm.errors import ConfigError, ProfileError
+from greenllm.units import MAX_DEVICE_POWER_W, MAX_REPLAY_SPEED
 
 __all__ = [
     "Curve",
@@ -75,8 +76,8 @@ def _series(
         )
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p)) and np.all(p >= 0)):
         raise ConfigError(f"{where}: times must be finite and power_w finite and >= 0")
-    if np.any(p > MAX_POWER_W):
-        raise ConfigError(f"{where}: power_w must be in [0, {MAX_POWER_W:g}] W")
+    if np.any(p > MAX_DEVICE_POWER_W):
+        raise ConfigError(f"{where}: power_w must be in [0, {MAX_DEVICE_POWER_W:g}] W")
     if np.any(np.diff(t) <= 0):
         raise ConfigError(f"{where}: times_s must be strictly increasing")
     return t, p
@@ -239,11 +240,14 @@ class ModelledSampler(_CurveSampler):
             )
         if power is None or isinstance(power, (bool, str, bytes)):
             raise ConfigError(
-                f"ModelledSampler: power = {power!r}: must be watts in [0, {MAX_POWER_W:g}], "
+                f"ModelledSampler: power = {power!r}: must be watts in "
+                f"[0, {MAX_DEVICE_POWER_W:g}], "
                 "a function of elapsed seconds, or (times_s, power_w) curves"
             )
         if isinstance(power, numbers.Real):
-            watts = check_number("ModelledSampler", "power (W)", power, 0.0, MAX_POWER_W)
+            watts = finite_number(
+                "power (W)", power, 0.0, MAX_DEVICE_POWER_W, where="ModelledSampler"
+            )
             names = tuple(devices or ("model0",))
             self._init_curves({d: (np.array([0.0]), np.array([watts])) for d in names})
         elif callable(power):
@@ -323,8 +327,8 @@ class ReplaySampler(_CurveSampler):
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(period_s, clock=clock)
-        self.speed: float = check_number(
-            "ReplaySampler", "speed", speed, 0.0, MAX_SPEED, low_open=True
+        self.speed: float = finite_number(
+            "speed", speed, 0.0, MAX_REPLAY_SPEED, lo_open=True, where="ReplaySampler"
         )
         self._path: Path | None = None
         if isinstance(source, (str, Path)):

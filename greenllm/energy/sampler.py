@@ -21,13 +21,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from greenllm.energy.checks import MAX_PERIOD_S, MAX_POWER_W, check_number
+from greenllm.checks import finite_number
 from greenllm.energy.integration import (
     EnergyMeasurement,
     epoch_clock,
     measure_window,
 )
 from greenllm.errors import ConfigError, ProfileError
+from greenllm.units import MAX_DEVICE_POWER_W, MAX_PERIOD_S
 
 __all__ = ["PowerSampler", "Sample"]
 
@@ -70,8 +71,8 @@ class PowerSampler(ABC):
     uses_thread: ClassVar[bool] = True
 
     def __init__(self, period_s: float = 0.2, *, clock: Callable[[], float] | None = None) -> None:
-        self.period_s: float = check_number(
-            type(self).__name__, "period_s", period_s, 0.0, MAX_PERIOD_S, low_open=True
+        self.period_s: float = finite_number(
+            "period_s", period_s, 0.0, MAX_PERIOD_S, lo_open=True, where=type(self).__name__
         )
         if clock is not None and not callable(clock):
             raise ConfigError(f"{type(self).__name__}: clock = {clock!r}: must be a callable")
@@ -205,7 +206,7 @@ class PowerSampler(ABC):
             ts = self._t.get(dev)
             if ts is None or (ts and t <= ts[-1]):
                 continue
-            if not (math.isfinite(p) and 0.0 <= p <= MAX_POWER_W and math.isfinite(t)):
+            if not (math.isfinite(p) and 0.0 <= p <= MAX_DEVICE_POWER_W and math.isfinite(t)):
                 self._count_error(dev)
                 continue
             ts.append(float(t))

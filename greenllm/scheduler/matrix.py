@@ -7,6 +7,10 @@ GPU lifetimes (Eq. 1-3), so one profile serves every region::
 
     embodied_g_per_token[r, c]  = sum_gpu seconds_gpu / LT_gpu * C_e,gpu / tokens     (Eq. 1)
     operational_g_per_token     = alpha * sum_gpu energy_gpu / tokens                 (Eq. 2)
+
+Each observed cell also knows its energy source (``"measured"``, ``"modelled"`` or
+``"unmeasured"``: 0 J, so its carbon is embodied only), so a plan can say what its figures
+rest on.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ __all__ = [
 ]
 
 
+#: The energy sources of a profiled cell, weakest first (a mean takes its weakest part's).
+_ENERGY_SOURCES = ("unmeasured", "modelled", "measured")
+
+
 @dataclass(frozen=True, order=True)
 class RowKey:
     """One matrix row: an application at a fixed request size and QPS."""
@@ -49,7 +57,11 @@ class RowKey:
         return f"{self.application} ({self.input_tokens},{self.output_tokens}) @{self.qps:g} QPS"
 
 
-class ProfileCell(TypedDict):
+class _CellSource(TypedDict, total=False):
+    energy_source: str  # "measured", "modelled" (the default) or "unmeasured"
+
+
+class ProfileCell(_CellSource):
     """One measured cell, as :meth:`ProfileMatrices.from_cells` takes it."""
 
     row: RowKey
@@ -71,7 +83,8 @@ class GPUUsageLike(Protocol):
 
 class ProfileRecordLike(Protocol):
     """What :func:`cells_from_records` reads of a profile record
-    (:class:`~greenllm.profiler.store.records.ProfileRecord`)."""
+    (:class:`~greenllm.profiler.store.records.ProfileRecord`); its ``energy_source`` too,
+    when it has one ("modelled" otherwise)."""
 
     @property
     def workload(self) -> Workload: ...
@@ -99,6 +112,8 @@ class ProfileMatrices:
     """Measured quantities per (row, configuration, GPU slot); NaN where not profiled.
 
     GPU slot 0 is the configuration's new GPU, slot 1 its old GPU (0 s and 0 J when absent).
+    ``energy_source`` (R, C) holds each observed cell's energy source ("measured", "modelled" or
+    "unmeasured"; "" where not profiled); when not given, every observed cell is "modelled".
     """
 
     rows: tuple[RowKey, ...]
@@ -107,6 +122,7 @@ class ProfileMatrices:
     energy_j: np.ndarray  # (R, C, 2)
     tokens: np.ndarray  # (R, C) output tokens served
     attainment: np.ndarray  # (R, C) fraction of requests meeting the SLO
+    energy_source: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     observed: np.ndarray = field(init=False)  # (R, C) bool: profiled
     carbon_observed: np.ndarray = field(init=False)  # (R, C) bool: profiled and served tokens
 
@@ -123,6 +139,23 @@ class ProfileMatrices:
                 raise ConfigError(f"{name} has shape {arr.shape}; expected {shape}")
         observed = ~np.isnan(self.attainment)
         object.__setattr__(self, "observed", observed)
+        source = np.full((n_rows, n_cfg), "modelled", dtype=object)
+        given = np.asarray(self.energy_source, dtype=object)
+        if given.size:
+            if given.shape != (n_rows, n_cfg):
+                raise ConfigError(
+                    f"energy_source has shape {given.shape}; expected {(n_rows, n_cfg)}"
+                )
+            bad = observed & ~np.isin(given, _ENERGY_SOURCES)
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                raise ConfigError(
+                    f"energy_source of row {r}, column {c} = {given[r, c]!r}: "
+                    f"must be one of {_ENERGY_SOURCES}"
+                )
+            source = given.copy()
+        source[~observed] = ""
+        object.__setattr__(self, "energy_source", source)
         # A configuration that served no token at all (e.g. no request fits its KV cache) has a
         # measured attainment of 0 but no carbon per token: that cell is left to completion.
         with np.errstate(invalid="ignore"):
@@ -145,6 +178,7 @@ class ProfileMatrices:
             energy_j=self.energy_j[:, idx],
             tokens=self.tokens[:, idx],
             attainment=self.attainment[:, idx],
+            energy_source=self.energy_source[:, idx],
         )
 
     def where(self, keep: np.ndarray, other: ProfileMatrices | None = None) -> ProfileMatrices:
@@ -166,6 +200,8 @@ class ProfileMatrices:
             energy_j=pick(self.energy_j, other.energy_j if other else None),
             tokens=pick(self.tokens, other.tokens if other else None),
             attainment=pick(self.attainment, other.attainment if other else None),
+            energy_source=np.where(keep, self.energy_source,
+                                   other.energy_source if other else ""),
         )  # fmt: skip
 
     def column(self, config: Configuration | str | int) -> int:
@@ -227,8 +263,10 @@ class ProfileMatrices:
     ) -> ProfileMatrices:
         """Build from cell dicts with keys ``row`` (RowKey), ``config`` (Configuration),
         ``seconds`` and ``energy_j`` (per GPU of the configuration, new first), ``tokens``,
-        ``attainment``. A repeated (row, config) cell is averaged (e.g. several run ids).
-        With ``configs``, cells of other configurations are left out."""
+        ``attainment`` and optionally ``energy_source`` (default "modelled"). A repeated
+        (row, config) cell is averaged (e.g. several run ids); its energy source is the
+        weakest of its parts (unmeasured, then modelled, then measured). With ``configs``,
+        cells of other configurations are left out."""
         cells = list(cells)
         if not cells:
             raise ProfileError("no profiles to build matrices from; run `greenllm profile` first")
@@ -244,6 +282,7 @@ class ProfileMatrices:
             for k in ("seconds", "energy_j", "tokens", "attainment")
         }
         count = np.zeros(shape)
+        rank = np.full(shape, len(_ENERGY_SOURCES))  # index into _ENERGY_SOURCES (weakest 0)
         for cell in cells:
             r, c = r_of[cell["row"]], c_of[cell["config"].id]
             for k in ("seconds", "energy_j"):
@@ -252,9 +291,17 @@ class ProfileMatrices:
             sums["tokens"][r, c] += cell["tokens"]
             sums["attainment"][r, c] += cell["attainment"]
             count[r, c] += 1
+            src = cell.get("energy_source", "modelled")
+            if src not in _ENERGY_SOURCES:
+                raise ConfigError(
+                    f"energy_source = {src!r} of a {cell['config'].label} cell: "
+                    f"must be one of {_ENERGY_SOURCES}"
+                )
+            rank[r, c] = min(rank[r, c], _ENERGY_SOURCES.index(src))
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = {k: v / (count[..., None] if v.ndim == 3 else count) for k, v in sums.items()}
-        return cls(rows=tuple(rows), configs=tuple(cfgs), **mean)
+        source = np.array([*_ENERGY_SOURCES, ""], dtype=object)[rank]
+        return cls(rows=tuple(rows), configs=tuple(cfgs), **mean, energy_source=source)
 
 
 def matrices_from_store(
@@ -291,6 +338,7 @@ def cells_from_records(records: Iterable[ProfileRecordLike]) -> list[ProfileCell
                 "energy_j": [g.energy_j for g in rec.gpus],
                 "tokens": rec.output_tokens,
                 "attainment": rec.slo_attainment,
+                "energy_source": getattr(rec, "energy_source", "modelled"),
             }
         )
     return cells

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import numpy as np
 from pydantic import Field
 
+from greenllm.checks import finite_number
 from greenllm.config import Configuration, FrozenModel
 from greenllm.errors import ConfigError, ProfileError
 from greenllm.scheduler.carbon_factors import carbon_factors, filled_carbon_per_token
@@ -55,6 +56,8 @@ ENGINE_START_S = 60.0
 
 
 Priority = Literal["slo", "default"]
+#: Where a plan figure's energy came from: a profiled cell's source, or "filled" (by CF).
+EnergySource = Literal["measured", "modelled", "unmeasured", "filled"]
 CarbonModel = Literal["factors", "direct"]
 
 
@@ -77,6 +80,14 @@ class PlanEntry(FrozenModel):
     baseline_carbon_g_per_token: float
     baseline_measured: bool
     savings: float = Field(description="1 - chosen / baseline carbon per token")
+    energy_source: EnergySource = Field(
+        default="modelled",
+        description="the chosen cell's energy: measured, modelled, unmeasured (0 J: embodied "
+        "carbon only) or filled (by collaborative filtering)",
+    )
+    baseline_energy_source: EnergySource = Field(
+        default="modelled", description="the same for the baseline cell"
+    )
 
 
 class Plan(FrozenModel):
@@ -283,6 +294,8 @@ class Planner:
                 baseline_carbon_g_per_token=float(carbon[r, base]),
                 baseline_measured=bool(m.carbon_observed[r, base]),
                 savings=float(1.0 - carbon[r, c] / carbon[r, base]),
+                energy_source=_energy_source(m, int(r), int(c)),
+                baseline_energy_source=_energy_source(m, int(r), base),
             )
             for r, c, key in zip(rows, choice, m.rows, strict=True)
         ]
@@ -377,6 +390,14 @@ class Planner:
                                 application, size)  # fmt: skip
 
 
+def _energy_source(m: ProfileMatrices, r: int, c: int) -> EnergySource:
+    """The energy source of cell (r, c): its profiled one, or "filled" where CF filled it."""
+    if not m.carbon_observed[r, c]:
+        return "filled"
+    source: EnergySource = m.energy_source[r, c]
+    return source
+
+
 def _show(value: object) -> str:
     """A one-line repr for an error message."""
     text = repr(value)
@@ -385,12 +406,7 @@ def _show(value: object) -> str:
 
 def _number(name: str, value: object, lo: float, hi: float) -> float:
     """``value`` as a float in [lo, hi], or :class:`ConfigError` naming ``name`` and the range."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ConfigError(f"{name} = {_show(value)}: must be a number in [{lo:g}, {hi:g}]")
-    v = float(value)
-    if not np.isfinite(v) or not lo <= v <= hi:
-        raise ConfigError(f"{name} = {_show(value)}: must be a finite number in [{lo:g}, {hi:g}]")
-    return v
+    return finite_number(name, value, lo, hi)
 
 
 def _integer(name: str, value: object, lo: int, hi: int, none_ok: bool = False) -> int:

@@ -10,26 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from greenllm.checks import finite_number
 from greenllm.config import RequestSize, RequestSizeDistribution
 from greenllm.errors import ConfigError
 from greenllm.units import MAX_QPS, MAX_REQUESTS, MAX_TIME_S, MAX_TOKENS, MIN_QPS
 
 __all__ = ["RequestSet", "poisson_arrivals_s"]
-
-
-def _number(func: str, name: str, value: object, lo: float, hi: float, lo_open: bool) -> float:
-    """``value`` as a float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), else ConfigError."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    try:
-        x = float(value) if ok else float("nan")  # type: ignore[arg-type]
-    except OverflowError:  # an int beyond float range
-        x = float("inf")
-    if not (ok and (lo < x if lo_open else lo <= x) and x <= hi):
-        raise ConfigError(
-            f"{func}: {name} = {value!r:.60}: must be a finite number with "
-            f"{lo:g} {'<' if lo_open else '<='} {name} <= {hi:g}"
-        )
-    return x
 
 
 def _integer(func: str, name: str, value: object, lo: int, hi: int | None = None) -> int:
@@ -164,7 +150,7 @@ def poisson_arrivals_s(
     arrivals; ``seed`` an integer >= 0.
     """
     func = "poisson_arrivals_s"
-    qps = _number(func, "qps", qps, MIN_QPS, MAX_QPS, False)
+    qps = finite_number("qps", qps, MIN_QPS, MAX_QPS, where=func)
     seed = _integer(func, "seed", seed, 0)
     if (duration_s is None) == (n is None):
         raise ConfigError("give exactly one of duration_s or n")
@@ -178,7 +164,7 @@ def poisson_arrivals_s(
                 f"{MAX_TIME_S:g} s"
             )
         return times
-    duration_s = _number(func, "duration_s", duration_s, 0.0, MAX_TIME_S, True)
+    duration_s = finite_number("duration_s", duration_s, 0.0, MAX_TIME_S, lo_open=True, where=func)
     expected = qps * duration_s
     if expected > MAX_REQUESTS:
         raise ConfigError(

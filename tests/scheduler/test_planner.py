@@ -191,3 +191,42 @@ def test_hourly_plan_picks_the_median_size_on_a_tie_or_the_one_asked() -> None:
     assert _pick_size(sizes, (510, 357)) == (510, 357)
     with pytest.raises(ConfigError, match=r"size \(1, 1\) is not profiled"):
         _pick_size(sizes, (1, 1))
+
+
+def test_energy_source_flows_from_records_to_plan_entries(tmp_path) -> None:
+    """Measured, modelled and unmeasured cells keep their source; filled cells say "filled"."""
+    recs = _records()
+    sources = ("measured", "modelled", "unmeasured")
+    recs = [r.model_copy(update={"energy_source": sources[i % 3]}) for i, r in enumerate(recs)]
+    with ProfileStore(tmp_path / "p.sqlite") as store:
+        store.put_many(recs)
+        m = matrices_from_store(store, backend="synthetic")
+    for r in recs:
+        row = next(i for i, k in enumerate(m.rows) if k.qps == r.workload.qps)
+        assert m.energy_source[row, m.column(r.configuration)] == r.energy_source
+    plan = Planner(intensity_g_per_kwh=261.0).plan(m)
+    for e in plan.entries:
+        row = next(i for i, k in enumerate(m.rows) if k.qps == e.qps)
+        assert e.energy_source == m.energy_source[row, m.column(e.configuration)]
+        assert e.baseline_energy_source == m.energy_source[row, m.column(plan.baseline)]
+    sparse = synthetic.matrices(observed_fraction=0.6, seed=3)
+    assert set(sparse.energy_source[sparse.observed]) == {"modelled"}  # the default
+    assert set(sparse.energy_source[~sparse.observed]) == {""}
+    for e in Planner(intensity_g_per_kwh=261.0).plan(sparse).entries:
+        assert e.energy_source == ("modelled" if e.measured else "filled")
+
+
+def test_a_mean_of_cells_takes_the_weakest_energy_source() -> None:
+    cells = [{**synthetic.cell(q, j), "energy_source": "measured"}
+             for q in synthetic.QPS for j in range(len(synthetic.CONFIGS))]  # fmt: skip
+    extra = {**cells[0], "energy_source": "unmeasured"}
+    m = ProfileMatrices.from_cells([*cells, extra], configs=[c[0] for c in synthetic.CONFIGS])
+    assert m.energy_source[0, 0] == "unmeasured"
+    assert set(m.energy_source.ravel()) == {"measured", "unmeasured"}
+    assert m.select_columns([1, 0]).energy_source[0, 1] == "unmeasured"
+    keep = np.ones(m.shape, dtype=bool)
+    keep[0, 0] = False
+    assert m.where(keep).energy_source[0, 0] == ""
+    assert m.where(keep, m).energy_source[0, 0] == "unmeasured"
+    with pytest.raises(ConfigError, match="energy_source = 'metered'"):
+        ProfileMatrices.from_cells([{**cells[0], "energy_source": "metered"}])

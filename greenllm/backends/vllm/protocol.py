@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
 __all__ = [
+    "MAX_DRAFT_TOKENS",
+    "MAX_PROPOSE_ROWS",
     "AddCommand",
     "DoneEvent",
     "DraftCall",
@@ -49,6 +51,14 @@ __all__ = [
     "decode",
     "encode",
 ]
+
+#: Most draft tokens (``k``) one :class:`ProposeRequest` may ask for per row; the draft server's
+#: default limit (``--max-k``), and the most :class:`~.proposer.RemoteDraftProposer` accepts for
+#: ``num_speculative_tokens``. Speculative decoding uses 1-10 in practice.
+MAX_DRAFT_TOKENS = 32
+#: Most rows one :class:`ProposeRequest` may carry (the draft server's default ``--max-rows``):
+#: one per sequence of the target's batch (vLLM's ``max_num_seqs``, 256 by default on GPUs).
+MAX_PROPOSE_ROWS = 1024
 
 
 # ---- backend -> worker --------------------------------------------------------------------------

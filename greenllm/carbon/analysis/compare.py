@@ -22,14 +22,15 @@ import numpy.typing as npt
 
 from greenllm.carbon.accounting import amortized_embodied_g
 from greenllm.carbon.analysis.ratios import (
+    ANALYSIS_MAX,
     BreakEven,
     Num,
     breakeven_intensity,
     breakeven_old_lifetime_years,
     carbon_ratio,
     energy_condition,
-    finite_array,
 )
+from greenllm.checks import finite_array
 from greenllm.errors import ConfigError
 from greenllm.units import J_PER_KWH
 
@@ -151,10 +152,10 @@ def compare(
         from greenllm.carbon.intensity.regions import carbon_intensity
 
         intensity_g_per_kwh = carbon_intensity(region)
-    alpha = float(finite_array("intensity_g_per_kwh", intensity_g_per_kwh))
+    alpha = float(finite_array("intensity_g_per_kwh", intensity_g_per_kwh, 0.0, ANALYSIS_MAX))
     runs = (standalone, *disaggregated)
     for r in runs:
-        finite_array(f"{r.gpu} energy_j", r.energy_j)
+        finite_array(f"{r.gpu} energy_j", r.energy_j, 0.0, ANALYSIS_MAX)
     emb = [float(embodied_carbon_g(r.seconds, r.gpu, r.lifetime_years)) for r in runs]
     ops = [float(operational_carbon_g(r.energy_j, alpha)) for r in runs]
     totals = [get_gpu(r.gpu).embodied_kg * 1000.0 for r in runs]

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from greenllm.carbon.accounting import amortized_embodied_g
+from greenllm.checks import finite_array
 from greenllm.errors import ConfigError
 from greenllm.units import SECONDS_PER_YEAR
 
@@ -32,7 +33,6 @@ __all__ = [
     "carbon_ratio",
     "carbon_ratio_direct",
     "energy_condition",
-    "finite_array",
     "lifetime_ratio",
     "lifetime_ratio_terms",
     "ratio_slope_vs_intensity",
@@ -53,30 +53,14 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def finite_array(name: str, x: npt.ArrayLike, *, positive: bool = False) -> np.ndarray:
-    """``x`` as a float array, all finite and >= 0 (> 0 if ``positive``) and at most
-    ``ANALYSIS_MAX``; ConfigError (naming ``name``) otherwise, wrong types (strings, None,
-    bools, ragged lists) included."""
-    if isinstance(x, (str, bytes, bool, np.bool_)) or x is None:
-        raise ConfigError(f"{name}={x!r:.60}: must be a finite number >= 0")
-    try:
-        raw = np.asarray(x)
-        if raw.dtype.kind not in "iuf":
-            raise TypeError(f"dtype {raw.dtype}")
-        with np.errstate(over="ignore"):
-            a = raw.astype(float)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ConfigError(f"{name}={x!r:.60}: must be a finite number >= 0") from err
-    with np.errstate(invalid="ignore"):
-        out_of_range = a > ANALYSIS_MAX
-        bad = ~np.isfinite(a) | ((a <= 0) if positive else (a < 0)) | out_of_range
-    if np.any(bad):
-        rule = "> 0" if positive else ">= 0"
-        raise ConfigError(
-            f"{name}={np.ravel(a)[np.argmax(np.ravel(bad))]!r}: must be finite {rule} and "
-            f"<= {ANALYSIS_MAX:g}"
-        )
-    return a
+def _array(x: npt.ArrayLike) -> np.ndarray:
+    """An argument already checked by :func:`_checked`, as a float array."""
+    return np.asarray(x, dtype=float)
+
+
+def _positive(func: str, name: str, x: npt.ArrayLike) -> np.ndarray:
+    """A divisor: as :func:`_checked` checks every argument, but > 0."""
+    return finite_array(name, x, 0.0, ANALYSIS_MAX, lo_open=True, where=func)
 
 
 def _check_finite(func: str, out: object) -> None:
@@ -94,7 +78,7 @@ def _check_finite(func: str, out: object) -> None:
 
 
 def _checked(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Check every argument with :func:`finite_array` before ``func`` runs, and turn a numpy
+    """Check every argument (finite, 0 <= x <= ANALYSIS_MAX) before ``func`` runs, and turn a numpy
     error (shapes that do not broadcast) into ConfigError naming ``func``."""
     sig = inspect.signature(func)
 
@@ -102,7 +86,7 @@ def _checked(func: Callable[_P, _R]) -> Callable[_P, _R]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         bound = sig.bind(*args, **kwargs)  # a missing argument stays a TypeError
         for name, value in bound.arguments.items():
-            finite_array(f"{func.__name__}: {name}", value)
+            finite_array(name, value, 0.0, ANALYSIS_MAX, where=func.__name__)
         try:
             with np.errstate(over="raise", invalid="raise", divide="ignore"):
                 out = func(*args, **kwargs)
@@ -123,7 +107,7 @@ def _out(a: np.ndarray) -> Num:
 @_checked
 def energy_condition(N_A: Num, N_A2: Num, N_B: Num) -> bool | np.ndarray:
     """Eq. 4: ``N_A > N_A2 + N_B``. Under A.3 (E_A2 + E_B >= E_A) this is necessary to save."""
-    out = finite_array("N_A", N_A) > finite_array("N_A2", N_A2) + finite_array("N_B", N_B)
+    out = _array(N_A) > _array(N_A2) + _array(N_B)
     return bool(out) if out.ndim == 0 else out
 
 
@@ -134,13 +118,13 @@ def carbon_ratio(N_A: Num, N_A2: Num, N_B: Num, E_A: Num, E_A2: Num, E_B: Num, a
     ``S + (E_A2 + E_B - S * E_A) / (N_A * alpha + E_A)`` with ``S = (N_A2 + N_B) / N_A``.
     Its round-off scales with ``S``; :func:`carbon_ratio_direct` is the stabler first line.
     """
-    n_a = finite_array("N_A", N_A, positive=True)
-    s = (finite_array("N_A2", N_A2) + finite_array("N_B", N_B)) / n_a
-    e_a, alpha = finite_array("E_A", E_A), finite_array("alpha", alpha)
+    n_a = _positive("carbon_ratio", "N_A", N_A)
+    s = (_array(N_A2) + _array(N_B)) / n_a
+    e_a, alpha = _array(E_A), _array(alpha)
     den = n_a * alpha + e_a
     if np.any(den <= 0):
         raise ConfigError("standalone carbon N_A*alpha + E_A must be > 0 (alpha or E_A > 0)")
-    return _out(s + (finite_array("E_A2", E_A2) + finite_array("E_B", E_B) - s * e_a) / den)
+    return _out(s + (_array(E_A2) + _array(E_B) - s * e_a) / den)
 
 
 @_checked
@@ -195,12 +179,12 @@ def lifetime_ratio_terms(
     total_A_g: Num, total_B_g: Num, T_A_years: Num, T_B_years: Num, alpha: Num,
 ) -> Eq6Terms:  # fmt: skip
     """Eq. 6: the ratio as a function of the lifetimes ``T_A`` (new GPU) and ``T_B`` (old)."""
-    n_a = finite_array("N_A", N_A, positive=True)
-    s = (finite_array("N_A2", N_A2) + finite_array("N_B", N_B)) / n_a
+    n_a = _positive("lifetime_ratio_terms", "N_A", N_A)
+    s = (_array(N_A2) + _array(N_B)) / n_a
     e_a = amortized_embodied_g(t_A_s, total_A_g, T_A_years)
     e_a2 = amortized_embodied_g(t_A2_s, total_A_g, T_A_years)
     e_b = amortized_embodied_g(t_B_s, total_B_g, T_B_years)
-    alpha = finite_array("alpha", alpha)
+    alpha = _array(alpha)
     den = n_a * alpha + e_a
     if np.any(den <= 0):
         raise ConfigError("standalone carbon N_A*alpha + E_A must be > 0 (alpha or E_A > 0)")
@@ -279,8 +263,8 @@ def breakeven_intensity(
     N_A: float, N_A2: float, N_B: float, E_A: float, E_A2: float, E_B: float
 ) -> BreakEven:
     """``alpha* = (E_A2 + E_B - E_A) / (N_A - N_A2 - N_B)``: the intensity where Eq. 5 = 1."""
-    n = float(finite_array("N_A", N_A) - finite_array("N_A2", N_A2) - finite_array("N_B", N_B))
-    e = float(finite_array("E_A2", E_A2) + finite_array("E_B", E_B) - finite_array("E_A", E_A))
+    n = float(_array(N_A) - _array(N_A2) - _array(N_B))
+    e = float(_array(E_A2) + _array(E_B) - _array(E_A))
     return _crossing(n, e, "g/kWh")
 
 
@@ -293,8 +277,8 @@ def breakeven_old_lifetime_years(
 
     ``T_B* = t_B B / ((N_A - N'_A - N_B) alpha + E_A - E'_A)``; saves for ``T_B > T_B*``.
     """
-    k = float((finite_array("N_A", N_A) - N_A2 - N_B) * finite_array("alpha", alpha) + E_A - E_A2)
-    c = float(finite_array("t_B_s", t_B_s) * finite_array("total_B_g", total_B_g))
+    k = float((_array(N_A) - N_A2 - N_B) * _array(alpha) + E_A - E_A2)
+    c = float(_array(t_B_s) * _array(total_B_g))
     c /= SECONDS_PER_YEAR
     if c == 0.0:  # the old GPU adds no embodied carbon whatever its lifetime
         return _crossing(0.0, -k, "years")
@@ -307,9 +291,9 @@ def breakeven_new_lifetime_years(
     total_A_g: float, E_B: float, alpha: float,
 ) -> BreakEven:  # fmt: skip
     """New-GPU lifetime ``T_A*`` where the ratio = 1 (saves iff ``(t_A - t'_A) A / T_A > d``)."""
-    c = float((finite_array("t_A_s", t_A_s) - finite_array("t_A2_s", t_A2_s)) * total_A_g)
+    c = float((_array(t_A_s) - _array(t_A2_s)) * total_A_g)
     c /= SECONDS_PER_YEAR
-    d = float(finite_array("E_B", E_B) - (N_A - N_A2 - N_B) * finite_array("alpha", alpha))
+    d = float(_array(E_B) - (N_A - N_A2 - N_B) * _array(alpha))
     # c / T > d  <=>  c * x > d with x = 1 / T; convert the crossing in x back to T.
     be = _crossing(c, d, "years")
     if be.saves_when in ("always", "never"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from greenllm.checks import finite_number
 from greenllm.errors import ConfigError
 from greenllm.units import MAX_INTENSITY_G_PER_KWH
 
@@ -55,24 +56,9 @@ ACT_MAX_NODE_NM = 1e5
 ACT_MAX_PACKAGE_G = 1e9
 
 
-def _number(arg: str, val: object, lo: float, hi: float, lo_open: bool = False) -> float:
-    """``val`` as a float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), else ConfigError."""
-    ok = isinstance(val, (int, float)) and not isinstance(val, bool)
-    try:
-        x = float(val) if ok else math.nan  # type: ignore[arg-type]
-    except OverflowError:
-        x = math.inf
-    if not ((x > lo if lo_open else x >= lo) and x <= hi):
-        raise ConfigError(
-            f"{arg} = {val!r:.60}: must be a finite number with {lo:g} "
-            f"{'<' if lo_open else '<='} {arg} <= {hi:g}"
-        )
-    return x
-
-
 def act_node_nm(node_nm: float) -> int:
     """The ACT table row used for ``node_nm``: its process family, else the nearest (log) row."""
-    node_nm = _number("node_nm", node_nm, 0.0, ACT_MAX_NODE_NM, lo_open=True)
+    node_nm = finite_number("node_nm", node_nm, 0.0, ACT_MAX_NODE_NM, lo_open=True)
     if node_nm in _NODE_FAMILY:
         return _NODE_FAMILY[int(node_nm)]
     rows = sorted(_ACT_EPA_KWH_PER_CM2)
@@ -99,15 +85,15 @@ def act_embodied_breakdown_kg(
     for GDDR/LPDDR) or :data:`HBM_G_PER_GB`. Board, cooler and PCB are not counted (as in ACT's
     IC model).
     """
-    die_area_mm2 = _number("die_area_mm2", die_area_mm2, 0.0, ACT_MAX_DIE_AREA_MM2)
-    memory_gb = _number("memory_gb", memory_gb, 0.0, ACT_MAX_MEMORY_GB)
+    die_area_mm2 = finite_number("die_area_mm2", die_area_mm2, 0.0, ACT_MAX_DIE_AREA_MM2)
+    memory_gb = finite_number("memory_gb", memory_gb, 0.0, ACT_MAX_MEMORY_GB)
     if isinstance(abatement, bool) or abatement not in (95, 97, 99):
         raise ConfigError(f"abatement = {abatement!r}: must be 95, 97 or 99 (% gas abatement)")
-    fab_yield = _number("fab_yield", fab_yield, 0.0, 1.0, lo_open=True)  # ACT default 0.875
-    fab_intensity_g_per_kwh = _number(
+    fab_yield = finite_number("fab_yield", fab_yield, 0.0, 1.0, lo_open=True)  # ACT default 0.875
+    fab_intensity_g_per_kwh = finite_number(
         "fab_intensity_g_per_kwh", fab_intensity_g_per_kwh, 0.0, MAX_INTENSITY_G_PER_KWH
     )
-    package_g = _number("package_g", package_g, 0.0, ACT_MAX_PACKAGE_G)
+    package_g = finite_number("package_g", package_g, 0.0, ACT_MAX_PACKAGE_G)
     row = act_node_nm(node_nm)
     g95, g99 = _ACT_GPA95_G_PER_CM2[row], _ACT_GPA99_G_PER_CM2[row]
     gpa = {95: g95, 99: g99, 97: (g95 + g99) / 2.0}[abatement]

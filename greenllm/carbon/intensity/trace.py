@@ -21,6 +21,7 @@ import numpy as np
 
 from greenllm.carbon.accounting import operational_carbon_g
 from greenllm.carbon.intensity.data import TRACE_REGIONS, canonical_code, data_text
+from greenllm.checks import finite_array
 from greenllm.errors import ConfigError
 from greenllm.units import J_PER_KWH, MAX_INTENSITY_G_PER_KWH, MAX_TIME_S
 
@@ -47,45 +48,13 @@ def _as_array(value: object) -> object:
 MAX_CSV_FIELD_CHARS = 1024
 
 
-def _times(func: str, name: str, value: object) -> np.ndarray:
-    """``value`` as a float array of epoch seconds, each finite with ``|t| <= MAX_TIME_S``."""
-    need = f"finite epoch seconds with -{MAX_TIME_S:g} <= {name} <= {MAX_TIME_S:g}"
-    if isinstance(value, (bool, str, bytes, np.bool_)) or value is None:
-        raise ConfigError(f"{func}: {name} = {value!r}: must be {need}")
-    try:
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "iuf":
-            raise TypeError(f"dtype {arr.dtype}")
-        arr = arr.astype(float)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ConfigError(f"{func}: {name} = {value!r:.200}: must be {need}") from err
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(arr) <= MAX_TIME_S)
-    if bad.any():
-        first = float(arr[bad].flat[0]) if arr.ndim else float(arr)
-        raise ConfigError(f"{func}: {name} = {first!r}: must be {need}")
-    return arr
-
-
-def _numbers(func: str, name: str, value: object, hi: float) -> np.ndarray:
-    """``value`` as a 1-D float array; ConfigError unless it holds numbers (range checked by
-    the caller, which names ``0 <= name <= hi``)."""
-    value = _as_array(value)
-    try:
-        if isinstance(value, (str, bytes)) or value is None:
-            raise TypeError(type(value).__name__)
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "iuf":
-            raise TypeError(f"dtype {arr.dtype}")
-        return arr.astype(float).reshape(-1)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ConfigError(
-            f"{func}: {name} = {value!r:.200}: must be numbers with 0 <= {name} <= {hi:g}"
-        ) from err
+#: The range of every time (epoch seconds, durations, offsets) a trace takes.
+_TIMES = (-MAX_TIME_S, MAX_TIME_S)
 
 
 def _time(func: str, name: str, value: object) -> float:
-    arr = _times(func, name, value)
+    """One time (a number, not an array) checked by :func:`finite_array`, as a float."""
+    arr = finite_array(name, value, *_TIMES, where=func)
     if arr.ndim:
         raise ConfigError(f"{func}: {name} = {value!r:.200}: must be a single number")
     return float(arr)
@@ -189,17 +158,16 @@ class CarbonIntensityTrace:
             raise ConfigError(f"trace name = {name!r:.100}: must be a string of <= 256 chars")
         if not isinstance(periodic, (bool, np.bool_)):
             raise ConfigError(f"trace {name!r}: periodic = {periodic!r}: must be True or False")
-        t = _times(f"trace {name!r}", "timestamps_s", _as_array(timestamps_s)).reshape(-1)
-        g = _numbers(f"trace {name!r}", "g_per_kwh", g_per_kwh, MAX_INTENSITY_G_PER_KWH)
+        where = f"trace {name!r}"
+        t = finite_array("timestamps_s", _as_array(timestamps_s), *_TIMES, where=where)
+        g = finite_array(
+            "g_per_kwh", _as_array(g_per_kwh), 0.0, MAX_INTENSITY_G_PER_KWH, where=where
+        )
+        t, g = t.reshape(-1), g.reshape(-1)
         if t.size == 0 or t.shape != g.shape:
             raise ConfigError(
                 f"trace {name!r}: need >= 1 sample and as many timestamps as values "
                 f"(got {t.size} and {g.size})"
-            )
-        if not np.all((g >= 0) & (g <= MAX_INTENSITY_G_PER_KWH)):
-            raise ConfigError(
-                f"trace {name!r}: g_per_kwh must be finite with "
-                f"0 <= g_per_kwh <= {MAX_INTENSITY_G_PER_KWH:g}"
             )
         if np.any(np.diff(t) <= 0):
             raise ConfigError(f"trace {name!r}: timestamps_s must be strictly increasing")
@@ -305,7 +273,7 @@ class CarbonIntensityTrace:
     def at(self, t_s: float | np.ndarray) -> float | np.ndarray:
         """Intensity (g/kWh) at time(s) ``t_s``; vectorised. ConfigError unless every time is
         finite with ``|t_s| <= MAX_TIME_S``."""
-        _, t = self._wrap(_times("at", "t_s", t_s))
+        _, t = self._wrap(finite_array("t_s", t_s, *_TIMES, where="at"))
         out = self._g[self._index(t)]
         return float(out) if out.ndim == 0 else out
 
@@ -320,7 +288,8 @@ class CarbonIntensityTrace:
 
     def mean(self, t0_s: float | np.ndarray, t1_s: float | np.ndarray) -> float | np.ndarray:
         """Time-weighted mean intensity over ``[t0_s, t1_s]`` (g/kWh); ``at(t0)`` if equal."""
-        a, b = _times("mean", "t0_s", t0_s), _times("mean", "t1_s", t1_s)
+        a = finite_array("t0_s", t0_s, *_TIMES, where="mean")
+        b = finite_array("t1_s", t1_s, *_TIMES, where="mean")
         try:
             t0, t1 = np.broadcast_arrays(a, b)
         except ValueError as err:
@@ -373,17 +342,15 @@ class CarbonIntensityTrace:
 
     def operational_carbon_from_power_g(self, times_s: np.ndarray, power_w: np.ndarray) -> float:
         """Exact ``int P(t) CI(t) dt`` in g: power linear between samples, intensity stepwise."""
-        t = _times("operational_carbon_from_power_g", "times_s", times_s).reshape(-1)
-        p = _numbers("operational_carbon_from_power_g", "power_w", power_w, MAX_POWER_W)
+        func = "operational_carbon_from_power_g"
+        t = finite_array("times_s", times_s, *_TIMES, where=func).reshape(-1)
+        p = finite_array("power_w", _as_array(power_w), 0.0, MAX_POWER_W, where=func).reshape(-1)
         if t.size < 2 or t.shape != p.shape:
             raise ConfigError(
                 f"need >= 2 power samples and as many times as powers (got {t.size}, {p.size})"
             )
-        if np.any(np.diff(t) <= 0) or not np.all((p >= 0) & (p <= MAX_POWER_W)):
-            raise ConfigError(
-                "times_s must be strictly increasing and power_w finite with "
-                f"0 <= power_w <= {MAX_POWER_W:g}"
-            )
+        if np.any(np.diff(t) <= 0):
+            raise ConfigError(f"{func}: times_s must be strictly increasing")
         edges = np.union1d(t, self.change_points(float(t[0]), float(t[-1])))
         pw = np.interp(edges, t, p)
         g = np.asarray(self.at((edges[:-1] + edges[1:]) / 2.0))

@@ -8,7 +8,6 @@ import sys
 from greenllm.cli.args import (
     ENERGY_RANGE,
     LIFETIME_RANGE,
-    MAX_PUE,
     MAX_RANGE_POINTS,
     MAX_TOKENS,
     SECONDS_RANGE,
@@ -20,6 +19,7 @@ from greenllm.cli.args import (
 )
 from greenllm.cli.output import emit_json, fmt, table
 from greenllm.errors import ConfigError
+from greenllm.units import MAX_PUE
 
 
 def register(sub: argparse._SubParsersAction) -> None:

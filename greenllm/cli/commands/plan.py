@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             plan = _verified(args, planner, store)
         else:
             plan = planner.plan(store, backend=args.backend)
+    _energy_note(plan)
     if args.json:
         import json
 
@@ -142,14 +143,27 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [[e.application, f"({e.input_tokens},{e.output_tokens})", e.qps, e.configuration.label,
              e.carbon_g_per_token, e.slo_attainment, _pct(e.savings),
-             "measured" if e.measured else "filled", "yes" if e.fallback else ""]
+             "measured" if e.measured else "filled", e.energy_source,
+             "yes" if e.fallback else ""]
             for e in plan.entries]  # fmt: skip
     where = plan.region or f"{fmt(plan.intensity_g_per_kwh)} g/kWh"
     print(table(["app", "size", "qps", "configuration", "g/token", "slo_att", "savings",
-                 "cell", "fallback"], rows,
+                 "cell", "energy", "fallback"], rows,
                 title=f"Plan at {where}, SLO target {plan.slo_target:g}, baseline "
                 f"{plan.baseline.label}, completion {plan.method}"))  # fmt: skip
     return 0
+
+
+def _energy_note(plan) -> None:
+    """One line on stderr when a chosen or baseline figure rests on energy not measured."""
+    import sys
+
+    sources = {s for e in plan.entries for s in (e.energy_source, e.baseline_energy_source)}
+    weak = sorted(sources & {"modelled", "unmeasured"})
+    if weak:
+        print(f"note: some figures rest on {' or '.join(weak)} energy, not measured energy "
+              "(unmeasured: 0 J, so carbon is embodied only); see the energy column or "
+              "energy_source in --json", file=sys.stderr)  # fmt: skip
 
 
 def _verified(args: argparse.Namespace, planner, store):

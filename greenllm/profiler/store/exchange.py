@@ -26,12 +26,13 @@ import os
 import re
 import stat
 import tempfile
+import typing
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from greenllm.config import Configuration, Workload
+from greenllm.config import Configuration, FrozenModel, Workload
 from greenllm.errors import ConfigError, ProfileError
 from greenllm.profiler.store.records import ProfileRecord
 
@@ -171,7 +172,7 @@ def import_csv(store: ProfileStore, path: str | os.PathLike[str]) -> int:
             for row in reader:
                 where = f"{src} line {reader.line_num}"
                 try:
-                    raw = _unflatten(row)
+                    raw = _numbers(_unflatten(row), ProfileRecord)
                 except _MALFORMED as err:
                     raise ProfileError(f"{where}: {err}; nothing imported") from err
                 records.append(_validate(raw, where, shared))
@@ -334,6 +335,52 @@ def _unflatten(row: dict[str, str]) -> dict[str, Any]:
     if extra is not _UNSET:
         out.setdefault("provenance", {})["extra"] = extra
     return out
+
+
+def _numbers(node: Any, model: type[FrozenModel]) -> Any:
+    """``node`` (unflattened CSV text cells) with the cells of ``model``'s int and float fields,
+    nested models included, converted to numbers; a cell that is not a number stays text, so
+    validation names its field."""
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    for name, value in node.items():
+        info = model.model_fields.get(name)
+        if info is None:
+            continue
+        if isinstance(value, str) and name in model.number_fields():
+            out[name] = _number(value)
+        elif isinstance(value, dict | list):
+            sub = _models_in(info.annotation)
+            items = value if isinstance(value, list) else [value]
+            done = [_numbers(v, _owner(sub, v)) if isinstance(v, dict) else v for v in items]
+            out[name] = done if isinstance(value, list) else done[0]
+    return out
+
+
+def _number(text: str) -> int | float | str:
+    """``text`` as an int, else a float, else unchanged."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _models_in(annotation: Any) -> list[type[FrozenModel]]:
+    """The models inside ``annotation`` (through Optional, Union, Annotated, tuple)."""
+    if isinstance(annotation, type) and issubclass(annotation, FrozenModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _owner(models: list[type[FrozenModel]], node: dict[str, Any]) -> type[FrozenModel]:
+    """The first of ``models`` that has every key of ``node`` as a field (else the first)."""
+    for m in models:
+        if set(node) <= set(m.model_fields):
+            return m
+    return models[0] if models else FrozenModel
 
 
 def _listify(node: Any) -> Any:

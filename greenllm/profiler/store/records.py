@@ -19,7 +19,7 @@ import platform
 import socket
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -54,6 +54,9 @@ __all__ = [
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]  # SQLite INTEGER is 64-bit signed
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+#: How a record's GPU energy was obtained: read from a device (NVML, RAPL), from a power model,
+#: or not at all (0 J: no sampler saw a device, so its carbon is embodied only).
+EnergySource = Literal["measured", "modelled", "unmeasured"]
 Name = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
 ]
@@ -213,7 +216,15 @@ def _plain_json(v: Any) -> bool:
 
 
 class ProfileRecord(FrozenModel):
-    """One measured cell: workload x configuration x backend x run id (one row of the store)."""
+    """One measured cell: workload x configuration x backend x run id (one row of the store).
+
+    ``energy_source``: ``"measured"`` (NVML, RAPL), ``"modelled"`` (a power model) or
+    ``"unmeasured"`` (0 J: no sampler saw a device, so any carbon is embodied only). Records
+    built by :meth:`from_requests` / :meth:`from_run` are ``"unmeasured"`` when every GPU has
+    0 J while one was busy (> 0 s), whatever the backend claims (neither a meter nor a power
+    model gives 0 J for a busy GPU); otherwise the claimed source. Records stored before the
+    field existed read as ``"modelled"``.
+    """
 
     workload: Workload
     configuration: Configuration
@@ -232,6 +243,9 @@ class ProfileRecord(FrozenModel):
     link_bytes: Count = 0
     carbon: CarbonAtMeasurement | None = None
     provenance: Provenance
+    energy_source: EnergySource = Field(
+        default="modelled", description="how the GPU energy was obtained"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ProfileRecord:
@@ -288,12 +302,16 @@ class ProfileRecord(FrozenModel):
         link_bytes: int = 0,
         carbon: CarbonAtMeasurement | None = None,
         provenance: Provenance | None = None,
+        energy_source: str = "modelled",
     ) -> ProfileRecord:
         """Summarise raw per-request latencies and per-GPU numbers into a record.
 
         Per-GPU sequences follow ``configuration.gpus`` (new GPU first). ``busy_s`` and
         ``allocated_s`` default to ``duration_s`` for every GPU. ``slo`` defaults to
         ``workload.slo`` and, when given, is stored in the record's workload.
+        ``energy_source`` says how ``energy_j`` was obtained (``"measured"``, ``"modelled"``
+        or ``"unmeasured"``); the record's is ``"unmeasured"`` when every GPU has 0 J while one
+        was busy, else this one.
         """
         slo = slo or workload.slo
         if slo is None:
@@ -332,6 +350,7 @@ class ProfileRecord(FrozenModel):
             link_bytes=link_bytes,
             carbon=carbon,
             provenance=provenance or Provenance.capture(),
+            energy_source=_energy_source_of(gpus, energy_source),
         )
 
     @classmethod
@@ -342,7 +361,9 @@ class ProfileRecord(FrozenModel):
 
         Latencies and tokens of the served requests (unserved ones count as SLO misses), per-GPU
         energy and allocated time, busy time capped at the run's duration, the link bytes.
-        ``slo`` defaults to the workload's.
+        ``slo`` defaults to the workload's. The energy source is the run's ``energy``
+        (``"measured"``/``"modelled"``), or ``"unmeasured"`` when every GPU has 0 J while one
+        was busy.
         """
         r = run.requests
         served = r.served
@@ -362,7 +383,17 @@ class ProfileRecord(FrozenModel):
             input_tokens=int(r.input_tokens[served].sum()),
             output_tokens=int(r.output_tokens[served].sum()),
             link_bytes=int(run.link_bytes),
+            energy_source=run.energy,
         )
+
+
+def _energy_source_of(gpus: Sequence[GPUUsage], claimed: str) -> str:
+    """``"unmeasured"`` when every GPU has 0 J while one was busy (> 0 s), else ``claimed``
+    (validated by :class:`ProfileRecord`): neither a meter nor a power model gives 0 J for a
+    busy GPU, so no sampler saw a device, whatever the claim."""
+    if all(g.energy_j == 0 for g in gpus) and any(g.busy_s > 0 for g in gpus):
+        return "unmeasured"
+    return claimed
 
 
 class GPURow(NamedTuple):
@@ -392,4 +423,5 @@ class CellUsage(NamedTuple):
     tpot_attainment: float
     input_tokens: int
     output_tokens: int
+    energy_source: str
     gpus: tuple[GPURow, ...]

@@ -51,13 +51,14 @@ COLUMNS = (
     *(f"carbon_{k}" for k in _CARBON),
     *_PROV,
     "extra_json",
+    "energy_source",
 )
 GPU_COLUMNS = ("gpu", "energy_j", "busy_s", "allocated_s")
 #: The stable order of every read (``p`` is the ``profiles`` table).
 ORDER = "p.application, p.size_label, p.qps, p.configuration_id, p.backend, p.run_id, p.cell_id"
 _SCALARS = (
     *("backend", "run_id", "n_requests", "duration_s", "slo_attainment", "ttft_attainment"),
-    *("tpot_attainment", "input_tokens", "output_tokens", "link_bytes"),
+    *("tpot_attainment", "input_tokens", "output_tokens", "link_bytes", "energy_source"),
 )
 
 _I = {c: i for i, c in enumerate(COLUMNS)}
@@ -115,6 +116,7 @@ class RowCache:
                 else (None,) * 4
             ),
             *pv,
+            rec.energy_source,
         )
         gpus = [
             (cid, i, g.gpu, g.energy_j, g.busy_s, g.allocated_s) for i, g in enumerate(rec.gpus)

@@ -169,8 +169,21 @@ def _v3_configuration_ids(conn: sqlite3.Connection) -> None:
     rekey_cells(conn)
 
 
+def _v4_energy_source(conn: sqlite3.Connection) -> None:
+    """Version 4: ``profiles.energy_source`` ("measured", "modelled" or "unmeasured"); rows
+    stored before it are assumed "modelled" (what every backend but a metered one wrote)."""
+    conn.execute(
+        "ALTER TABLE profiles ADD COLUMN energy_source TEXT NOT NULL DEFAULT 'modelled'"
+    )
+
+
 #: ``MIGRATIONS[i]`` upgrades a store from version ``i`` to ``i + 1`` inside one transaction.
-MIGRATIONS: list[Migration] = [_v1_tables, _v2_indexes, _v3_configuration_ids]
+MIGRATIONS: list[Migration] = [
+    _v1_tables,
+    _v2_indexes,
+    _v3_configuration_ids,
+    _v4_energy_source,
+]
 
 
 def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration]) -> None:

@@ -21,7 +21,15 @@ from tests.extras import require
 torch = require("torch")
 require("transformers")
 
-from greenllm.backends.vllm.draft_server import BAD_REQUEST, MAX_LINE_BYTES, parse_cpus, serve
+from greenllm.backends.vllm.draft_server import (
+    BAD_REQUEST,
+    BUSY,
+    MAX_DRAFT_TOKENS,
+    MAX_LINE_BYTES,
+    main,
+    parse_cpus,
+    serve,
+)
 from greenllm.backends.vllm.proposer import DraftClient
 from greenllm.backends.vllm.protocol import decode, encode
 from greenllm.engine import tiny_llama
@@ -290,12 +298,109 @@ def test_the_client_reconnects_after_an_idle_close(server: tuple[str, int]) -> N
         client.close()
 
 
-@pytest.mark.parametrize(
-    "options", [{"max_line_bytes": 0}, {"idle_timeout_s": 0}, {"idle_timeout_s": -1.0}]
-)
+LIMIT_OPTIONS = [
+    {"max_line_bytes": 0},
+    {"idle_timeout_s": 0},
+    {"idle_timeout_s": -1.0},
+    {"max_k": 0},
+    {"max_rows": 0},
+    {"max_sequences": -1},
+    {"max_connections": 0},
+]
+
+
+@pytest.mark.parametrize("options", LIMIT_OPTIONS)
 def test_serve_checks_its_limits(options: dict[str, float]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as srv, pytest.raises(ConfigError):
-        serve(srv, StubModel(), **options)  # type: ignore[arg-type]
+        serve(srv, StubModel(), **options)
+
+
+@pytest.mark.parametrize("options", LIMIT_OPTIONS)
+def test_the_command_line_checks_its_limits(options: dict[str, float]) -> None:
+    (name, value), = options.items()
+    with pytest.raises(SystemExit) as exit_:  # refused before the model is loaded
+        main(["--model", "/nonexistent", f"--{name.replace('_', '-')}", str(value)])
+    assert exit_.value.code == 2
+
+
+def _ask(f: object, message: dict[str, object]) -> dict[str, object]:
+    f.write(encode(message))  # type: ignore[attr-defined]
+    f.flush()  # type: ignore[attr-defined]
+    return decode(f.readline())  # type: ignore[attr-defined]
+
+
+def _propose(rows: list[int], k: int = 2) -> dict[str, object]:
+    return {"type": "propose", "k": k, "rows": [[r, 0, [1, 2]] for r in rows]}
+
+
+@pytest.mark.parametrize(
+    ("server", "k", "expected"),
+    [
+        ({}, MAX_DRAFT_TOKENS + 1, f"k={MAX_DRAFT_TOKENS + 1} exceeds max_k={MAX_DRAFT_TOKENS}"),
+        ({}, 10**9, f"k=1000000000 exceeds max_k={MAX_DRAFT_TOKENS}"),
+        ({"max_k": 4}, 5, "k=5 exceeds max_k=4"),
+        ({}, 0, "k=0 is below 1"),
+        ({}, -3, "k=-3 is below 1"),
+    ],
+    indirect=["server"],
+)
+def test_k_beyond_the_limit_gets_a_typed_error(
+    server: tuple[str, int], k: int, expected: str
+) -> None:
+    with _connect(server) as sock, sock.makefile("rwb") as f:
+        reply = _ask(f, _propose([0], k))
+        assert reply == {"type": "error", "message": f"{BAD_REQUEST}: {expected}"}
+        limit = 4 if k == 5 else MAX_DRAFT_TOKENS  # the connection stays open and serves
+        assert _ask(f, _propose([0], limit)) == {"type": "proposal", "ids": [[2] * limit],
+                                                 "busy_s": pytest.approx(0, abs=1)}  # fmt: skip
+
+
+@pytest.mark.parametrize("server", [{"max_rows": 4}], indirect=True)
+def test_too_many_rows_get_a_typed_error(server: tuple[str, int]) -> None:
+    with _connect(server) as sock, sock.makefile("rwb") as f:
+        reply = _ask(f, _propose(list(range(5))))
+        assert reply == {"type": "error", "message": f"{BAD_REQUEST}: rows=5 exceeds max_rows=4"}
+        assert _ask(f, _propose(list(range(4))))["ids"] == [[2, 2]] * 4
+
+
+@pytest.mark.parametrize("server", [{"max_sequences": 3}], indirect=True)
+def test_a_connection_holds_at_most_max_sequences(server: tuple[str, int]) -> None:
+    with _connect(server) as sock, sock.makefile("rwb") as f:
+        assert _ask(f, _propose([0, 1]))["type"] == "proposal"
+        reply = _ask(f, _propose([2, 3]))  # would hold 4: refused, nothing is kept
+        assert reply == {"type": "error", "message":
+                         f"{BAD_REQUEST}: sequences=4 on this connection exceeds max_sequences=3"}
+        assert _ask(f, _propose([2]))["type"] == "proposal"  # 3 held: the refusal added none
+        assert _ask(f, _propose([0, 1, 2]))["type"] == "proposal"  # known rows are fine
+        assert _ask(f, _propose([3]))["type"] == "error"
+    with _connect(server) as sock, sock.makefile("rwb") as f:  # the cap is per connection
+        assert _ask(f, _propose([7, 8, 9]))["type"] == "proposal"
+
+
+@pytest.mark.parametrize("server", [{"max_connections": 2}], indirect=True)
+def test_connections_beyond_the_maximum_are_refused(server: tuple[str, int]) -> None:
+    first, second = _connect(server), _connect(server)
+    with first, first.makefile("rwb") as f1, second, second.makefile("rwb") as f2:
+        assert _ask(f1, {"type": "ping"})["type"] == "pong"
+        assert _ask(f2, {"type": "ping"})["type"] == "pong"
+        for _ in range(3):
+            with _connect(server) as extra:
+                with contextlib.suppress(ConnectionError):
+                    extra.sendall(encode({"type": "ping"}))
+                data = _read_until_closed(extra)  # one error line, then closed
+            (reply,) = [decode(x) for x in data.splitlines()]
+            assert reply["type"] == "error" and str(reply["message"]).startswith(f"{BUSY}: ")
+            assert "max_connections=2" in str(reply["message"])
+        assert _ask(f1, {"type": "ping"})["type"] == "pong"  # the open ones are unaffected
+    deadline = time.monotonic() + 10  # once they close, their slots are free again
+    while True:
+        with _connect(server) as sock:
+            sock.sendall(encode({"type": "ping"}))
+            reply = decode(sock.makefile("rb").readline())
+        if reply["type"] == "pong" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert reply["type"] == "pong"
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from greenllm.backends.vllm.proposer import (
     RemoteDraftProposer,
     parse_address,
 )
+from greenllm.backends.vllm.protocol import MAX_DRAFT_TOKENS
 from greenllm.errors import ConfigError
 
 
@@ -159,5 +160,10 @@ def test_configuration_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> N
                           model_config=SimpleNamespace(max_model_len=64))  # fmt: skip
     with pytest.raises(ConfigError, match=ADDR_ENV):
         RemoteDraftProposer(cfg)
+    monkeypatch.setenv(ADDR_ENV, "127.0.0.1:7001")
+    for k in (0, MAX_DRAFT_TOKENS + 1):  # the draft server would refuse every call
+        cfg.speculative_config.num_speculative_tokens = k
+        with pytest.raises(ConfigError, match="MAX_DRAFT_TOKENS"):
+            RemoteDraftProposer(cfg)
     with pytest.raises(ConfigError, match="timeout_s"):
         DraftClient(("127.0.0.1", 1), timeout_s=0)

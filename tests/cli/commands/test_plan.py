@@ -120,3 +120,18 @@ def test_trace_needs_an_application_and_qps_needs_a_trace(capsys, small_store) -
     assert_error(capsys, ["plan", "--store", str(small_store), "--qps", "1"], 2, "--trace")
     assert_error(capsys, ["plan", "--store", str(small_store), "--application", "sharegpt"], 2,
                  "--trace")  # fmt: skip
+
+
+def test_plan_shows_the_energy_source_and_notes_modelled_energy(capsys, small_store) -> None:
+    """The simulator's energy is modelled: the table and JSON say so, with one note on stderr."""
+    code, out, err = run(capsys, ["plan", "--store", str(small_store), "--method", "mean",
+                                  "--json"])  # fmt: skip
+    assert code == 0
+    entries = strict_json(out)["entries"]
+    assert {e["energy_source"] for e in entries} <= {"modelled", "filled"}
+    assert {e["baseline_energy_source"] for e in entries} <= {"modelled", "filled"}
+    assert len([line for line in err.splitlines() if line.startswith("note:")]) == 1
+    assert "modelled energy" in err
+    code, text, err = run(capsys, ["plan", "--store", str(small_store), "--method", "mean"])
+    assert code == 0 and "energy" in text.splitlines()[2] and "modelled" in text
+    assert err.count("note:") == 1

@@ -43,10 +43,12 @@ PROFILE = ["profile", "--backend", "sim", "--configs", CONFIGS, "--apps", "share
 
 def _old_rows(path: Path) -> tuple[dict[str, ProfileRecord], dict[str, str]]:
     """The records of an unmigrated store by their stored cell id, and its configuration ids
-    by configuration JSON (read with plain SQL, no migration)."""
+    by configuration JSON (read with plain SQL, no migration; the 0.1.0 schema has no
+    energy_source column, which reads as 'modelled')."""
+    cols = ["'modelled'" if c == "energy_source" else f"p.{c}" for c in COLUMNS]
     with sqlite3.connect(path) as conn:
         rows = conn.execute(
-            f"SELECT {', '.join('p.' + c for c in COLUMNS)}, "
+            f"SELECT {', '.join(cols)}, "
             f"{', '.join('g.' + c for c in GPU_COLUMNS)} FROM profiles p "
             "LEFT JOIN gpu_usage g ON g.cell_id = p.cell_id ORDER BY p.cell_id, g.idx"
         ).fetchall()
@@ -81,7 +83,7 @@ def test_the_fixture_holds_release_0_1_ids(old_store: Path) -> None:
 def test_opening_migrates_and_rekeys_every_cell(old_store: Path) -> None:
     old, _ = _old_rows(old_store)
     with ProfileStore(old_store) as store:
-        assert store.schema_version == len(MIGRATIONS) == 3
+        assert store.schema_version == len(MIGRATIONS) == 4
         records = store.query()
         assert len(store) == len(records) == 11
         # the same records (ids are not part of a record), each under its new cell id
@@ -103,7 +105,7 @@ def test_opening_migrates_and_rekeys_every_cell(old_store: Path) -> None:
             len(r.gpus) for r in old.values()
         )
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
-        assert versions == [1, 2, 3]
+        assert versions == [1, 2, 3, 4]
 
 
 def test_a_resumed_sweep_measures_nothing(old_store: Path, capsys) -> None:

@@ -242,6 +242,8 @@ def test_from_requests_summarises_and_aligns_gpus() -> None:
         ({"provenance": {"created_utc": "2026-01-01T00:00:00Z", "extra": {"x": math.nan}}}, "JSON"),
         ({"link_bytes": -1}, "link_bytes"),
         ({"output_tokens": 2**63}, "output_tokens"),
+        ({"energy_source": "metered"}, r"ProfileRecord\.energy_source = 'metered'"),
+        ({"n_requests": "10"}, r"ProfileRecord\.n_requests = '10': must be a number"),
     ],
 )
 def test_invalid_records_raise_config_error(change: dict, match: str) -> None:
@@ -266,6 +268,51 @@ def test_from_run_summarises_a_backend_run() -> None:
     assert rec.slo_attainment == pytest.approx(run.slo_attainment())
     strict = SLO(ttft_s=1e-3, tpot_s=1e-3)
     assert ProfileRecord.from_run(run, slo=strict).workload.slo == strict
+
+
+@pytest.mark.parametrize(
+    ("claimed", "energy_j", "busy_s", "expected"),
+    [
+        ("measured", [300.0, 40.0], [10.0, 3.0], "measured"),
+        ("modelled", [300.0, 40.0], [10.0, 3.0], "modelled"),
+        ("measured", [0.0, 0.0], [10.0, 3.0], "unmeasured"),  # 0 J on a busy GPU: no device
+        ("modelled", [0.0, 0.0], [10.0, 0.0], "unmeasured"),
+        ("measured", [0.0, 0.0], [0.0, 0.0], "measured"),  # idle: 0 J is a true reading
+        ("measured", [0.0, 5.0], [10.0, 3.0], "measured"),
+        ("unmeasured", [1.0, 5.0], [10.0, 3.0], "unmeasured"),
+    ],
+)
+def test_from_requests_sets_the_energy_source(
+    claimed: str, energy_j: list[float], busy_s: list[float], expected: str
+) -> None:
+    w = Workload(application="chat", request_size=RequestSize(input_tokens=10, output_tokens=5),
+                 qps=2)  # fmt: skip
+    rec = ProfileRecord.from_requests(
+        w, CONFIGS[3], "sim", ttft_s=[0.2], tpot_s=[0.05], energy_j=energy_j, duration_s=12.0,
+        busy_s=busy_s, slo=SLO_CHAT, provenance=PROV, energy_source=claimed,
+    )  # fmt: skip
+    assert rec.energy_source == expected
+    default = ProfileRecord.from_requests(
+        w, CONFIGS[3], "sim", ttft_s=[0.2], tpot_s=[0.05], energy_j=[1.0, 1.0], duration_s=1.0,
+        slo=SLO_CHAT, provenance=PROV,
+    )  # fmt: skip
+    assert default.energy_source == "modelled"
+
+
+def test_from_run_takes_the_runs_energy_source() -> None:
+    import dataclasses
+
+    from greenllm.backends import get_backend
+    from greenllm.workloads import workload
+
+    run = get_backend("sim").run(CONFIGS[0], workload("sharegpt", 2.0), duration_s=5, seed=0)
+    assert ProfileRecord.from_run(run).energy_source == "modelled"
+    measured = dataclasses.replace(run, energy="measured")
+    assert ProfileRecord.from_run(measured).energy_source == "measured"
+    zero = dataclasses.replace(
+        measured, gpus=tuple(dataclasses.replace(g, energy_j=0.0) for g in run.gpus)
+    )
+    assert ProfileRecord.from_run(zero).energy_source == "unmeasured"
 
 
 def test_record_needs_the_workload_slo() -> None:
@@ -343,7 +390,7 @@ def test_round_trip_and_queries(tmp_path: Path) -> None:
         assert store.query(backend="sim", run_id="other") == []
         with pytest.raises(ConfigError, match="allowed: standalone"):
             store.query(kind="turbo")
-        assert store.schema_version == len(MIGRATIONS) == 3
+        assert store.schema_version == len(MIGRATIONS) == 4
     with sqlite3.connect(tmp_path / "p.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -600,13 +647,32 @@ def _indexes(path: Path) -> set[str]:
         }
 
 
+def _old_store(
+    path: Path, version: int, recs: list[ProfileRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store at schema ``version`` holding ``recs`` (as an older greenllm wrote it): today's
+    rows copied into a file made by the first ``version`` migrations, less newer columns."""
+    today = path.with_name("today-" + path.name)
+    with ProfileStore(today) as new:
+        new.put_many(recs)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS[:version])
+    with ProfileStore(path) as old:
+        assert old.schema_version == version
+    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
+    with sqlite3.connect(path) as conn:
+        conn.execute("ATTACH DATABASE ? AS today", (str(today),))
+        for table in ("profiles", "gpu_usage"):
+            cols = ", ".join(r[1] for r in conn.execute(f"PRAGMA main.table_info({table})"))
+            conn.execute(f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM today.{table}")
+        conn.commit()
+        conn.execute("DETACH DATABASE today")
+    today.unlink()
+
+
 def test_v1_store_is_migrated_to_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "v1.sqlite"
     recs = [make_record(i) for i in range(5)]
-    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS[:1])  # an older greenllm: v1 only
-    with ProfileStore(path) as old:
-        old.put_many(recs)
-        assert old.schema_version == 1
+    _old_store(path, 1, recs, monkeypatch)  # an older greenllm: v1 only
     assert _indexes(path) == set()
     monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
     with ProfileStore(path) as new:
@@ -619,6 +685,65 @@ def test_v1_store_is_migrated_to_latest(tmp_path: Path, monkeypatch: pytest.Monk
         assert [
             r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")
         ] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_v3_store_gets_energy_source_modelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v3.sqlite"
+    recs = [make_record(i).model_copy(update={"energy_source": "measured"}) for i in range(4)]
+    _old_store(path, 3, recs, monkeypatch)
+    with sqlite3.connect(path) as conn:
+        assert "energy_source" not in {r[1] for r in conn.execute("PRAGMA table_info(profiles)")}
+    with ProfileStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS) == 4
+        read = store.query()
+        assert {u.energy_source for u in store.usage()} == {"modelled"}
+        store.put(recs[0])  # today's writes keep their source
+        assert store.get(recs[0].cell_id) == recs[0]
+    # the documented assumption: rows stored before version 4 are modelled, nothing else changes
+    assert sorted(r.model_dump_json() for r in read) == sorted(
+        r.model_copy(update={"energy_source": "modelled"}).model_dump_json() for r in recs
+    )
+
+
+def test_energy_source_round_trips_through_store_json_and_csv(tmp_path: Path) -> None:
+    recs = [
+        make_record(i).model_copy(update={"energy_source": src})
+        for i, src in enumerate(("measured", "modelled", "unmeasured"))
+    ]
+    with ProfileStore(tmp_path / "a.sqlite") as store:
+        store.put_many(recs)
+        assert sorted(r.energy_source for r in store.query()) == [
+            "measured", "modelled", "unmeasured"
+        ]
+        store.export_json(tmp_path / "x.json")
+        store.export_csv(tmp_path / "x.csv")
+    for name in ("x.json", "x.csv"):
+        with ProfileStore(tmp_path / f"{name}.sqlite") as b:
+            (b.import_json if name.endswith("json") else b.import_csv)(tmp_path / name)
+            assert {r.cell_id: r for r in b.query()} == {r.cell_id: r for r in recs}
+
+
+def test_exports_without_energy_source_import_as_modelled(tmp_path: Path) -> None:
+    rec = make_record(1).model_copy(update={"energy_source": "measured"})
+    with ProfileStore(tmp_path / "a.sqlite") as store:
+        store.put(rec)
+        store.export_json(tmp_path / "x.json")
+        store.export_csv(tmp_path / "x.csv")
+    doc = json.loads((tmp_path / "x.json").read_text())
+    del doc["records"][0]["energy_source"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    with (tmp_path / "x.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with (tmp_path / "old.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[c for c in rows[0] if c != "energy_source"])
+        w.writeheader()
+        w.writerows({k: v for k, v in r.items() if k != "energy_source"} for r in rows)
+    for name in ("old.json", "old.csv"):
+        with ProfileStore(tmp_path / f"{name}.sqlite") as b:
+            (b.import_json if name.endswith("json") else b.import_csv)(tmp_path / name)
+            assert b.query() == [rec.model_copy(update={"energy_source": "modelled"})]
 
 
 def test_hand_made_v1_layout_is_migrated(tmp_path: Path) -> None:
