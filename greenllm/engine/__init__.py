@@ -3,8 +3,9 @@
 Public names are imported lazily, so ``import greenllm.engine`` does not import torch:
 
 - the serving engine: :class:`Engine` (:data:`MODES` standalone, spec_decode, dsd, dpd), what
-  it returns (:class:`RequestOutput`), its counters (:class:`EngineStats`,
-  :class:`WorkerStats`) and link emulation (:class:`LinkEmulation`); see docs/engine.md;
+  it returns (:class:`RequestOutput`) or streams (:class:`TokenEvent`), its counters
+  (:class:`EngineStats`, :class:`WorkerStats`) and link emulation (:class:`LinkEmulation`);
+  see docs/engine.md;
 - pretrained weights offline (:mod:`greenllm.engine.model.pretrained`): :func:`smollm2_dir`,
   :func:`tiny_llama`, :func:`cache_dir`; model names (:mod:`greenllm.engine.model.resolve`,
   the one alias table): :func:`resolve_model_dir`, :func:`load_model`;
@@ -29,6 +30,7 @@ _LAZY: dict[str, str] = {
     "Engine": "greenllm.engine.driver.engine",
     "MODES": "greenllm.engine.driver.modes",
     "RequestOutput": "greenllm.engine.driver.outputs",
+    "TokenEvent": "greenllm.engine.driver.outputs",
     "EngineStats": "greenllm.engine.stats",
     "WorkerStats": "greenllm.engine.stats",
     "LinkEmulation": "greenllm.engine.comm.link",
@@ -64,7 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from greenllm.engine.comm.link import LinkEmulation  # noqa: F401
     from greenllm.engine.driver.engine import Engine  # noqa: F401
     from greenllm.engine.driver.modes import MODES  # noqa: F401
-    from greenllm.engine.driver.outputs import RequestOutput  # noqa: F401
+    from greenllm.engine.driver.outputs import RequestOutput, TokenEvent  # noqa: F401
     from greenllm.engine.model.draft import (  # noqa: F401
         distill_draft,
         draft_dir,

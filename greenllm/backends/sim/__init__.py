@@ -10,6 +10,7 @@ from __future__ import annotations
 from greenllm.backends.sim.backend import SimBackend
 from greenllm.backends.sim.instance import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S, Link
+from greenllm.backends.sim.live import LiveSim
 from greenllm.backends.sim.models import get_model
 from greenllm.backends.sim.options import SimOptions
 from greenllm.backends.sim.roofline import StepModel, forward_time_s
@@ -27,6 +28,7 @@ __all__ = [
     "AcceptanceSampler",
     "EngineParams",
     "Link",
+    "LiveSim",
     "SimBackend",
     "SimOptions",
     "StepModel",

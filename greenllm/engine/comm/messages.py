@@ -2,7 +2,8 @@
 
 Control messages (driver <-> worker, over :class:`~greenllm.engine.comm.control.ControlChannel`)
 name their kind with the key ``"type"``, the same key as every other greenllm control protocol.
-Driver -> worker: ``init``, ``generate``, ``peer_dead``, ``stats`` (a request), ``shutdown``.
+Driver -> worker: ``init``, ``generate``, ``abort``, ``peer_dead``, ``stats`` (a request),
+``shutdown``.
 Worker -> driver: ``hello``, ``ready``, ``tokens``, ``finish``, ``handoff``, ``error``,
 ``event``, ``fatal``, ``stats`` (the reply).
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from greenllm.engine.model.sampling import SamplingDict
 
 __all__ = [
+    "AbortMsg",
     "DistInfo",
     "DpdAdmit",
     "DsdAdmit",
@@ -89,6 +91,16 @@ class GenerateMsg(TypedDict):
     sampling: SamplingDict
     spec: SpecDict
     local: bool
+
+
+class AbortMsg(TypedDict):
+    """Stop request ``rid`` (its caller went away). Sent to every worker of the engine: the
+    worker that holds the request drops it at its next step boundary and answers ``finish``
+    with reason ``"abort"``; a worker that does not (yet) hold it remembers the id and drops
+    the request if it arrives later (a DPD hand-off in flight)."""
+
+    type: Literal["abort"]
+    rid: int
 
 
 class PeerDeadMsg(TypedDict):

@@ -15,6 +15,14 @@ each other over ``torch.distributed`` (:mod:`~greenllm.engine.comm.transport`). 
 its workers: when the old-GPU worker dies, DSD requests finish on the target alone and DPD
 requests handed to the decode worker are re-run on the prefill worker; none is lost or
 answered twice. :meth:`close` (also at exit and on garbage collection) stops every worker.
+
+Streaming and cancellation: :meth:`stream` yields :class:`TokenEvent` items as the workers
+emit tokens. Closing the stream early (``aclose()``, ``break`` out of ``async for`` then
+closing, or cancelling the consuming task), a ``timeout_s`` or a cancelled :meth:`generate`
+aborts the request: every worker holding it drops it at its next step (see
+:class:`~greenllm.engine.comm.messages.AbortMsg`). A stream never repeats a token: after a
+DPD re-run it resumes where it was if the re-run reproduces the streamed tokens (greedy or
+seeded sampling, checked token by token), else it fails with WorkerError.
 """
 
 from __future__ import annotations
@@ -23,12 +31,12 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from greenllm.engine.comm.link import LinkEmulation
 from greenllm.engine.driver.modes import DRAFT_MODES, MODES
-from greenllm.engine.driver.outputs import RequestOutput
+from greenllm.engine.driver.outputs import RequestOutput, TokenEvent
 from greenllm.engine.driver.supervisor import WorkerInfo, WorkerSettings, WorkerSupervisor
 from greenllm.engine.stats import EngineStats
 from greenllm.errors import ConfigError, WorkerError
@@ -181,24 +189,81 @@ class Engine:
 
         ``k``, ``overlap`` and ``lean`` override the engine's DSD settings for this request.
         """
-        from greenllm.engine.model.sampling import SamplingParams
-
-        if not self._started or self._supervisor.closed:
-            raise WorkerError("the engine is not running: use `with Engine(...)` or start()")
-        sampling = sampling or SamplingParams()
-        ids = self._encode(prompt)
-        pending = self._supervisor.submit(
-            ids, sampling.to_dict(), {"k": k, "overlap": overlap, "lean": lean},
-            asyncio.get_running_loop(),
-        )  # fmt: skip
+        pending = self._submit(prompt, sampling, k, overlap, lean, stream=False)
+        assert pending.future is not None
         try:
             return await asyncio.wait_for(pending.future, timeout_s)
         except TimeoutError as err:
             raise WorkerError(
                 f"request {pending.rid} not finished within timeout_s={timeout_s}"
             ) from err
-        finally:
-            self._supervisor.forget(pending.rid)
+        finally:  # finished: forget it; timed out or cancelled: abort it on the workers
+            self._supervisor.release(pending.rid)
+
+    async def stream(
+        self,
+        prompt: str | Sequence[int],
+        sampling: Any = None,
+        *,
+        timeout_s: float | None = None,
+        k: int | None = None,
+        overlap: bool | None = None,
+        lean: bool | None = None,
+    ) -> AsyncGenerator[TokenEvent, None]:
+        """Serve one request and yield its tokens as they reach the driver.
+
+        Each :class:`TokenEvent` holds the tokens that arrived since the previous one (with
+        their emission times); the last has ``finish_reason`` and ``output`` (the
+        :class:`RequestOutput` :meth:`generate` would return) and may hold no tokens. Greedy
+        tokens equal :meth:`generate`'s. Closing the iterator before the end, cancelling the
+        task that consumes it, or ``timeout_s`` (then WorkerError) aborts the request on every
+        worker. A DPD re-run (decode worker died) never repeats a streamed token: it resumes
+        if greedy or seeded, else the stream ends with WorkerError. ``k``, ``overlap`` and
+        ``lean`` as for :meth:`generate`. Worker failures raise WorkerError.
+        """
+        pending = self._submit(prompt, sampling, k, overlap, lean, stream=True)
+        events = pending.events
+        assert events is not None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        try:
+            while True:
+                wait_s = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    item = await asyncio.wait_for(events.get(), wait_s)
+                except TimeoutError as err:
+                    raise WorkerError(
+                        f"request {pending.rid} not finished within timeout_s={timeout_s}"
+                    ) from err
+                if isinstance(item, BaseException):
+                    raise item
+                error: BaseException | None = None
+                while not item.last and not events.empty():  # coalesce what already arrived
+                    more = events.get_nowait()
+                    if isinstance(more, BaseException):
+                        error = more
+                        break
+                    item = item.merge(more)
+                yield item
+                if error is not None:
+                    raise error
+                if item.last:
+                    return
+        finally:  # finished: forget it; closed early, cancelled or failed: abort it
+            self._supervisor.release(pending.rid)
+
+    def _submit(self, prompt: str | Sequence[int], sampling: Any, k: int | None,
+                overlap: bool | None, lean: bool | None, stream: bool) -> Any:  # fmt: skip
+        from greenllm.engine.model.sampling import SamplingParams
+
+        if not self._started or self._supervisor.closed:
+            raise WorkerError("the engine is not running: use `with Engine(...)` or start()")
+        sampling = sampling or SamplingParams()
+        ids = self._encode(prompt)
+        return self._supervisor.submit(
+            ids, sampling.to_dict(), {"k": k, "overlap": overlap, "lean": lean},
+            asyncio.get_running_loop(), stream=stream,
+        )  # fmt: skip
 
     def generate_batch(
         self, prompts: Sequence[str | Sequence[int]], sampling: Any = None, **options: Any

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 from greenllm.engine.comm.control import ControlChannel
 from greenllm.engine.comm.link import LinkEmulation
 from greenllm.engine.comm.messages import (
+    AbortMsg,
     DistInfo,
     EventMsg,
     FatalMsg,
@@ -38,7 +39,7 @@ from greenllm.engine.comm.messages import (
 )
 from greenllm.engine.comm.placement import WorkerHandle, make_placement
 from greenllm.engine.driver.modes import MODES
-from greenllm.engine.driver.outputs import Pending, RequestOutput
+from greenllm.engine.driver.outputs import Pending, RequestOutput, TokenEvent
 from greenllm.errors import GreenLLMError, WorkerError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -244,10 +245,14 @@ class WorkerSupervisor:
         sampling: SamplingDict,
         spec: SpecDict,
         loop: asyncio.AbstractEventLoop,
+        stream: bool = False,
     ) -> Pending:
-        """Send a request to the leader; its :class:`Pending` resolves on ``loop``."""
+        """Send a request to the leader; its :class:`Pending` resolves on ``loop`` (its future,
+        or with ``stream`` its ``events`` queue, which gets every token as it arrives)."""
         rid = next(self._ids)
-        pending = Pending(rid, list(prompt), sampling, time.time(), loop, loop.create_future())
+        pending = Pending(rid, list(prompt), sampling, time.time(), loop,
+                          None if stream else loop.create_future(),
+                          events=asyncio.Queue() if stream else None)  # fmt: skip
         msg: GenerateMsg = {"type": "generate", "rid": rid, "prompt": pending.prompt,
                             "sampling": sampling, "spec": spec, "local": False}  # fmt: skip
         with self._lock:
@@ -260,14 +265,49 @@ class WorkerSupervisor:
         return pending
 
     def forget(self, rid: int) -> None:
-        """Stop tracking request ``rid`` (finished, failed or abandoned by its caller)."""
+        """Stop tracking request ``rid`` (finished, failed or abandoned by its caller); a
+        request being aborted stays tracked until a worker confirms it dropped it."""
         with self._lock:
-            self._pending.pop(rid, None)
+            p = self._pending.get(rid)
+            if p is not None and not p.aborting:
+                del self._pending[rid]
+
+    def release(self, rid: int) -> None:
+        """The caller is done with request ``rid``: abort it if it has not finished (see
+        :meth:`abort`), else stop tracking it."""
+        with self._lock:
+            p = self._pending.get(rid)
+            if p is not None and not p.done:
+                self.abort(rid)
+            else:
+                self.forget(rid)
+
+    def abort(self, rid: int) -> None:
+        """Stop request ``rid``: nothing more reaches its caller, and every live worker is told
+        to drop it (``abort``); it stays in :meth:`in_flight` until the worker holding it
+        answers (``finish`` with reason "abort", or its normal finish if it got there first)."""
+        with self._lock:
+            p = self._pending.get(rid)
+            if p is None or p.aborting:
+                return
+            if not p.done:
+                p.resolve(error=WorkerError(f"request {rid} aborted"))
+            p.aborting = True
+            self._send_abort(rid)
+
+    def _send_abort(self, rid: int) -> None:
+        msg: AbortMsg = {"type": "abort", "rid": rid}
+        for h in self._handles:
+            if h.alive and h.index in self._channels:
+                with contextlib.suppress(GreenLLMError):
+                    self._channels[h.index].send(msg)
 
     def in_flight(self) -> dict[int, int]:
-        """Requests not finished yet: request id -> tokens received so far."""
+        """Requests not finished yet (aborted ones until a worker confirms): request id ->
+        tokens received so far."""
         with self._lock:
-            return {p.rid: len(p.tokens) for p in self._pending.values() if not p.done}
+            return {p.rid: len(p.tokens) for p in self._pending.values()
+                    if not p.done or p.aborting}  # fmt: skip
 
     def _send_leader(self, msg: GenerateMsg) -> None:
         leader = self._handles[0]
@@ -276,13 +316,56 @@ class WorkerSupervisor:
         self._channels[leader.index].send(msg)
 
     def _rerun(self, p: Pending) -> None:
-        """Send a request whose decode worker died back to the prefill worker (decode locally)."""
+        """Send a request whose decode worker died back to the prefill worker (decode locally).
+
+        A stream that already yielded tokens resumes only if the re-run reproduces them
+        (greedy, or seeded sampling): the re-run's first tokens are checked against them and
+        not yielded again. A sampled stream without a seed fails with WorkerError instead (its
+        re-run would sample other tokens than the ones the caller already has)."""
+        if p.aborting:
+            self._pending.pop(p.rid, None)  # nobody waits for it: nothing to re-run
+            return
+        if p.events is not None and p.streamed:
+            greedy = float(p.sampling.get("temperature", 0.0)) == 0
+            if not greedy and p.sampling.get("seed") is None:
+                p.resolve(error=WorkerError(
+                    f"request {p.rid}: its decode worker died after {p.streamed} token(s) were "
+                    "streamed; a sampled request without a seed cannot be re-run without "
+                    "changing them (set a seed, or temperature 0)"))  # fmt: skip
+                return
+            replaying = len(p.replay) > len(p.tokens)
+            seen, seen_s = (p.replay, p.replay_times_s) if replaying else (p.tokens, p.times_s)
+            p.replay, p.replay_times_s = seen[: p.streamed], seen_s[: p.streamed]
         p.tokens, p.times_s, p.handed_off = [], [], False
         p.reruns += 1
         msg: GenerateMsg = {"type": "generate", "rid": p.rid, "prompt": p.prompt,
                             "sampling": p.sampling, "local": True,
                             "spec": {"k": None, "overlap": None, "lean": None}}  # fmt: skip
         self._send_leader(msg)
+
+    def _on_tokens(self, p: Pending, msg: TokensMsg) -> None:
+        """Add a ``tokens`` message to ``p`` and stream the tokens not streamed before."""
+        new: list[int] = []
+        new_s: list[float] = []
+        for token, t_s in zip(msg["tokens"], msg["times"], strict=True):
+            i = len(p.tokens)
+            if i < len(p.replay):  # a re-run reproducing a token already streamed
+                if int(token) != p.replay[i]:
+                    p.resolve(error=WorkerError(
+                        f"request {p.rid}: its re-run diverged from the {len(p.replay)} "
+                        f"token(s) already streamed at token {i}"))  # fmt: skip
+                    p.aborting = True  # stop the re-run
+                    self._send_abort(p.rid)
+                    return
+                p.tokens.append(p.replay[i])
+                p.times_s.append(p.replay_times_s[i])
+            else:
+                p.tokens.append(int(token))
+                p.times_s.append(float(t_s))
+                new.append(int(token))
+                new_s.append(float(t_s))
+        if new:
+            p.push(TokenEvent(p.rid, tuple(new), tuple(new_s)))
 
     # -- stats ---------------------------------------------------------------------------
     def collect_stats(self, timeout_s: float) -> list[tuple[str, dict[str, Any], bool]]:
@@ -354,12 +437,20 @@ class WorkerSupervisor:
         else:
             with self._lock:
                 p = self._pending.get(int(msg["rid"]))
-                if p is None or p.done:
+                if p is None:
+                    return
+                if p.aborting:  # a worker's answer to the abort (or its last words)
+                    if kind in ("finish", "error"):
+                        del self._pending[p.rid]
+                    elif kind == "handoff":
+                        p.handed_off = True
+                        if not self._handles[1].alive:
+                            del self._pending[p.rid]
+                    return
+                if p.done:
                     return
                 if kind == "tokens":
-                    tokens = cast(TokensMsg, msg)
-                    p.tokens += [int(t) for t in tokens["tokens"]]
-                    p.times_s += [float(t) for t in tokens["times"]]
+                    self._on_tokens(p, cast(TokensMsg, msg))
                 elif kind == "finish":
                     p.resolve(self._output(p, cast(FinishMsg, msg)))
                 elif kind == "error":
@@ -385,6 +476,9 @@ class WorkerSupervisor:
         logger.warning("%s", text)
         self.events.append(text)
         with self._lock:
+            for p in [p for p in self._pending.values() if p.aborting]:
+                if handle.side == "new" or (self.mode == "dpd" and p.handed_off):
+                    del self._pending[p.rid]  # the worker that held it is gone
             pending = [p for p in self._pending.values() if not p.done]
             if handle.side == "new":
                 for p in pending:

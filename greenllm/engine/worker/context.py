@@ -9,16 +9,19 @@ The role modules (:mod:`~greenllm.engine.worker.single`, :mod:`~greenllm.engine.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from greenllm.engine.comm.control import ControlChannel
 from greenllm.engine.comm.messages import (
+    AbortMsg,
     ErrorMsg,
     EventMsg,
     FinishMsg,
@@ -47,6 +50,7 @@ __all__ = ["SeqOutput", "TokenSink", "WorkerContext", "load_causal_lm", "make_ge
 logger = logging.getLogger(__name__)
 
 _DRAFT_STREAM = 1_000_003  # offset of the draft's RNG seed from the request seed
+ABORT_MEMORY = 4096  # aborted request ids a worker remembers (bounded: a long-running server)
 
 
 def load_causal_lm(path: str, device: str, dtype: str = "float32") -> Any:
@@ -133,6 +137,8 @@ class WorkerContext:
         self.stopping = threading.Event()
         self.timeout_s = float(init.get("timeout_s", 60.0))
         self.max_batch = int(init.get("max_batch", 8))
+        self._aborted: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._abort_lock = threading.Lock()
 
     @property
     def peer(self) -> Transport:
@@ -182,14 +188,43 @@ class WorkerContext:
 
     # -- from the driver -----------------------------------------------------------------
     def next_request(self, block: bool) -> GenerateMsg | None:
-        """The next ``generate`` message; None if none is waiting (or when stopping)."""
-        try:
-            msg = self.requests.get(block=block, timeout=None)
-        except queue.Empty:
-            return None
-        if msg is None:
-            self.stopping.set()
-        return msg
+        """The next ``generate`` message; None if none is waiting (or when stopping).
+
+        A request aborted before it was taken is answered ``finish`` (reason ``"abort"``) and
+        skipped."""
+        while True:
+            try:
+                msg = self.requests.get(block=block, timeout=None)
+            except queue.Empty:
+                return None
+            if msg is None:
+                self.stopping.set()
+                return None
+            if self.is_aborted(int(msg["rid"])):
+                self.finish(int(msg["rid"]), "abort")
+                continue
+            return msg
+
+    def abort(self, rid: int) -> None:
+        """Remember that request ``rid`` is aborted (the control thread, on ``abort``)."""
+        with self._abort_lock:
+            self._aborted[rid] = None
+            self._aborted.move_to_end(rid)
+            while len(self._aborted) > ABORT_MEMORY:
+                self._aborted.popitem(last=False)
+
+    def is_aborted(self, rid: int) -> bool:
+        """True once the driver aborted request ``rid``."""
+        with self._abort_lock:
+            return rid in self._aborted
+
+    def drop_aborted(self, outputs: Iterable[SeqOutput]) -> None:
+        """Mark the aborted requests among ``outputs`` done with reason ``"abort"``: they emit
+        nothing more, and a :class:`~greenllm.engine.model.batching.BatchDecoder` drops their
+        rows (and their KV cache) at its next step and answers ``finish``."""
+        for out in outputs:
+            if not out.done and self.is_aborted(out.rid):
+                out.done, out.reason = True, "abort"
 
     def control_loop(self) -> None:
         """Read the driver until ``shutdown``; exit the process if the driver goes away."""
@@ -202,6 +237,8 @@ class WorkerContext:
             kind = msg["type"]
             if kind == "generate":
                 self.requests.put(cast(GenerateMsg, msg))
+            elif kind == "abort":
+                self.abort(int(cast(AbortMsg, msg)["rid"]))
             elif kind == "peer_dead":
                 if self.transport is not None:
                     reason = cast(PeerDeadMsg, msg).get("reason", "")

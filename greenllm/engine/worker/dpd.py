@@ -8,6 +8,10 @@ values, shapes in each message header. The decode worker rebuilds a ``DynamicCac
 decodes with continuous batching (:class:`~greenllm.engine.model.batching.BatchDecoder`), sending
 tokens straight to the driver. Greedy output equals standalone's.
 
+Aborts (the driver sends ``abort`` to both workers): the prefill worker skips an aborted
+request still queued and drops one it decodes locally; the decode worker drops an aborted
+request from its batch at the next step, or right after receiving its KV cache.
+
 Faults: if the decode worker dies, the driver sends its unfinished requests back to the
 prefill worker marked ``local``, and the prefill worker (which also stops handing off new
 requests) decodes them itself: re-run, nothing lost, nothing answered twice.
@@ -81,6 +85,7 @@ def run_prefill(ctx: WorkerContext) -> None:
             msg = ctx.next_request(block=False)
         if ctx.stopping.is_set():
             break
+        ctx.drop_aborted(r.out for r in local.rows)
         local.step(ctx)
     if peer_alive and not t.mailbox.failed:
         t.send(Kind.SHUTDOWN, 0)
@@ -134,6 +139,10 @@ def run_decode(ctx: WorkerContext) -> None:
                 return
             ctx.counters.requests += 1
             out, gen, kv = _receive(t, admit, device)
-            decoder.admit_kv(out, kv, gen)
+            if ctx.is_aborted(out.rid):  # aborted while its KV cache was on the way
+                ctx.finish(out.rid, "abort")
+            else:
+                decoder.admit_kv(out, kv, gen)
             admit = t.mailbox.poll(Kind.ADMIT) if decoder.has_room else None
+        ctx.drop_aborted(r.out for r in decoder.rows)
         decoder.step(ctx)

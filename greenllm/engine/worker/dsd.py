@@ -16,6 +16,9 @@ Pipelining: the target leads. It admits every waiting request (prefill, first to
 to the draft) and then serves proposals in the order they were requested, so while it verifies
 request A the draft is already drafting request B. The draft only reacts, in FIFO order.
 
+Aborts: the target drops an aborted request at its next step (after taking a proposal in
+flight for it off the link) and sends the draft ``FINISH``, which frees the draft's KV cache.
+
 Faults: if the draft dies or stops answering within ``timeout_s``, the target logs the event
 and finishes every request in flight on its own (plain decoding from its own KV cache), so
 greedy outputs are unchanged and every request is answered once.
@@ -98,6 +101,12 @@ class _Target:
         with self.ctx.counters.busy():
             return seq.lm.feed(tokens)
 
+    def abort(self, seq: _TargetSeq) -> None:
+        """Drop an aborted request: answer ``finish`` (reason "abort") and free the draft's
+        state of it (``FINISH``)."""
+        seq.out.done, seq.out.reason = True, "abort"
+        self.finish(seq)
+
     def finish(self, seq: _TargetSeq) -> None:
         self.seqs.pop(seq.out.rid, None)
         self.ctx.finish(seq.out.rid, seq.out.reason, seq.proposed, seq.accepted)
@@ -160,6 +169,11 @@ class _Target:
         seq = self.seqs[rid]
         k = seq.k_step
         probs_kind = Kind.TOKEN_PROBS if seq.lean else Kind.PROBS
+        if self.ctx.is_aborted(rid):  # take the proposal in flight off the link, then drop
+            self.t.recv(Kind.IDS, rid, "draft token ids")
+            self.t.recv(probs_kind, rid, "draft probabilities")
+            self.abort(seq)
+            return
         ids = self.t.recv(Kind.IDS, rid, "draft token ids").tensor
         proposal = [int(x) for x in ids]
         probs_msg = None
@@ -209,6 +223,9 @@ class _Target:
                 msg = ctx.next_request(block=False)
             if ctx.stopping.is_set():
                 break
+            for seq in [s for s in self.seqs.values()
+                        if s.out.rid not in self.expect and ctx.is_aborted(s.out.rid)]:  # fmt: skip
+                self.abort(seq)  # no proposal in flight: drop now (else in spec_step)
             for seq in [s for s in self.seqs.values() if s.out.rid not in self.expect]:
                 self.solo_step(seq)  # no draft for it (peer lost, or only one token left)
             if self.expect and self.peer_alive:

@@ -9,6 +9,7 @@ loop (:mod:`~greenllm.engine.worker.single`, :mod:`~greenllm.engine.worker.dsd`,
 :mod:`~greenllm.engine.worker.dpd`) with a :class:`~greenllm.engine.worker.context.WorkerContext`.
 
 The context's control thread keeps reading the driver: ``generate`` requests go to a queue,
+``abort`` marks a request id aborted (the role loop drops it at its next step boundary),
 ``peer_dead`` fails the data-plane mailbox (waking a worker blocked on its dead peer),
 ``stats`` is answered at once, ``shutdown`` stops the loop. If the driver's connection closes,
 the worker exits: no orphan processes.

@@ -3,7 +3,9 @@ and draft in one worker, verified by :func:`~greenllm.engine.model.verifier.veri
 
 Standalone serves concurrent requests with continuous batching
 (:class:`~greenllm.engine.model.batching.BatchDecoder`: left padding, attention mask, position
-ids); spec_decode serves requests one after another.
+ids); spec_decode serves requests one after another, each in one call, and emits its tokens
+when it is done. Aborts: standalone drops an aborted request from the batch at the next step;
+spec_decode skips aborted requests still queued and does not emit one aborted while it ran.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def run_standalone(ctx: WorkerContext) -> None:
             msg = ctx.next_request(block=False) if decoder.has_room else None
         if ctx.stopping.is_set():
             return
+        ctx.drop_aborted(r.out for r in decoder.rows)  # dropped (and finished) by this step
         decoder.step(ctx)
 
 
@@ -64,5 +67,8 @@ def run_spec_decode(ctx: WorkerContext) -> None:
         ctx.counters.proposed += result.n_proposed
         ctx.counters.accepted += result.n_accepted
         ctx.counters.steps += result.n_steps
+        if ctx.is_aborted(rid):  # aborted while it ran: it cannot stop mid-request
+            ctx.finish(rid, "abort", result.n_proposed, result.n_accepted)
+            continue
         ctx.emit(rid, list(result.tokens), [start_epoch + t for t in result.token_times_s])
         ctx.finish(rid, result.finish_reason, result.n_proposed, result.n_accepted)
