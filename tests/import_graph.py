@@ -19,6 +19,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "greenllm"
 # (a lazy facade) and ``greenllm.__main__`` sit above everything.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "units", "version", "lazy"),
+    ("checks",),  # imports errors, so one layer above it (same-layer imports are refused)
     ("config",),
     ("carbon", "workloads"),
     ("energy", "slo"),
@@ -26,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("backends",),
     ("profiler",),
+    ("serve",),
     ("reproduce",),
     ("cli",),
     ("__init__", "__main__"),

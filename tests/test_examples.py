@@ -50,3 +50,13 @@ def test_carbon_accounting_example_runs() -> None:
 def test_plan_from_profiles_example_runs() -> None:
     out = _run("examples/plan_from_profiles.py")
     assert "'measured': 27" in out and "a year at 2 QPS in CISO" in out
+
+
+def test_serve_and_query_example_runs() -> None:
+    from tests.extras import require
+
+    for name in ("openai", "fastapi", "uvicorn", "prometheus_client"):
+        require(name)
+    out = _run("examples/serve_and_query.py")
+    assert out.count("32 tokens on DSD A100+T4 llama-1b @16Gbps") == 2
+    assert "(modelled)" in out and "the last one's receipt" in out

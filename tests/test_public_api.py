@@ -23,8 +23,8 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "greenllm.backends.sim": [
         "ACCEPTANCE_RATES", "AcceptanceSampler", "DEFAULT_ACCEPTANCE_RATE",
-        "DEFAULT_LINK_LATENCY_S", "EngineParams", "Link", "SimBackend", "SimOptions", "StepModel",
-        "acceptance_rate_for", "forward_time_s", "get_model",
+        "DEFAULT_LINK_LATENCY_S", "EngineParams", "Link", "LiveSim", "SimBackend", "SimOptions",
+        "StepModel", "acceptance_rate_for", "forward_time_s", "get_model",
     ],
     "greenllm.backends.torch": [
         "TorchBackend",
@@ -48,6 +48,9 @@ PUBLIC_API: dict[str, list[str]] = {
         "ratio_vs_lifetime", "shorter_new_lifetime_saves",
     ],
     "greenllm.carbon.catalog": [],
+    "greenllm.checks": [
+        "finite_array", "finite_int", "finite_number", "plain_numbers",
+    ],
     "greenllm.carbon.intensity": [],
     "greenllm.cli.commands": [],
     "greenllm.cli": [
@@ -63,8 +66,9 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "greenllm.engine": [
         "Engine", "EngineStats", "GenerationResult", "LinkEmulation", "MODES", "RequestOutput",
-        "SamplingParams", "VerifyResult", "WorkerStats", "autoregressive_generate", "cache_dir",
-        "cached_distilled_draft", "distill_draft", "draft_dir", "layerskip_draft", "load_model",
+        "SamplingParams", "TokenEvent", "VerifyResult", "WorkerStats", "autoregressive_generate",
+        "cache_dir", "cached_distilled_draft", "distill_draft", "draft_dir", "layerskip_draft",
+        "load_model",
         "measure_acceptance", "probs_from_logits", "rejection_sample", "rejection_sample_lean",
         "resolve_model_dir", "sample", "smollm2_dir", "smollm2_gguf_path", "speculative_generate",
         "tiny_llama", "verify", "verify_lean",
@@ -94,6 +98,15 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "greenllm.reproduce": [
         "Experiment", "analyse", "run_cells", "summary_rows",
+    ],
+    "greenllm.serve": [
+        "APIError", "ChatCompletionRequest", "CompletionRequest", "Device", "Finished", "Gateway",
+        "GatewayMetrics", "GatewaySettings", "GenerationRequest", "LedgerTotals", "Receipt",
+        "ReceiptLedger", "TokenChunk", "Upstream", "UpstreamError", "UpstreamStats", "bind_socket",
+        "create_app", "parse_request", "run_server",
+    ],
+    "greenllm.serve.upstreams": [
+        "UPSTREAMS", "upstream_class",
     ],
     "greenllm.scheduler": [
         "ALSFactorization", "BiasBaseline", "ColumnMean", "CompletionEstimator", "CompletionResult",
@@ -125,9 +138,11 @@ PUBLIC_API: dict[str, list[str]] = {
         "RequestTimings", "inter_token_gaps", "slo_attainment", "slo_attainment_per_token",
     ],
     "greenllm.units": [
-        "G_PER_KG", "J_PER_KWH", "MAX_EMBODIED_G", "MAX_ENERGY_J", "MAX_INTENSITY_G_PER_KWH",
-        "MAX_LIFETIME_YEARS", "MAX_QPS", "MAX_REQUESTS", "MAX_TIME_S", "MAX_TOKENS",
-        "MIN_LIFETIME_YEARS", "MIN_QPS", "SECONDS_PER_HOUR", "SECONDS_PER_YEAR",
+        "G_PER_KG", "J_PER_KWH", "MAX_DEVICE_LIFETIME_YEARS", "MAX_DEVICE_POWER_W",
+        "MAX_EMBODIED_G", "MAX_ENERGY_J", "MAX_EXACT_COUNT", "MAX_INTENSITY_G_PER_KWH",
+        "MAX_LIFETIME_YEARS", "MAX_PERIOD_S", "MAX_PUE", "MAX_QPS", "MAX_REPLAY_SPEED",
+        "MAX_REQUESTS", "MAX_TIME_S", "MAX_TOKENS", "MIN_LIFETIME_YEARS", "MIN_QPS",
+        "SECONDS_PER_HOUR", "SECONDS_PER_YEAR",
     ],
     "greenllm.version": [
         "__version__",

@@ -1,0 +1,217 @@
+"""``greenllm serve``: an OpenAI-compatible gateway over one configuration, with carbon receipts.
+
+The configuration comes from ``--config`` (the sweep grammar: ``standalone``, ``spec:DRAFT``,
+``dpd:OLD_GPU``, ``dsd:OLD_GPU:DRAFT``, optional ``@NEW_GPU``) or from a plan
+(``--plan plan.json --workload APP[@QPS]``: the plan's choice for that application, at the
+given QPS or, without one, at the highest QPS the plan covers). Binds 127.0.0.1 unless
+``--host`` says otherwise; prints ``greenllm serve: listening on URL`` once the engines are up;
+Ctrl-C or SIGTERM drains in-flight requests and stops every process it started (exit 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from greenllm.cli.args import (
+    add_intensity_args,
+    existing_file,
+    float_in,
+    int_in,
+    path,
+    text,
+)
+from greenllm.errors import ConfigError
+
+BACKENDS = ("sim", "torch", "vllm")
+ROLE_NAMES = ("target", "prefill", "decode", "draft")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a configuration behind an OpenAI-compatible API, with carbon receipts",
+        description=(__doc__ or "").splitlines()[0],
+    )
+    p.add_argument("--backend", choices=BACKENDS, required=True,
+                   help="sim (simulated GPUs), torch (greenllm's engine) or vllm")  # fmt: skip
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", type=text, metavar="SPEC",
+                       help="standalone | spec:DRAFT | dpd:OLD_GPU | dsd:OLD_GPU:DRAFT"
+                       " [@NEW_GPU]")  # fmt: skip
+    which.add_argument(
+        "--plan", type=path, metavar="FILE", help="a plan from `greenllm plan --json`"
+    )
+    p.add_argument("--workload", type=text, metavar="APP[@QPS]",
+                   help="with --plan: the application (and QPS) to serve")  # fmt: skip
+    p.add_argument("--target", type=text, default=None,
+                   help="target model (default llama-2-7b on sim, else smollm2-135m)")  # fmt: skip
+    p.add_argument("--new-gpu", type=text, default="A100", help="new GPU (default A100)")
+    p.add_argument("--link-gbps", type=float_in(0.001, 10_000, lo_open=False), default=16.0,
+                   help="link between the GPUs, Gbit/s (default 16)")  # fmt: skip
+    p.add_argument("--host", type=text, default="127.0.0.1", help="address to bind (default "
+                   "127.0.0.1; 0.0.0.0 exposes the server to the network)")  # fmt: skip
+    p.add_argument("--port", type=int_in(0, 65535), default=8000, help="port (0: any free one)")
+    p.add_argument("--api-key", type=text, default=None,
+                   help="require 'Authorization: Bearer KEY' (or $GREENLLM_API_KEY)")  # fmt: skip
+    add_intensity_args(p)
+    p.add_argument("--time-scale", type=float_in(0.001, 10_000), default=1.0,
+                   help="sim: virtual seconds per wall second (default 1: real time)")  # fmt: skip
+    p.add_argument("--max-inflight", type=int_in(1, 100_000), default=256,
+                   help="requests in flight before 429 (default 256)")  # fmt: skip
+    p.add_argument("--max-tokens-limit", type=int_in(1, 1_048_576), default=4096,
+                   help="most output tokens one request may ask for (default 4096)")  # fmt: skip
+    p.add_argument("--upstream", action="append", type=text, default=None, metavar="ROLE=URL",
+                   help="vllm: attach to a running server instead of starting one "
+                   f"(roles: {', '.join(ROLE_NAMES)}; repeatable)")  # fmt: skip
+    p.add_argument("--model-dir", type=path, default=None,
+                   help="vllm: the target model folder (default SmolLM2)")  # fmt: skip
+    p.add_argument("--draft-dir", type=path, default=None, help="vllm: the draft model folder")
+    p.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
+    p.set_defaults(run=run)
+
+
+def configuration_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~greenllm.config.Configuration` that ``--config`` or ``--plan`` names."""
+    from greenllm.profiler.sweep import parse_configurations
+
+    target = args.target or ("smollm2-135m" if args.backend == "torch" else "llama-2-7b")
+    if args.config is not None:
+        if args.workload is not None:
+            raise ConfigError("--workload goes with --plan, not --config")
+        configs = parse_configurations(args.config, new_gpu=args.new_gpu, target_model=target,
+                                       link_gbps=args.link_gbps)  # fmt: skip
+        if len(configs) != 1:
+            raise ConfigError(
+                f"--config {args.config!r}: name one configuration, not {len(configs)}"
+            )
+        return configs[0]
+    if args.workload is None:
+        raise ConfigError("--plan needs --workload APP[@QPS] (the application to serve)")
+    return plan_choice(existing_file("--plan", args.plan), args.workload)
+
+
+def plan_choice(plan_file: Path, workload: str) -> Any:
+    """The configuration a plan chose for ``APP[@QPS]`` (the highest QPS without one)."""
+    from greenllm.scheduler import Plan
+
+    try:
+        plan = Plan.from_json(plan_file.read_bytes())
+    except ConfigError as err:
+        raise ConfigError(
+            f"--plan {plan_file}: not a plan from `greenllm plan --json` ({err})"
+        ) from err
+    app, _, qps_text = workload.partition("@")
+    entries = [e for e in plan.entries if e.application == app]
+    if not entries:
+        names = sorted({e.application for e in plan.entries})
+        raise ConfigError(f"--workload {app!r}: the plan has no such application; it has "
+                          f"{', '.join(names) or 'none'}")  # fmt: skip
+    if qps_text:
+        try:
+            qps = float(qps_text)
+        except ValueError:
+            raise ConfigError(
+                f"--workload {workload!r}: QPS {qps_text!r} is not a number"
+            ) from None
+        match = [e for e in entries if abs(e.qps - qps) <= 1e-9 * max(1.0, qps)]
+        if not match:
+            have = ", ".join(f"{e.qps:g}" for e in entries)
+            raise ConfigError(f"--workload {workload!r}: the plan has {app} at QPS {have}")
+        entry = match[0]
+    else:
+        entry = max(entries, key=lambda e: e.qps)
+        logging.getLogger("greenllm").info(
+            "serving the plan's choice for %s at its highest QPS, %g", app, entry.qps
+        )
+    return entry.configuration
+
+
+def build_upstream(args: argparse.Namespace, configuration: Any) -> Any:
+    """The upstream for ``--backend`` (only the options that backend takes)."""
+    from greenllm.serve.upstreams import upstream_class
+
+    if args.backend != "vllm" and (args.upstream or args.model_dir or args.draft_dir):
+        raise ConfigError("--upstream, --model-dir and --draft-dir are for --backend vllm")
+    if args.backend != "sim" and args.time_scale != 1.0:
+        raise ConfigError("--time-scale is for --backend sim")
+    cls = upstream_class(args.backend)
+    if args.backend == "sim":
+        return cls(configuration, time_scale=args.time_scale)
+    if args.backend == "torch":
+        return cls(configuration)
+    urls: dict[str, str] = {}
+    for item in args.upstream or []:
+        role, eq, url = item.partition("=")
+        http = url.startswith(("http://", "https://"))
+        host_port = url.rpartition(":")[2].isdigit() and ":" in url  # the draft server: H:P
+        if not eq or role not in ROLE_NAMES or not (http or (role == "draft" and host_port)):
+            raise ConfigError(
+                f"--upstream {item!r}: expected ROLE=URL with ROLE one of "
+                f"{', '.join(ROLE_NAMES)} (e.g. target=http://10.0.0.2:8000, "
+                "draft=10.0.0.3:9000)"
+            )
+        urls[role] = url.rstrip("/")
+    kwargs: dict[str, Any] = {"upstream_urls": urls or None}
+    if args.model_dir is not None:
+        kwargs["model_dir"] = args.model_dir
+    if args.draft_dir is not None:
+        kwargs["draft_dir"] = args.draft_dir
+    return cls(configuration, **kwargs)
+
+
+class _OneLine(logging.Formatter):
+    """``greenllm serve: message`` without tracebacks (they stay out of the terminal)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"greenllm serve: {' '.join(record.getMessage().split())}"
+
+
+class _NoTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().lstrip().startswith("Traceback")
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    handler.addFilter(_NoTraceback())
+    quiet = "DEBUG" if level == "debug" else "WARNING"  # uvicorn's start/stop chatter
+    for name, lvl in (("greenllm", level.upper()), ("uvicorn.error", quiet)):
+        log = logging.getLogger(name)
+        log.addHandler(handler)
+        log.setLevel(lvl)
+        log.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    from greenllm.serve import Gateway, GatewaySettings, run_server
+
+    configuration = configuration_from_args(args)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("GREENLLM_API_KEY")
+    settings = GatewaySettings(
+        max_inflight=args.max_inflight, max_tokens_limit=args.max_tokens_limit,
+        default_max_tokens=min(16, args.max_tokens_limit), api_key=api_key or None,
+    )  # fmt: skip
+    upstream = build_upstream(args, configuration)
+    region = None if args.intensity is not None else (args.region or args.default_region)
+    gateway = Gateway(upstream, settings, region=region, intensity_g_per_kwh=args.intensity)
+    _log_to_stderr(args.log_level)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("greenllm").warning(
+            "binding %s: the server is reachable from the network%s", args.host,
+            "" if api_key else " and has no API key (--api-key)",
+        )  # fmt: skip
+
+    def listening(url: str) -> None:
+        print(f"greenllm serve: listening on {url} ({configuration.label}, {args.backend})",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    uvicorn_level = "debug" if args.log_level == "debug" else "warning"
+    run_server(gateway, args.host, args.port, log_level=uvicorn_level, on_listening=listening)
+    print("greenllm serve: stopped (in-flight requests drained)", file=sys.stderr, flush=True)
+    return 130  # run_server returns only once Ctrl-C or SIGTERM stopped it: exit as interrupted
