@@ -128,7 +128,7 @@ class FrozenModel(BaseModel):
     JSON is parsed as JSON, so its numbers are numbers; CSV import converts its cells first.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @classmethod
     def number_fields(cls) -> frozenset[str]:

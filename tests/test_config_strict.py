@@ -106,3 +106,21 @@ def test_any_text_bytes_or_bool_is_refused(case: tuple[Any, Any, str], bad: Any)
     cls, example, field = case
     with pytest.raises(ConfigError, match=rf"{cls.__name__}\.{field} = "):
         cls.model_validate({**example.model_dump(), field: bad})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=repr)
+@pytest.mark.parametrize(("cls", "example", "field"), CASES,
+                         ids=[f"{c.__name__}.{f}" for c, _, f in CASES])  # fmt: skip
+def test_nan_and_infinity_are_refused_everywhere(
+    cls: type[FrozenModel], example: FrozenModel, field: str, bad: float
+) -> None:
+    """No model holds a NaN or an infinity (a hand-edited plan or record file included)."""
+    with pytest.raises(ConfigError, match=rf"{cls.__name__}\.{field} = "):
+        cls.model_validate({**example.model_dump(), field: bad})
+
+
+def test_a_plan_file_with_nan_is_refused() -> None:
+    text = PLAN.to_json().replace('"slo_target": 0.9', '"slo_target": NaN')
+    assert "NaN" in text
+    with pytest.raises(ConfigError, match=r"Plan\.slo_target"):
+        type(PLAN).from_json(text)

@@ -133,13 +133,16 @@ class LoadResult:
         run_id: str = "default",
         backend: str | None = None,
         allow_partial: bool = False,
+        energy_source: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """This run as a :class:`~greenllm.profiler.store.records.ProfileRecord` for the store.
 
         A Backend run takes its per-GPU energy and times from the backend; an HTTP run needs
         ``energy_j`` (one value per GPU of ``configuration``, e.g. from a power sampler's
-        window). An interrupted run raises :class:`ProfileError` unless ``allow_partial``.
+        window) and ``energy_source``, how it was obtained (``"measured"`` or ``"modelled"``;
+        a Backend run's is the backend's). An interrupted run raises :class:`ProfileError`
+        unless ``allow_partial``.
         Other keyword arguments go to :meth:`ProfileRecord.from_requests`.
         """
         from greenllm.profiler.store.records import ProfileRecord
@@ -158,9 +161,15 @@ class LoadResult:
                     f"({', '.join(self.configuration.gpus)}), e.g. from a power sampler window"
                 )
             energy_j = [g.energy_j for g in self.run.gpus]
+            energy_source = energy_source or self.run.energy
             busy_s = busy_s or [min(g.busy_s, self.duration_s) for g in self.run.gpus]
             allocated_s = allocated_s or [g.allocated_s for g in self.run.gpus]
             kwargs.setdefault("link_bytes", int(self.run.link_bytes))
+        if energy_source is None:
+            raise ConfigError(
+                "energy_source is needed with energy_j: 'measured' (a power sampler such as "
+                "NVML or RAPL) or 'modelled' (a power model); the store keeps it with the energy"
+            )
         t, ok = self.timings, self.served
         return ProfileRecord.from_requests(
             self.workload,
@@ -177,6 +186,7 @@ class LoadResult:
             run_id=run_id,
             input_tokens=int(t.input_tokens[ok].sum()),
             output_tokens=int(t.output_tokens[ok].sum()),
+            energy_source=energy_source,
             **kwargs,
         )
 

@@ -58,6 +58,9 @@ _DERIVED = frozenset({"cell_id", "configuration_id"})
 #: injection"); such text cells are exported behind a ``'``.
 FORMULA_CHARS = ("=", "+", "-", "@", "\t", "\r")
 _QUOTE = "'"
+#: Version of the JSON export: 2 adds each record's ``energy_source`` (version 1 documents,
+#: without it, import as ``"modelled"``, what every energy of those releases was).
+FORMAT_VERSION = 2
 #: Most dots a CSV column name may have (the deepest real one, ``gpus.0.energy_j``, has 2).
 MAX_COLUMN_DEPTH = 8
 _INDEX = re.compile(r"0|[1-9][0-9]*")
@@ -72,7 +75,7 @@ def export_json(store: ProfileStore, path: str | os.PathLike[str], **filters: An
 
     meta = {
         "format": FORMAT,
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "greenllm_version": __version__,
         "exported_utc": datetime.now(timezone.utc).isoformat(),
     }
@@ -138,9 +141,11 @@ def import_json(store: ProfileStore, path: str | os.PathLike[str]) -> int:
             raise ProfileError(
                 f"{src}: not a greenllm profile export (want format {FORMAT!r} and a records list)"
             )
-        if doc.get("format_version", 1) != 1:
+        version = doc.get("format_version", 1)
+        if version not in (1, FORMAT_VERSION):
             raise ProfileError(
-                f"{src}: format_version {doc['format_version']} is newer: upgrade greenllm"
+                f"{src}: format_version {version!r:.20} is not one this greenllm reads "
+                f"(1 to {FORMAT_VERSION}): upgrade greenllm"
             )
         doc = doc["records"]
     if not isinstance(doc, list):

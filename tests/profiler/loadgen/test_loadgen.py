@@ -401,8 +401,10 @@ def test_http_result_to_record(stub: OpenAIStub) -> None:
         seed=1,
         configuration=config,
     )
-    rec = res.to_record(energy_j=[250.0])
-    assert isinstance(rec, ProfileRecord)
+    with pytest.raises(ConfigError, match="energy_source is needed"):
+        res.to_record(energy_j=[250.0])
+    rec = res.to_record(energy_j=[250.0], energy_source="measured")
+    assert isinstance(rec, ProfileRecord) and rec.energy_source == "measured"
     assert rec.backend == "vllm-http" and rec.n_requests == 6
     assert rec.output_tokens == 6 * 8 and rec.gpus[0].energy_j == 250.0
     assert rec.slo_attainment == res.slo_attainment()[0]
@@ -424,7 +426,8 @@ def test_power_window_around_an_http_run_gives_the_record_its_energy(stub: OpenA
         sampler.begin_window("cell")
         res = run_load(OpenAIEndpoint(stub.base_url, "m"), _workload(), n=3, configuration=config)
         energy = sampler.end_window("cell")
-    rec = res.to_record(energy_j=[energy.energy_j["model0"]])
+    rec = res.to_record(energy_j=[energy.energy_j["model0"]], energy_source="modelled")
+    assert rec.energy_source == "modelled"
     # the window and the run's wall duration agree to within the run's set-up time
     assert energy.duration_s == pytest.approx(res.duration_s, abs=0.05)
     assert rec.gpus[0].energy_j == pytest.approx(100.0 * res.duration_s, abs=5.0)

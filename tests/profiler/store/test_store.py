@@ -732,8 +732,14 @@ def test_exports_without_energy_source_import_as_modelled(tmp_path: Path) -> Non
         store.export_json(tmp_path / "x.json")
         store.export_csv(tmp_path / "x.csv")
     doc = json.loads((tmp_path / "x.json").read_text())
+    assert doc["format_version"] == 2  # version 2 added energy_source
     del doc["records"][0]["energy_source"]
+    doc["format_version"] = 1
     (tmp_path / "old.json").write_text(json.dumps(doc))
+    doc["format_version"] = 3
+    (tmp_path / "future.json").write_text(json.dumps(doc))
+    with ProfileStore(tmp_path / "f.sqlite") as b, pytest.raises(ProfileError, match="upgrade"):
+        b.import_json(tmp_path / "future.json")
     with (tmp_path / "x.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     with (tmp_path / "old.csv").open("w", newline="") as f:
