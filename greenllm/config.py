@@ -126,9 +126,12 @@ class FrozenModel(BaseModel):
     bytes or bool is refused (pydantic's lax mode would turn ``"5"`` into ``5.0`` and ``True``
     into ``1``); other lax conversions stay (numpy numbers, an integral ``5.0`` for an int).
     JSON is parsed as JSON, so its numbers are numbers; CSV import converts its cells first.
+    No float field holds NaN or an infinity.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     @classmethod
     def number_fields(cls) -> frozenset[str]:
