@@ -10,9 +10,15 @@ The end-to-end tests against the real upstreams are in tests/serve/upstreams/.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from greenllm.backends import ROLES
 from greenllm.config import Configuration
@@ -28,6 +34,9 @@ from greenllm.serve import (
     bind_socket,
     create_app,
 )
+
+_REPO = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 DSD = Configuration(kind="dsd", new_gpu="A100", old_gpu="T4", draft_model="llama-1b",
                     link_gbps=16.0)  # fmt: skip
@@ -166,3 +175,33 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.sock.close()
+
+
+class ServeProcess:
+    """``python -m greenllm serve ARGS`` on a free loopback port; ``url`` once it listens."""
+
+    def __init__(self, *args: str, timeout_s: float = 60.0) -> None:
+        # a file, not a pipe: the server never blocks on a full pipe; closed by the GC
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "greenllm", "serve", "--port", "0", *args],
+            stdout=subprocess.DEVNULL, stderr=self.log, text=True, cwd=_REPO,
+            env={**os.environ, "GREENLLM_API_KEY": ""},
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if m := LISTENING.search(self.stderr()):
+                self.url = m.group(1)
+                return
+            time.sleep(0.05)
+        self.proc.kill()
+        raise AssertionError(f"greenllm serve did not start: {self.stderr()}")
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait(self, timeout_s: float = 60.0) -> tuple[int, str]:
+        """The exit code and stderr once the process has ended."""
+        code = self.proc.wait(timeout=timeout_s)
+        return code, self.stderr()

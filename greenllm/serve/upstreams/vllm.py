@@ -18,7 +18,10 @@ Roles (:data:`greenllm.backends.ROLES`) and their servers:
 Started servers run from the vLLM venv (:class:`~greenllm.backends.vllm.server.VLLMServer`);
 ``upstream_urls`` attaches to servers running elsewhere instead (a new-GPU host and an
 old-GPU host) and only checks their health. A supervision task restarts a dead started server
-with exponential backoff; :attr:`VLLMUpstream.ready` is False until every leg is healthy again.
+with exponential backoff. Meanwhile a configuration falls back where it can (DSD: the target
+alone while the draft server is down; DPD: both phases on the prefill server while decode is
+down) and :attr:`VLLMUpstream.ready` stays True; without a fallback it is False until the
+server is healthy again.
 Every HTTP call has a timeout (connect, and read between chunks); a generator closed early
 closes the HTTP streams of both legs, which makes vLLM abort the request.
 """
@@ -348,9 +351,25 @@ class VLLMUpstream(Upstream):
             server.stop()
         self.scratch.close()
 
+    def _needed(self) -> tuple[str, ...]:
+        """The servers without which nothing can be served: DSD runs the target alone while
+        its draft server is down (the proposer proposes nothing), DPD runs both phases on the
+        prefill server while decode is down; the other kinds need every server."""
+        if self.kind is ConfigKind.DSD:
+            return ("target",)
+        if self.kind is ConfigKind.DPD:
+            return ("prefill",)
+        return tuple(self._healthy)
+
     @property
     def ready(self) -> bool:
-        return self._started and bool(self._healthy) and all(self._healthy.values())
+        needed = self._needed()
+        return self._started and bool(needed) and all(self._healthy.get(k) for k in needed)
+
+    @property
+    def degraded(self) -> bool:
+        """Ready, but on the configuration's fallback (a draft or decode server is down)."""
+        return self.ready and not all(self._healthy.values())
 
     @property
     def restarts(self) -> int:
@@ -512,7 +531,9 @@ class VLLMUpstream(Upstream):
         self._active["prefill"] += 1
         try:
             leg = self.legs[-1]
-            if self.kind is ConfigKind.DPD:
+            if self.kind is ConfigKind.DPD and not self._healthy.get("decode"):
+                leg = "prefill"  # the fallback: both phases on the new GPU
+            elif self.kind is ConfigKind.DPD:
                 params = await self._prefill_leg(path, body, headers)
                 if params:
                     body["kv_transfer_params"] = params

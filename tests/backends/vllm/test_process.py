@@ -135,7 +135,7 @@ from greenllm.backends.vllm.pool import EnginePool, EngineSpec
 from greenllm.backends.vllm.scratch import Scratch
 from greenllm.engine import resolve_model_dir
 
-pool = EnginePool(Path(sys.argv[1]), Scratch(sys.argv[2]), 1, 240)
+pool = EnginePool(Path(sys.argv[1]), Scratch(), 1, 240)  # short /tmp path: vLLM IPC sockets
 kwargs = standalone_kwargs(str(resolve_model_dir("smollm2-135m")), EngineSettings())
 (engine,) = pool.get([EngineSpec("target", "standalone", "cpu", kwargs, {})])
 print(json.dumps(engine.worker.pid), flush=True)
@@ -148,7 +148,7 @@ time.sleep(600)
 def test_a_sigkilled_parent_takes_its_vllm_engine_along(vllm_python: str, tmp_path: Path) -> None:
     psutil = pytest.importorskip("psutil")
     parent = subprocess.Popen(
-        [sys.executable, "-c", VLLM_PARENT, vllm_python, str(tmp_path)], stdout=subprocess.PIPE
+        [sys.executable, "-c", VLLM_PARENT, vllm_python], stdout=subprocess.PIPE
     )
     pids: list[int] = []
     try:

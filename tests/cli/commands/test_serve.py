@@ -4,13 +4,10 @@ Ctrl-C/SIGTERM (exit 130, nothing left running), and one-line errors (exit 2 / e
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,40 +21,9 @@ parser = require("prometheus_client.parser")
 require("fastapi")
 require("uvicorn")
 
+from tests.serve.fakes import ServeProcess as Serve
+
 REPO = Path(__file__).resolve().parents[3]
-LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-
-
-class Serve:
-    """``python -m greenllm serve ARGS`` on a free loopback port; ``url`` once it listens."""
-
-    def __init__(self, *args: str, timeout_s: float = 60.0) -> None:
-        import tempfile
-
-        # a file, not a pipe: the server never blocks on a full pipe; closed by the GC
-        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenllm", "serve", "--port", "0", *args],
-            stdout=subprocess.DEVNULL, stderr=self.log, text=True, cwd=REPO,
-            env={**os.environ, "GREENLLM_API_KEY": ""},
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if m := LISTENING.search(self.stderr()):
-                self.url = m.group(1)
-                return
-            time.sleep(0.05)
-        self.proc.kill()
-        raise AssertionError(f"greenllm serve did not start: {self.stderr()}")
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def wait(self, timeout_s: float = 60.0) -> tuple[int, str]:
-        """The exit code and stderr once the process has ended."""
-        code = self.proc.wait(timeout=timeout_s)
-        return code, self.stderr()
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +168,7 @@ def test_bad_arguments_are_one_line_exit_2(args: list[str], needle: str, tmp_pat
 @pytest.mark.slow
 def test_torch_backend_greedy_text_equals_engine_generate() -> None:
     """SmolLM2-135M on greenllm's engine behind the gateway: the `openai` client's greedy text
-    equals ``Engine.generate``'s in this process, streamed and not."""
+    equals ``Engine.generate``'s in this process, streamed and not, and under a small load."""
     require("torch")
     require("transformers")
     from greenllm.engine import Engine, SamplingParams
@@ -217,9 +183,25 @@ def test_torch_backend_greedy_text_equals_engine_generate() -> None:
         chunks = client.completions.create(**args, stream=True)
         streamed = "".join(c.choices[0].text for c in chunks if c.choices)
         receipt = plain.usage.model_extra["greenllm"]
+
+        async def load() -> list[str]:  # a small load: 16 requests, 4 at a time, none lost
+            sem = asyncio.Semaphore(4)
+            body = {k: v for k, v in args.items() if k != "extra_body"} | {"ignore_eos": True}
+            async with httpx.AsyncClient(base_url=srv.url, timeout=300) as c:
+
+                async def one() -> str:
+                    async with sem:
+                        r = await c.post("/v1/completions", json=body)
+                        assert r.status_code == 200, r.text
+                        return r.json()["choices"][0]["text"]
+
+                return await asyncio.gather(*(one() for _ in range(16)))
+
+        texts = asyncio.run(load())
     finally:
         srv.proc.send_signal(signal.SIGINT)
         code, err = srv.wait(timeout_s=120)
+    assert texts == [plain.choices[0].text] * 16  # greedy under concurrency: the same text
     with Engine("standalone", "smollm2-135m") as engine:
         want = engine.generate_batch([prompt], SamplingParams(temperature=0.0, max_tokens=n))[0]
     assert plain.choices[0].text == want.text == streamed and want.text

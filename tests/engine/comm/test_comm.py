@@ -89,7 +89,7 @@ def test_every_control_message_names_its_kind_with_type() -> None:
             assert "type" not in cls.__annotations__, name
     assert sorted(set(kinds.values())) == sorted(
         ["init", "generate", "peer_dead", "stats", "shutdown", "hello", "ready", "tokens",
-         "finish", "handoff", "error", "event", "fatal"]
+         "finish", "handoff", "error", "event", "fatal", "abort"]
     )  # fmt: skip
 
 

