@@ -25,7 +25,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except (socket.gaierror, UnicodeError) as err:
         raise ConfigError(f"host {host!r}: cannot resolve it ({err})") from None
     family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that name it, and
+    # without it Nagle holds each streamed token behind the client's delayed ACK (~40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
