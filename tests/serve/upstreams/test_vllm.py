@@ -156,6 +156,19 @@ def _through_greenllm_serve(served: Any, spec: str, roles: tuple[str, ...]) -> N
     assert all(up.servers[r].healthy() for r in up.servers)  # attached: not stopped
 
 
+def _wait_restored(up: VLLMUpstream, run: Run, role: str, timeout_s: float = 300.0) -> None:
+    """Until the supervision has restarted ``role``'s server (so no restart is still in flight
+    when the class's servers stop: a half-started server would hold cores the next needs)."""
+
+    async def wait() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not up._healthy.get(role) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+    run(wait())
+    assert up._healthy.get(role) and not up.degraded, f"{role} not restarted in {timeout_s} s"
+
+
 def _cancel_mid_stream(up: VLLMUpstream, run: Run, legs: tuple[str, ...]) -> None:
     """Read 3 chunks of a 400-token request, close the generator: every leg stops working."""
     decode_url = up.url(legs[-1])
@@ -298,6 +311,7 @@ class TestDSD:
         up.servers["draft"].kill()
         _wait_unhealthy(up, run, "draft")
         assert _ids(run(_collect(up, _request("fb2")))) == _REFERENCE["completion"]
+        _wait_restored(up, run, "draft")
 
 
 @pytest.mark.vllm
@@ -342,6 +356,7 @@ class TestDPD:
         _wait_unhealthy(up, run, "decode")
         assert _ids(run(_collect(up, _request("fb1")))) == _REFERENCE["completion"]
         assert _metric(up.url("prefill"), "vllm:generation_tokens") - prefill_tokens == N
+        _wait_restored(up, run, "decode")
 
 
 # ---- without vLLM: parsers, errors, attach mode against a fake OpenAI server ------------------
