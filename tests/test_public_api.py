@@ -59,10 +59,10 @@ PUBLIC_API: dict[str, list[str]] = {
     "greenllm.energy": [
         "CarbonMeter", "CarbonReport", "EnergyMeasurement", "MeterWindow", "ModelledSampler",
         "NVMLSampler", "NVML_PERIOD_S", "NullSampler", "PowerModel", "PowerSampler", "RAPLSampler",
-        "RaplZone", "ReplaySampler", "Sample", "default_sampler", "energy_j", "epoch_clock",
-        "find_rapl_zones", "measure_window", "nvml_available", "power_model", "power_trace",
-        "power_w", "rapl_available", "read_power_csv", "trapezoid_j", "window_series",
-        "write_power_csv",
+        "RaplZone", "ReplaySampler", "Sample", "cumulative_j", "default_sampler", "energy_j",
+        "epoch_clock", "find_rapl_zones", "measure_window", "nvml_available", "power_model",
+        "power_trace", "power_w", "rapl_available", "read_power_csv", "trapezoid_j",
+        "window_series", "write_power_csv",
     ],
     "greenllm.engine": [
         "Engine", "EngineStats", "GenerationResult", "LinkEmulation", "MODES", "RequestOutput",

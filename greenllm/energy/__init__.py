@@ -7,6 +7,7 @@ The hardware modules (``pynvml``) are imported only when a sampler starts.
 from greenllm.energy.default import default_sampler
 from greenllm.energy.integration import (
     EnergyMeasurement,
+    cumulative_j,
     epoch_clock,
     measure_window,
     trapezoid_j,
@@ -47,6 +48,7 @@ __all__ = [
     "RaplZone",
     "ReplaySampler",
     "Sample",
+    "cumulative_j",
     "default_sampler",
     "energy_j",
     "epoch_clock",

@@ -22,6 +22,7 @@ from greenllm.units import MAX_DEVICE_POWER_W, MAX_TIME_S
 __all__ = [
     "EnergyMeasurement",
     "MeasurementSummary",
+    "cumulative_j",
     "epoch_clock",
     "measure_window",
     "trapezoid_j",
@@ -71,6 +72,35 @@ def trapezoid_j(
     if t.size < 2:
         return 0.0
     return math.fsum(((p[:-1] + p[1:]) * 0.5 * np.diff(t)).tolist())
+
+
+def cumulative_j(
+    times_s: Sequence[float] | np.ndarray,
+    power_w: Sequence[float] | np.ndarray,
+    at_s: Sequence[float] | np.ndarray,
+    kind: str = "instant",
+) -> np.ndarray:
+    """Energy (J) from the first sample to each time of ``at_s`` (clipped to the samples' span),
+    so the energy of ``[a, b]`` is ``E(b) - E(a)``: one pass over the samples for any number of
+    windows. ``kind="instant"``: power linear between samples (the trapezoid rule, as
+    :func:`trapezoid_j`); ``"interval_mean"``: ``power_w[i]`` held over ``(t[i-1], t[i]]``."""
+    t, p = _curve("cumulative_j", times_s, power_w)
+    if kind not in ("instant", "interval_mean"):
+        raise ConfigError(f"cumulative_j: kind = {kind!r}: use 'instant' or 'interval_mean'")
+    x = np.asarray(at_s, dtype=float).reshape(-1)
+    if t.size < 2:
+        return np.zeros(x.size)
+    dt = np.diff(t)
+    seg_j = (p[:-1] + p[1:]) * 0.5 * dt if kind == "instant" else p[1:] * dt
+    at_sample = np.concatenate(([0.0], np.cumsum(seg_j)))
+    x = np.clip(x, t[0], t[-1])
+    i = np.clip(np.searchsorted(t, x, side="right") - 1, 0, t.size - 2)  # x in [t[i], t[i+1]]
+    into = x - t[i]
+    if kind == "instant":
+        p_x = p[i] + (p[i + 1] - p[i]) * np.divide(into, dt[i], out=np.zeros_like(into),
+                                                   where=dt[i] > 0)  # fmt: skip
+        return at_sample[i] + (p[i] + p_x) * 0.5 * into
+    return at_sample[i] + p[i + 1] * into
 
 
 def window_series(

@@ -46,6 +46,7 @@ from greenllm.checks import finite_int, finite_number
 from greenllm.energy.integration import (
     EnergyMeasurement,
     MeasurementSummary,
+    cumulative_j,
     trapezoid_j,
     window_series,
 )
@@ -570,8 +571,13 @@ class CarbonMeter:
         if energy_j <= 0 or not pieces:
             return 0.0, 0.0
         t, p = (np.asarray(x, dtype=float) for x in m.samples.get(dev, ((), ())))
-        parts = [(*_piece_energy_g(t, p, m.sample_kind, a, b, self.trace), w)
-                 for a, b, w in pieces]  # fmt: skip
+        if self.trace is None:  # one pass: E(b) - E(a) for every stretch
+            edges = cumulative_j(t, p, [x for a, b, _ in pieces for x in (a, b)], m.sample_kind)
+            piece_j = np.maximum(edges[1::2] - edges[0::2], 0.0).tolist()
+            parts = [(e, 0.0, w) for e, (_, _, w) in zip(piece_j, pieces, strict=True)]
+        else:
+            parts = [(*_piece_energy_g(t, p, m.sample_kind, a, b, self.trace), w)
+                     for a, b, w in pieces]  # fmt: skip
         e_sum = math.fsum(e for e, _, _ in parts)
         if e_sum > 0:
             scale = energy_j / e_sum

@@ -24,6 +24,7 @@ from greenllm.energy import (
     NVMLSampler,
     RAPLSampler,
     ReplaySampler,
+    cumulative_j,
     default_sampler,
     find_rapl_zones,
     rapl_available,
@@ -112,6 +113,37 @@ def test_windows_add_up(times: np.ndarray, data: st.DataObject) -> None:
     parts = trapezoid_j(*window_series(times, power_w, a, b))
     parts += trapezoid_j(*window_series(times, power_w, b, c))
     assert parts == pytest.approx(whole, rel=1e-9, abs=1e-9)
+
+
+@given(times=sample_times(2), data=st.data())
+def test_cumulative_energy_differences_are_the_windows_energy(
+    times: np.ndarray, data: st.DataObject
+) -> None:
+    """E(b) - E(a) from one cumulative pass equals integrating [a, b] alone, for instant power
+    (trapezoid) and for interval means (p[i] over (t[i-1], t[i]]), edges outside clipped."""
+    power_w = np.array(
+        data.draw(st.lists(st.floats(0, 700), min_size=len(times), max_size=len(times)))
+    )
+    span = st.floats(times[0] - 5.0, times[-1] + 5.0)
+    a, b = sorted(data.draw(st.lists(span, min_size=2, max_size=2)))
+    e = cumulative_j(times, power_w, [a, b])
+    want = trapezoid_j(*window_series(times, power_w, a, b))
+    assert e[1] - e[0] == pytest.approx(want, rel=1e-9, abs=1e-7)
+    lo, hi = np.maximum(times[:-1], a), np.minimum(times[1:], b)
+    held = math.fsum((power_w[1:] * np.clip(hi - lo, 0.0, None)).tolist())
+    e = cumulative_j(times, power_w, [a, b], kind="interval_mean")
+    assert e[1] - e[0] == pytest.approx(held, rel=1e-9, abs=1e-7)
+
+
+def test_cumulative_energy_hand_computed_and_checked() -> None:
+    t, p = [0.0, 1.0, 3.0], [10.0, 20.0, 0.0]
+    assert cumulative_j(t, p, [-1.0, 0.5, 1.0, 2.0, 9.0]).tolist() == [0.0, 6.25, 15.0, 30.0, 35.0]
+    assert cumulative_j(t, p, [0.5, 2.0], kind="interval_mean").tolist() == [10.0, 20.0]
+    assert cumulative_j([1.0], [5.0], [0.0, 2.0]).tolist() == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="kind"):
+        cumulative_j(t, p, [1.0], kind="mean")
+    with pytest.raises(ConfigError, match="power_w"):
+        cumulative_j(t, [1.0, float("nan"), 2.0], [1.0])
 
 
 # ---- replay --------------------------------------------------------------------------------------

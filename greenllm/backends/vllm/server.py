@@ -26,6 +26,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -199,6 +200,11 @@ def draft_server_argv(
     return argv + (["--cpus", cpus] if cpus else [])
 
 
+_EXCEPTION_LINE = re.compile(r"^(\(\w+ pid=\d+\)\s*)?([\w.]+(Error|Exception)|ERROR)\b")
+"""A traceback's last line (``ValueError: ...``, maybe behind vLLM's ``(EngineCore pid=N)``
+prefix) or a logged ``ERROR`` line."""
+
+
 class ServerProcess:
     """A server process under the watchdog, in its own process group, logging to a file.
 
@@ -363,14 +369,22 @@ class ServerProcess:
 
     # ---- errors --------------------------------------------------------------------------------
     def log_tail(self, n_lines: int = 20) -> str:
+        """The log's last lines, preceded by the exception lines above them (a child process's
+        root cause, e.g. vLLM's EngineCore, is often far above its parent's traceback)."""
         try:
             if self._log is not None:
                 self._log.flush()
-            lines = self.log_path.read_text(errors="replace").splitlines()[-n_lines:]
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return ("\n  last lines of " + str(self.log_path) + ":\n    " + "\n    ".join(lines)
-                if lines else "")  # fmt: skip
+        tail = lines[-n_lines:]
+        causes = [line for line in lines[:-n_lines] if _EXCEPTION_LINE.match(line)][-5:]
+        text = ""
+        if causes:
+            text += "\n  errors above them:\n    " + "\n    ".join(dict.fromkeys(causes))
+        if tail:
+            text += "\n  last lines of " + str(self.log_path) + ":\n    " + "\n    ".join(tail)
+        return text
 
     def error(self, what: str) -> WorkerError:
         return WorkerError(f"{self.kind} {self.name!r} on {self.address}: {what}{self.log_tail()}")

@@ -167,6 +167,23 @@ def test_server_exit_fails_fast_with_the_log(tmp_path: Path) -> None:
     server.stop()
 
 
+def test_the_root_cause_far_above_the_tail_is_quoted(tmp_path: Path) -> None:
+    """A child's exception line (vLLM's EngineCore) 40 lines above the parent's traceback is in
+    the error, with the log's last lines."""
+    script = ("import sys; print('(EngineCore pid=7) ValueError: not enough KV cache memory'); "
+              "[print(f'  frame {i}') for i in range(40)]; "
+              "print('RuntimeError: Engine core initialization failed'); sys.exit(1)")  # fmt: skip
+    server = _fake(tmp_path, script)
+    server.start()
+    with pytest.raises(WorkerError) as err:
+        server.wait_ready(60)
+    server.stop()
+    text = str(err.value)
+    assert "errors above them:\n    (EngineCore pid=7) ValueError: not enough KV" in text
+    assert text.index("ValueError") < text.index("last lines of") < text.index("RuntimeError")
+    assert "frame 39" in text and "frame 5\n" not in text
+
+
 def test_start_timeout_stops_the_server(tmp_path: Path) -> None:
     server = _fake(tmp_path, "import time; time.sleep(600)")
     server.start()
