@@ -109,6 +109,11 @@ def finite_array(
     :func:`finite_number`); else :class:`ConfigError` naming ``name``, the first bad element
     (or the bad value, for a wrong type: strings, bools, None, ragged or non-numeric arrays)
     and the range."""
+    if type(values) is float or (type(values) is int and abs(values) < 2**53):
+        x = float(values)  # the common scalar, when in range: no array checks
+        if math.isfinite(x) and (x > lo if lo_open else x >= lo) and (x < hi if hi_open
+                                                                     else x <= hi):  # fmt: skip
+            return np.array(x)
     need = _need(name, lo, hi, lo_open, hi_open)
     if isinstance(values, (bool, str, bytes, np.bool_)) or values is None:
         raise _error(where, name, _show(values), need)

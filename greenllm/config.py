@@ -33,9 +33,10 @@ from greenllm.errors import ConfigError
 from greenllm.units import MAX_QPS, MAX_REQUESTS, MIN_QPS
 
 if TYPE_CHECKING:
+    from typing import Self
+
     import numpy as np
     import numpy.typing as npt
-    from typing_extensions import Self
 
 __all__ = [
     "ID_FIELDS",
@@ -341,7 +342,7 @@ class ModelSpec(FrozenModel):
         return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.bytes_per_param * tokens
 
 
-class ConfigKind(str, Enum):
+class ConfigKind(str, Enum):  # noqa: UP042 (str() and format() stay as they were: ids hash them)
     """The four serving configurations of the paper (Section 7.1)."""
 
     STANDALONE = "standalone"

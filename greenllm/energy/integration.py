@@ -42,6 +42,9 @@ def epoch_clock() -> float:
 
 def _curve(func: str, times_s: object, power_w: object) -> tuple[np.ndarray, np.ndarray]:
     """``(times_s, power_w)`` as equal-length 1-D float arrays of finite numbers, or ConfigError."""
+    if isinstance(times_s, np.ndarray) and isinstance(power_w, np.ndarray) \
+            and times_s.dtype == np.float64 and power_w.dtype == np.float64:  # fmt: skip
+        return _checked(func, times_s.reshape(-1), power_w.reshape(-1))
     for name, value in (("times_s", times_s), ("power_w", power_w)):
         if value is None or isinstance(value, (bool, str, bytes, int, float)):
             raise ConfigError(f"{func}: {name} = {value!r}: must be a sequence of numbers")
@@ -54,12 +57,19 @@ def _curve(func: str, times_s: object, power_w: object) -> tuple[np.ndarray, np.
         p = raw_p.astype(float).reshape(-1)
     except (TypeError, ValueError, OverflowError) as err:
         raise ConfigError(f"{func}: times_s and power_w must be numbers: {err}") from err
+    return _checked(func, t, p)
+
+
+def _checked(func: str, t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if t.shape != p.shape:
         raise ConfigError(f"{func}: {t.size} times_s for {p.size} power_w; need one per sample")
-    if not (np.all(np.isfinite(t)) and np.all(np.abs(t) <= MAX_TIME_S)):
+    if t.size == 0:
+        return t, p
+    # min and max are NaN when any element is, and NaN fails every comparison
+    if not (t.min() >= -MAX_TIME_S and t.max() <= MAX_TIME_S):
         raise ConfigError(f"{func}: times_s must be finite seconds in [-{MAX_TIME_S:g}, "
                           f"{MAX_TIME_S:g}]")  # fmt: skip
-    if not (np.all(np.isfinite(p)) and np.all(p >= 0) and np.all(p <= MAX_DEVICE_POWER_W)):
+    if not (p.min() >= 0 and p.max() <= MAX_DEVICE_POWER_W):
         raise ConfigError(f"{func}: power_w must be finite watts in [0, {MAX_DEVICE_POWER_W:g}]")
     return t, p
 

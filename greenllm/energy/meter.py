@@ -410,12 +410,19 @@ class CarbonMeter:
         edges = {t0, t1}
         for s0, s1 in spans:
             edges.update(e for e in (s0, s1) if e is not None and t0 < e < t1)
-        cuts = sorted(edges)
-        pieces: list[Piece] = []
-        for a, b in itertools.pairwise(cuts):
-            n = sum(1 for s0, s1 in spans if s0 <= a and (s1 is None or s1 >= b))
-            pieces.append((a, b, 1.0 / max(n, 1)))
-        return pieces
+        cuts = np.array(sorted(edges))
+        if cuts.size < 2:
+            return []
+        # a span covers the stretches [cuts[i], cuts[i+1]] with first <= i < last (every edge
+        # inside [t0, t1] is a cut, so the covered stretches are contiguous): count by sweep
+        first = np.searchsorted(cuts, [s0 for s0, _ in spans], side="left")
+        ends = [math.inf if s1 is None else s1 for _, s1 in spans]
+        last = np.searchsorted(cuts, ends, side="right") - 1
+        open_n = np.zeros(cuts.size + 1, dtype=np.int64)
+        np.add.at(open_n, first, 1)
+        np.add.at(open_n, np.maximum(last, first), -1)
+        weights = (1.0 / np.maximum(np.cumsum(open_n)[: cuts.size - 1], 1)).tolist()
+        return list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), weights, strict=True))
 
     def _prune_spans(self) -> None:
         """Forget closed windows that can overlap no open one (called under the lock)."""

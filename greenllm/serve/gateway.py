@@ -161,7 +161,7 @@ class Gateway:
             logger.info("draining %d request(s)", self.inflight)
             try:
                 await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning("%d request(s) still running after the drain timeout",
                                self.inflight)  # fmt: skip
         await self.upstream.stop()
@@ -299,10 +299,11 @@ class Gateway:
             try:
                 while True:
                     try:
-                        chunk = await asyncio.wait_for(anext(stream), timeout)
+                        async with asyncio.timeout(timeout):  # no task per chunk (wait_for's)
+                            chunk = await anext(stream)
                     except StopAsyncIteration:
                         return
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         raise UpstreamError(
                             f"the upstream sent nothing for {timeout:g} s (chunk_timeout_s)",
                             retryable=not streamed,

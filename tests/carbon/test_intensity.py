@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 
 import numpy as np
@@ -23,8 +23,8 @@ from greenllm.carbon import (
 from greenllm.errors import ConfigError
 
 DATA = resources.files("greenllm.carbon") / "data"
-YEAR_2022_S = datetime(2022, 1, 1, tzinfo=timezone.utc).timestamp()
-YEAR_2023_S = datetime(2023, 1, 1, tzinfo=timezone.utc).timestamp()
+YEAR_2022_S = datetime(2022, 1, 1, tzinfo=UTC).timestamp()
+YEAR_2023_S = datetime(2023, 1, 1, tzinfo=UTC).timestamp()
 
 
 def _read_trace_rows(code: str) -> tuple[list[float], list[float]]:
@@ -155,7 +155,7 @@ def test_ciso_trace_numbers() -> None:
     trace = CarbonIntensityTrace.from_region("CISO")
     assert len(trace) == 8757
     assert trace.g_per_kwh.min() == 74.1 and trace.g_per_kwh.max() == 449.03
-    one_am = datetime(2022, 1, 1, 1, 30, tzinfo=timezone.utc).timestamp()
+    one_am = datetime(2022, 1, 1, 1, 30, tzinfo=UTC).timestamp()
     assert trace.at(one_am) == 260.92  # the file's 01:00 row
     assert 250.0 < trace.mean(trace.start_s, trace.end_s) < 262.0  # close to the paper's 261
     # Solar: the cleanest hours of a California day are around local noon (UTC-8).
@@ -267,7 +267,7 @@ def test_from_csv_iso_and_epoch(tmp_path) -> None:
         "timestamp,g_per_kwh\n2024-06-01T00:00:00Z,120\n\n2024-06-01 01:00:00,80.5\n1717207200,60\n"
     )
     trace = CarbonIntensityTrace.from_csv(path)
-    t0 = datetime(2024, 6, 1, tzinfo=timezone.utc).timestamp()
+    t0 = datetime(2024, 6, 1, tzinfo=UTC).timestamp()
     assert np.array_equal(trace.timestamps_s, [t0, t0 + 3600, t0 + 7200])
     assert trace.at(t0 + 5000) == 80.5 and trace.end_s == t0 + 3 * 3600
 

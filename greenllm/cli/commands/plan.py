@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC
 from pathlib import Path
 
 from greenllm.cli.args import (
@@ -262,7 +263,7 @@ def _pct(value: float | None) -> str:
 
 def _schedule(trace, configs, hp) -> list[dict]:
     """One entry per hour: its start (UTC), intensity, configuration and carbon."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from greenllm.errors import ProfileError
 
@@ -273,7 +274,7 @@ def _schedule(trace, configs, hp) -> list[dict]:
         )
     return [
         {
-            "start": datetime.fromtimestamp(float(t), tz=timezone.utc).isoformat(),
+            "start": datetime.fromtimestamp(float(t), tz=UTC).isoformat(),
             "start_s": float(t),
             "g_per_kwh": float(g),
             "configuration": configs[int(c)].label,

@@ -28,7 +28,7 @@ import stat
 import tempfile
 import typing
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,7 @@ def export_json(store: ProfileStore, path: str | os.PathLike[str], **filters: An
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "greenllm_version": __version__,
-        "exported_utc": datetime.now(timezone.utc).isoformat(),
+        "exported_utc": datetime.now(UTC).isoformat(),
     }
 
     def write(f: Any) -> None:  # one record per line; json.dumps without indent is C-fast

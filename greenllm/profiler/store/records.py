@@ -18,7 +18,7 @@ import math
 import platform
 import socket
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import numpy as np
@@ -169,11 +169,11 @@ class Provenance(FrozenModel):
     @field_validator("created_utc")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        if v.tzinfo is timezone.utc:
+        if v.tzinfo is UTC:
             return v
         if v.tzinfo is None:
             raise ValueError("must be timezone-aware (e.g. datetime.now(timezone.utc))")
-        return v.astimezone(timezone.utc)
+        return v.astimezone(UTC)
 
     @field_validator("extra")
     @classmethod
@@ -193,7 +193,7 @@ class Provenance(FrozenModel):
         from greenllm.version import __version__
 
         return cls(
-            created_utc=datetime.now(timezone.utc),
+            created_utc=datetime.now(UTC),
             backend_version=backend_version,
             greenllm_version=__version__,
             python_version=platform.python_version(),

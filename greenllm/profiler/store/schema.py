@@ -13,7 +13,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +208,7 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
                     f"failed ({err}); "
                     f"the store is unchanged at version {current}: report this as a bug"
                 ) from err
-            now = datetime.now(timezone.utc).isoformat()
+            now = datetime.now(UTC).isoformat()
             conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (v + 1, now, __version__))
             logger.info("%s: schema migrated to version %d", path, v + 1)
         conn.execute("COMMIT")

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from greenllm.config import SLO, Configuration, RequestSize, Workload
@@ -66,7 +66,7 @@ def make_record(i: int, run_id: str = "default") -> ProfileRecord:
             GPUUsage(gpu=g, energy_j=100.0 + i, busy_s=5.0, allocated_s=10.0) for g in cfg.gpus
         ),
         provenance=Provenance(
-            created_utc=datetime(2026, 1, 1, tzinfo=timezone.utc), extra={"i": i}
+            created_utc=datetime(2026, 1, 1, tzinfo=UTC), extra={"i": i}
         ),
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -248,7 +248,7 @@ def test_rekey_leaves_a_row_with_invalid_json_as_it_was(tmp_path: Path, caplog) 
     path = tmp_path / "p.sqlite"
     with ProfileStore(path) as store:
         store.put_many([make_record(0), make_record(1)])
-    _stale_copy(path, make_record(1), "c" * 20, datetime.now(timezone.utc), 5)
+    _stale_copy(path, make_record(1), "c" * 20, datetime.now(UTC), 5)
     _raw(path, "UPDATE profiles SET configuration_json = '{\"kind\": \"turbo\"}'"
                " WHERE cell_id = ?", "c" * 20)  # fmt: skip
     with sqlite3.connect(path) as conn:

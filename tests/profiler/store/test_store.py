@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ CONFIGS = [
     Configuration(kind="dpd", old_gpu="V100"),
     Configuration(kind="dsd", old_gpu="T4", draft_model="llama-1b", link_gbps=100.0),
 ]
-PROV = Provenance(created_utc=datetime(2026, 3, 1, 12, tzinfo=timezone.utc), host="h")
+PROV = Provenance(created_utc=datetime(2026, 3, 1, 12, tzinfo=UTC), host="h")
 
 
 # --- hypothesis strategies (reusable) -------------------------------------------------------
@@ -114,7 +114,7 @@ def profile_records(draw: st.DrawFn) -> ProfileRecord:
         link_bytes=draw(st.integers(0, 2**62)),
         carbon=carbon,
         provenance=Provenance(
-            created_utc=when.replace(tzinfo=timezone.utc),
+            created_utc=when.replace(tzinfo=UTC),
             backend_version="1.2",
             host="x",
             extra=extra,
@@ -225,7 +225,7 @@ def test_from_requests_summarises_and_aligns_gpus() -> None:
     fresh = ProfileRecord.from_requests(
         w, CONFIGS[0], "sim", ttft_s=[], tpot_s=[], energy_j=[1.0], duration_s=1, slo=SLO_CHAT
     )
-    assert fresh.provenance.created_utc.tzinfo is timezone.utc and fresh.provenance.python_version
+    assert fresh.provenance.created_utc.tzinfo is UTC and fresh.provenance.python_version
 
 
 @pytest.mark.parametrize(
@@ -324,7 +324,7 @@ def test_record_needs_the_workload_slo() -> None:
 
 def test_provenance_converts_to_utc() -> None:
     east = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=3)))
-    assert Provenance(created_utc=east).created_utc == datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
+    assert Provenance(created_utc=east).created_utc == datetime(2026, 1, 1, 9, tzinfo=UTC)
     assert Provenance(created_utc=east, extra={"t": (1, 2)}).extra == {"t": [1, 2]}
 
 
