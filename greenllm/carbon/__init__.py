@@ -24,6 +24,17 @@ from greenllm.carbon.catalog.registry import (
     unregister_gpu,
 )
 from greenllm.carbon.intensity.data import PAPER_REGIONS, TRACE_REGIONS
+from greenllm.carbon.intensity.providers import (
+    CachedProvider,
+    ElectricityMapsProvider,
+    IntensityProvider,
+    IntensityReading,
+    IntensityUnavailableError,
+    StaticProvider,
+    TraceProvider,
+    WattTimeProvider,
+    make_provider,
+)
 from greenllm.carbon.intensity.regions import (
     RegionInfo,
     carbon_intensity,
@@ -35,11 +46,19 @@ from greenllm.carbon.intensity.trace import CarbonIntensityTrace
 __all__ = [
     "PAPER_REGIONS",
     "TRACE_REGIONS",
+    "CachedProvider",
     "CarbonBreakdown",
     "CarbonIntensityTrace",
     "DeviceUsage",
+    "ElectricityMapsProvider",
     "GPUSpec",
+    "IntensityProvider",
+    "IntensityReading",
+    "IntensityUnavailableError",
     "RegionInfo",
+    "StaticProvider",
+    "TraceProvider",
+    "WattTimeProvider",
     "act_embodied_breakdown_kg",
     "act_embodied_kg",
     "amortized_embodied_g",
@@ -49,6 +68,7 @@ __all__ = [
     "lifetime_for",
     "list_gpus",
     "list_regions",
+    "make_provider",
     "operational_carbon_g",
     "region_info",
     "register_gpu",

@@ -347,6 +347,18 @@ class CarbonMeter:
         self._spans: dict[str, list[float | None]] = {}  # window key -> [start_s, end_s or None]
         self.reports: list[CarbonReport] = []
 
+    def set_intensity(self, g_per_kwh: float, source: str) -> None:
+        """Use ``g_per_kwh`` (from ``source``, e.g. a live provider) for windows that close
+        from now on (a meter with a trace keeps its trace: ConfigError)."""
+        if self.trace is not None:
+            raise ConfigError("CarbonMeter.set_intensity: this meter follows a trace")
+        value = finite_number("g_per_kwh", g_per_kwh, 0.0, MAX_INTENSITY_G_PER_KWH,
+                              where="CarbonMeter.set_intensity")  # fmt: skip
+        if not isinstance(source, str) or not source:
+            raise ConfigError("CarbonMeter.set_intensity: source must name where it came from")
+        with self._lock:
+            self.intensity_g_per_kwh, self.intensity_source = value, source
+
     # ---- sampler -------------------------------------------------------------------------------
     @property
     def sampler(self) -> PowerSampler:

@@ -25,8 +25,8 @@ from greenllm.scheduler.completion.sgd import SGDFactorization
 from greenllm.scheduler.completion.softimpute import SoftImpute
 from greenllm.scheduler.completion.surprise import SurpriseSVD, surprise_available
 from greenllm.scheduler.matrix import ProfileMatrices, RowKey, matrices_from_store
-from greenllm.scheduler.planner import Plan, PlanEntry, Planner
-from greenllm.scheduler.timeplan import HourlyPlan, plan_hourly
+from greenllm.scheduler.planner import Plan, PlanEntry, Planner, PlanTable
+from greenllm.scheduler.timeplan import HourlyPlan, Hysteresis, plan_hourly
 
 __all__ = [
     "METHODS",
@@ -38,8 +38,10 @@ __all__ = [
     "CompletionResult",
     "Decision",
     "HourlyPlan",
+    "Hysteresis",
     "Plan",
     "PlanEntry",
+    "PlanTable",
     "Planner",
     "ProfileMatrices",
     "RowKey",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
@@ -109,6 +109,62 @@ class Plan(FrozenModel):
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
         return cls.model_validate_json(text)
+
+
+@dataclass(frozen=True)
+class PlanTable:
+    """One application at one request size: every candidate configuration at every profiled
+    QPS level, completed (what a live controller chooses from; :meth:`Planner.table`).
+
+    Arrays are (levels, configs). ``allowed``: Algorithm 1's feasible set per level, or its
+    fallback where none is feasible; ``attainment_lower`` is what the SLO target is compared
+    with (after the safety margin). Carbon per token at intensity ``alpha`` is
+    ``embodied_g_per_token + alpha * energy_kwh_per_token`` (Eq. 3 per token).
+    """
+
+    application: str
+    size: tuple[int, int]
+    qps_levels: np.ndarray
+    configs: tuple[Configuration, ...]
+    embodied_g_per_token: np.ndarray
+    energy_kwh_per_token: np.ndarray
+    attainment: np.ndarray
+    attainment_lower: np.ndarray
+    attainment_z: np.ndarray
+    allowed: np.ndarray
+    measured: np.ndarray
+    baseline: int
+    slo_target: float
+    margin_sigmas: float
+    matrices: ProfileMatrices = field(repr=False)
+    lifetimes_years: dict[str, float] = field(default_factory=dict)
+
+    def level(self, qps: float | np.ndarray) -> np.ndarray:
+        """The row serving each rate: the next profiled level at or above it (the top level
+        above every profiled one)."""
+        q = np.atleast_1d(np.asarray(qps, dtype=float))
+        return np.minimum(np.searchsorted(self.qps_levels, q - 1e-12), len(self.qps_levels) - 1)
+
+    def carbon_g_per_token(self, row: int, intensity_g_per_kwh: float) -> np.ndarray:
+        """Each configuration's carbon per token at ``row`` and this intensity (Eq. 3)."""
+        return self.embodied_g_per_token[row] + intensity_g_per_kwh * self.energy_kwh_per_token[row]
+
+    def slo_choice(self, row: int, intensity_g_per_kwh: float) -> int:
+        """Algorithm 1 with ``priority="slo"`` at ``row``: the lowest-carbon configuration that
+        meets the SLO, else the one most likely to."""
+        one = slice(row, row + 1)
+        bounds = AttainmentBounds(self.attainment[one], self.attainment_lower[one],
+                                  self.attainment_z[one])  # fmt: skip
+        carbon = self.carbon_g_per_token(row, intensity_g_per_kwh)[None, :]
+        return int(choose_with_margin(carbon, bounds, self.slo_target, "slo", self.baseline,
+                                      self.margin_sigmas)[0])  # fmt: skip
+
+    def switch_cost(
+        self, configs: Sequence[int] | np.ndarray | None = None, engine_start_s: float = 60.0
+    ) -> tuple[float, float]:
+        """(kWh, g embodied) of one switch to the costliest of ``configs``
+        (:func:`estimate_switch_cost`)."""
+        return estimate_switch_cost(self.matrices, self.lifetimes_years, configs, engine_start_s)
 
 
 class Planner:
@@ -342,29 +398,15 @@ class Planner:
         profiles by :func:`estimate_switch_cost` (restarting the engines of a configuration:
         ``engine_start_s`` seconds at its profiled power and with its GPUs allocated).
         """
-        m = _matrices(source, backend)
-        if not isinstance(application, str):
-            raise ConfigError(f"application = {_show(application)}: must be an application name")
-        rows = [i for i, k in enumerate(m.rows) if k.application == application.lower()]
-        if not rows:
-            apps = sorted({k.application for k in m.rows})
-            raise ConfigError(f"application {application!r} is not profiled; profiled: {apps}")
-        size = _pick_size([(m.rows[i].input_tokens, m.rows[i].output_tokens) for i in rows], size)
-        rows = [i for i in rows if (m.rows[i].input_tokens, m.rows[i].output_tokens) == size]
-        levels = np.array([m.rows[i].qps for i in rows])
-        alpha = np.asarray(trace.g_per_kwh, dtype=float)
+        t = self.table(source, application, backend=backend, size=size)
         qps = _qps_per_hour(qps_by_hour, trace)
-        level = np.minimum(np.searchsorted(levels, qps - 1e-12), len(levels) - 1)
-        m, base = self.candidates(m)
-        filled = self.complete(m)
-        allowed = self._effective_attainment(filled)[rows] >= self.slo_target
-        fallback = self.choose({k: v[rows] for k, v in filled.items()}, base)
-        none = ~allowed.any(axis=1)
-        allowed[none, fallback[none]] = True
+        level = t.level(qps)
+        alpha = np.asarray(trace.g_per_kwh, dtype=float)
+        allowed = t.allowed
         source_note = "given"
         if switch_energy_kwh is None or switch_embodied_g is None:
             cand = np.flatnonzero(allowed[np.unique(level)].any(axis=0))
-            est_kwh, est_g = estimate_switch_cost(m, self.lifetimes_years, cand, engine_start_s)
+            est_kwh, est_g = t.switch_cost(cand, engine_start_s)
             given = (("energy", switch_energy_kwh), ("embodied carbon", switch_embodied_g))
             what = [w for w, v in given if v is None]
             switch_energy_kwh = est_kwh if switch_energy_kwh is None else switch_energy_kwh
@@ -374,20 +416,57 @@ class Planner:
                 "the profiled power of the costliest allowed configuration"
             )
         hp = plan_hourly(
-            filled["embodied"][rows],
-            filled["energy_kwh"][rows],
+            t.embodied_g_per_token,
+            t.energy_kwh_per_token,
             allowed,
             row_of_hour=level,
             intensity_g_per_kwh=alpha,
-            tokens_per_hour=qps * 3600.0 * size[1],
-            baseline=base,
+            tokens_per_hour=qps * 3600.0 * t.size[1],
+            baseline=t.baseline,
             switch_energy_kwh=switch_energy_kwh,
             switch_embodied_g=switch_embodied_g,
             solver=solver,
             hysteresis=hysteresis,
         )
-        return _with_load_range(replace(hp, switch_cost_source=source_note), qps, levels,
-                                application, size)  # fmt: skip
+        return _with_load_range(replace(hp, switch_cost_source=source_note), qps, t.qps_levels,
+                                t.application, t.size)  # fmt: skip
+
+    def table(
+        self,
+        source: ProfileMatrices | ProfileSource,
+        application: str,
+        *,
+        backend: str | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> PlanTable:
+        """The completed :class:`PlanTable` of ``application`` (at ``size`` = (input, output
+        tokens); default: the size with the most QPS levels, the median size on a tie)."""
+        m = _matrices(source, backend)
+        if not isinstance(application, str):
+            raise ConfigError(f"application = {_show(application)}: must be an application name")
+        rows = [i for i, k in enumerate(m.rows) if k.application == application.lower()]
+        if not rows:
+            apps = sorted({k.application for k in m.rows})
+            raise ConfigError(f"application {application!r} is not profiled; profiled: {apps}")
+        size = _pick_size([(m.rows[i].input_tokens, m.rows[i].output_tokens) for i in rows], size)
+        rows = [i for i in rows if (m.rows[i].input_tokens, m.rows[i].output_tokens) == size]
+        m, base = self.candidates(m)
+        filled = self.complete(m)
+        allowed = self._effective_attainment(filled)[rows] >= self.slo_target
+        fallback = self.choose({k: v[rows] for k, v in filled.items()}, base)
+        none = ~allowed.any(axis=1)
+        allowed[none, fallback[none]] = True
+        return PlanTable(
+            application=application.lower(), size=size,
+            qps_levels=np.array([m.rows[i].qps for i in rows]), configs=tuple(m.configs),
+            embodied_g_per_token=filled["embodied"][rows],
+            energy_kwh_per_token=filled["energy_kwh"][rows],
+            attainment=filled["attainment"][rows],
+            attainment_lower=filled["attainment_lower"][rows],
+            attainment_z=filled["attainment_z"][rows], allowed=allowed,
+            measured=m.carbon_observed[rows], baseline=base, slo_target=self.slo_target,
+            margin_sigmas=self.margin_sigmas, matrices=m, lifetimes_years=self.lifetimes_years,
+        )  # fmt: skip
 
 
 def _energy_source(m: ProfileMatrices, r: int, c: int) -> EnergySource:

@@ -30,7 +30,7 @@ import numpy as np
 
 from greenllm.errors import ConfigError
 
-__all__ = ["HourlyPlan", "plan_hourly"]
+__all__ = ["HourlyPlan", "Hysteresis", "plan_hourly"]
 
 
 @dataclass(frozen=True)
@@ -177,25 +177,53 @@ def _viterbi(cost: np.ndarray, switch: np.ndarray) -> np.ndarray:
     return choice
 
 
+class Hysteresis:
+    """The online rule, one period at a time (the live controller's and ``solver="online"``'s).
+
+    :meth:`step` takes one period's carbon per configuration (``inf``: not allowed now) and
+    the cost of a switch (g); it keeps the current configuration until another has
+    accumulated an advantage over it larger than ``factor`` x the switching cost, and leaves a
+    configuration at once when it becomes infeasible. ``current`` is None before the first
+    step (which takes the cheapest).
+    """
+
+    def __init__(self, n_configs: int, factor: float = 1.0, current: int | None = None) -> None:
+        if isinstance(n_configs, bool) or not isinstance(n_configs, int) or n_configs < 1:
+            raise ConfigError(f"n_configs = {n_configs!r}: must be an integer >= 1")
+        if isinstance(factor, bool) or not isinstance(factor, int | float | np.number) \
+                or not np.isfinite(factor) or factor < 0:  # fmt: skip
+            raise ConfigError(f"hysteresis = {factor!r}: must be a finite number >= 0")
+        if current is not None and not 0 <= current < n_configs:
+            raise ConfigError(f"current = {current!r}: must index a configuration "
+                              f"0..{n_configs - 1}")  # fmt: skip
+        self.factor = float(factor)
+        self.current = current
+        self.advantage_g = np.zeros(n_configs)
+        """Each configuration's carbon advantage over the current one since the last switch."""
+
+    def step(self, cost_g: np.ndarray, switch_g: float) -> int:
+        """This period's configuration given its carbon per configuration."""
+        row = np.asarray(cost_g, dtype=float)
+        if row.shape != self.advantage_g.shape or not np.isfinite(row).any():
+            raise ConfigError(f"cost_g: need {self.advantage_g.size} costs with one finite "
+                              f"(allowed) entry, got shape {row.shape}")  # fmt: skip
+        if self.current is None or not np.isfinite(row[self.current]):  # start, or infeasible
+            self.current = int(np.argmin(row))
+            self.advantage_g[:] = 0.0
+            return self.current
+        gain = np.where(np.isfinite(row), row[self.current] - row, -np.inf)
+        self.advantage_g = np.maximum(0.0, self.advantage_g + gain)
+        best = int(np.argmax(self.advantage_g))
+        if best != self.current and self.advantage_g[best] > self.factor * switch_g:
+            self.current = best
+            self.advantage_g[:] = 0.0
+        return self.current
+
+
 def _hysteresis(cost: np.ndarray, switch: np.ndarray, factor: float) -> np.ndarray:
-    n_hours, n_cfg = cost.shape
-    choice = np.empty(n_hours, dtype=np.int64)
-    current = int(np.argmin(cost[0]))
-    advantage = np.zeros(n_cfg)
-    for h in range(n_hours):
-        row = cost[h]
-        if not np.isfinite(row[current]):  # infeasible now: leave at once
-            current = int(np.argmin(row))
-            advantage[:] = 0.0
-        else:
-            gain = np.where(np.isfinite(row), row[current] - row, -np.inf)
-            advantage = np.maximum(0.0, advantage + gain)
-            best = int(np.argmax(advantage))
-            if best != current and advantage[best] > factor * switch[h]:
-                current = best
-                advantage[:] = 0.0
-        choice[h] = current
-    return choice
+    rule = Hysteresis(cost.shape[1], factor)
+    return np.array([rule.step(cost[h], float(switch[h])) for h in range(cost.shape[0])],
+                    dtype=np.int64)  # fmt: skip
 
 
 def _check(

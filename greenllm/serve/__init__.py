@@ -1,7 +1,8 @@
 """Serving: ``greenllm serve``, an OpenAI-compatible gateway with a carbon receipt per response.
 
 - :class:`Gateway` (:mod:`~greenllm.serve.gateway`): admission, retry, timeouts, receipts and
-  metrics around one configuration's engines; :class:`GatewaySettings` its limits;
+  metrics around one configuration's engines, switched make-before-break
+  (:class:`SwitchRecord`, :class:`Deployment`); :class:`GatewaySettings` its limits;
   :class:`Finished` the last event of a request;
 - :func:`create_app` (:mod:`~greenllm.serve.app`): the FastAPI app (OpenAI routes, health,
   readiness, Prometheus metrics); :func:`run_server` (:mod:`~greenllm.serve.server`) runs it
@@ -27,6 +28,8 @@ _LAZY: dict[str, str] = {
     "Gateway": "greenllm.serve.gateway",
     "GatewaySettings": "greenllm.serve.gateway",
     "Finished": "greenllm.serve.gateway",
+    "Deployment": "greenllm.serve.gateway",
+    "SwitchRecord": "greenllm.serve.gateway",
     "create_app": "greenllm.serve.app",
     "run_server": "greenllm.serve.server",
     "bind_socket": "greenllm.serve.server",
@@ -52,7 +55,13 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 if TYPE_CHECKING:  # pragma: no cover
     from greenllm.serve.app import create_app  # noqa: F401
-    from greenllm.serve.gateway import Finished, Gateway, GatewaySettings  # noqa: F401
+    from greenllm.serve.gateway import (  # noqa: F401
+        Deployment,
+        Finished,
+        Gateway,
+        GatewaySettings,
+        SwitchRecord,
+    )
     from greenllm.serve.metrics import GatewayMetrics  # noqa: F401
     from greenllm.serve.protocol import (  # noqa: F401
         APIError,

@@ -7,6 +7,13 @@ A request is admitted while fewer than ``max_inflight`` are in flight (else 429 
 every wait for the next chunk, and retried once if the upstream failed before its first token
 (:class:`~greenllm.serve.upstream.UpstreamError` with ``retryable``). A request whose consumer
 goes away (the client disconnected) closes the upstream stream, which cancels its work.
+
+**Switching configuration, make-before-break** (:meth:`Gateway.switch`): the new
+configuration's engines start and answer a one-token warm-up request while the old one keeps
+serving; then new requests go to the new one, the old one finishes what it has in flight and
+only then stops. Each configuration has its own meter and ledger (its own GPUs), so a request
+is charged to the GPUs that served it; the switch itself (engine start and warm-up: the new
+GPUs' power and allocated time) is recorded as a :class:`SwitchRecord`.
 """
 
 from __future__ import annotations
@@ -15,19 +22,21 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from greenllm.carbon import embodied_carbon_g, operational_carbon_g
 from greenllm.config import SLO
-from greenllm.energy import CarbonMeter, MeterWindow
+from greenllm.energy import CarbonMeter, MeterWindow, power_model
 from greenllm.errors import ConfigError
 from greenllm.serve.metrics import GatewayMetrics
 from greenllm.serve.protocol import APIError
-from greenllm.serve.receipts import Receipt, ReceiptLedger
+from greenllm.serve.receipts import LedgerTotals, Receipt, ReceiptLedger
 from greenllm.serve.upstream import GenerationRequest, TokenChunk, Upstream, UpstreamError
 
-__all__ = ["Finished", "Gateway", "GatewaySettings"]
+__all__ = ["Deployment", "Finished", "Gateway", "GatewaySettings", "SwitchRecord"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +100,71 @@ class Finished:
     tpot_s: float | None
 
 
+@dataclass
+class Deployment:
+    """One configuration being served: its upstream, and the meter and ledger of its GPUs."""
+
+    upstream: Upstream
+    meter: CarbonMeter
+    ledger: ReceiptLedger
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    started_s: float = 0.0
+    """Seconds its engines took to start (wall clock)."""
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    @property
+    def label(self) -> str:
+        return self.upstream.configuration.label
+
+    def totals(self) -> LedgerTotals:
+        """Charged to its finished requests so far."""
+        return self.ledger.totals
+
+
+@dataclass(frozen=True)
+class SwitchRecord:
+    """One make-before-break switch: timings (wall seconds) and what it cost.
+
+    ``energy_j`` and ``embodied_g``/``operational_g`` are the new configuration's GPUs from
+    the start of its engines to the end of the warm-up (idle power while starting, the warm-up
+    request's power, Eq. 1 on the allocated time); the old configuration's GPUs keep being
+    charged to the requests they finish."""
+
+    from_label: str
+    to_label: str
+    reason: str
+    at_s: float
+    start_s: float
+    warmup_s: float
+    drain_s: float
+    energy_j: float
+    embodied_g: float
+    operational_g: float
+    requests_drained: int
+
+    @property
+    def total_g(self) -> float:
+        return self.embodied_g + self.operational_g
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.from_label, "to": self.to_label, "reason": self.reason,
+                "at_s": self.at_s, "start_s": self.start_s, "warmup_s": self.warmup_s,
+                "drain_s": self.drain_s, "energy_j": self.energy_j,
+                "embodied_g": self.embodied_g, "operational_g": self.operational_g,
+                "total_g": self.total_g, "requests_drained": self.requests_drained}  # fmt: skip
+
+
 class Gateway:
-    """One configuration served from ``upstream`` with receipts and metrics.
+    """One configuration at a time served from an upstream, with receipts and metrics;
+    :meth:`switch` moves to another configuration without dropping a request.
 
     Intensity: ``region`` (e.g. ``"CISO"``) or ``intensity_g_per_kwh`` (default: CISO, as
-    :class:`~greenllm.energy.CarbonMeter`). ``slo``: the latency objective the
-    ``greenllm_slo_attainment`` metric counts against (default: 1 s TTFT, 100 ms TPOT).
+    :class:`~greenllm.energy.CarbonMeter`); :meth:`set_intensity` changes it for requests
+    admitted afterwards. ``slo``: the latency objective the ``greenllm_slo_attainment`` metric
+    counts against (default: 1 s TTFT, 100 ms TPOT).
     """
 
     def __init__(
@@ -109,40 +177,79 @@ class Gateway:
         lifetimes_years: float | Mapping[str, float] = 7.0,
         slo: SLO | None = None,
     ) -> None:
-        self.upstream = upstream
+        self._first = upstream
         self.settings = settings or GatewaySettings()
         self.slo = slo or SLO(ttft_s=1.0, tpot_s=0.1)
-        self.label = upstream.configuration.label
         self._meter_args: dict[str, Any] = dict(
             region=region, intensity_g_per_kwh=intensity_g_per_kwh, lifetimes_years=lifetimes_years
         )
         self.metrics = GatewayMetrics(
-            configuration_label=self.label, acceptance_rate=lambda: upstream.stats().acceptance_rate
+            configuration_label=upstream.configuration.label,
+            acceptance_rate=lambda: self.upstream.stats().acceptance_rate,
         )
-        self.meter: CarbonMeter | None = None
-        self.ledger: ReceiptLedger | None = None
+        self.active: Deployment | None = None
+        self.retired: list[Deployment] = []
+        """Configurations switched away from (stopped), with their totals."""
+        self.switches: list[SwitchRecord] = []
         self.inflight = 0
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._started = False
+        self._switching = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self.recoveries = 0
         """Times the upstream was brought back after it stopped being ready."""
 
+    # ---- state ---------------------------------------------------------------------------------
+    @property
+    def upstream(self) -> Upstream:
+        """The upstream new requests go to."""
+        return self.active.upstream if self.active is not None else self._first
+
+    @property
+    def label(self) -> str:
+        return self.upstream.configuration.label
+
+    @property
+    def meter(self) -> CarbonMeter | None:
+        return self.active.meter if self.active is not None else None
+
+    @property
+    def ledger(self) -> ReceiptLedger | None:
+        return self.active.ledger if self.active is not None else None
+
     # ---- lifecycle -----------------------------------------------------------------------------
+    async def _deploy(self, upstream: Upstream, warm_up: bool = False) -> tuple[Deployment, Any]:
+        """Start ``upstream``, open its meter and (after the warm-up request, if asked, in a
+        window of its own) its ledger. Returns the deployment and the warm-up's report."""
+        t0 = time.monotonic()
+        meter = report = None
+        try:
+            await upstream.start()
+            started_s = time.monotonic() - t0
+            meter = CarbonMeter([d.gpu for d in upstream.devices],
+                                sampler=upstream.power_sampler(), **self._meter_args)  # fmt: skip
+            if warm_up:
+                with meter.window("warm-up") as win:
+                    await self._warm_up(upstream)
+                report = win.report
+                meter.reports.clear()
+        except BaseException:
+            if meter is not None:
+                meter.close()
+            await upstream.stop()  # whatever part of it started
+            raise
+        ledger = ReceiptLedger(meter, upstream.configuration.label, upstream.energy_source)
+        return Deployment(upstream, meter, ledger, started_s=started_s), report
+
     async def start(self) -> None:
         """Start the upstream and the meter (idempotent)."""
         if self._started:
             return
-        await self.upstream.start()
-        devices = self.upstream.devices
-        self.meter = CarbonMeter(
-            [d.gpu for d in devices], sampler=self.upstream.power_sampler(), **self._meter_args
-        )
-        self.ledger = ReceiptLedger(self.meter, self.label, self.upstream.energy_source)
-        if self.meter.intensity_g_per_kwh is not None:
-            self.metrics.intensity.set(self.meter.intensity_g_per_kwh)
+        self.active, _ = await self._deploy(self._first)
+        if self.active.meter.intensity_g_per_kwh is not None:
+            self.metrics.intensity.set(self.active.meter.intensity_g_per_kwh)
         self._started = True
         self._watcher = asyncio.create_task(self._watch(), name="gateway-upstream-watch")
         logger.info("gateway serving %s on %s (%s)", self.upstream.model, self.label,
@@ -164,12 +271,104 @@ class Gateway:
             except TimeoutError:
                 logger.warning("%d request(s) still running after the drain timeout",
                                self.inflight)  # fmt: skip
-        await self.upstream.stop()
-        if self.ledger is not None:
-            self.ledger.close_idle()
-        if self.meter is not None:
-            self.meter.close()
+        if self.active is not None:
+            await self._retire(self.active)
+        else:
+            await self._first.stop()
         self._started = False
+
+    async def _retire(self, dep: Deployment) -> None:
+        await dep.upstream.stop()
+        dep.ledger.close_idle()
+        dep.meter.close()
+
+    async def switch(self, upstream: Upstream, reason: str = "") -> SwitchRecord:
+        """Serve ``upstream``'s configuration from now on, make-before-break: start its
+        engines and warm them with a one-token request while the current configuration keeps
+        serving, send new requests to it, let the old one finish its requests in flight (up to
+        ``drain_timeout_s``), then stop the old one. On a failure to start or warm up, the new
+        engines are stopped, the current configuration stays, and the error is raised."""
+        if not self._started or self.active is None:
+            raise ConfigError("Gateway.switch: start the gateway first")
+        async with self._switching:
+            old = self.active
+            at_s = time.time()
+            t0 = time.monotonic()
+            new, warm = await self._deploy(upstream, warm_up=True)
+            warmup_s = time.monotonic() - t0 - new.started_s
+            start = self._start_cost(new)
+            self.active = new
+            self.metrics.set_configuration(new.label)
+            logger.warning("switched %s -> %s (%s); draining %d request(s) on %s", old.label,
+                           new.label, reason or "asked", old.inflight, old.label)  # fmt: skip
+            t_drain = time.monotonic()
+            drained = old.inflight
+            if old.inflight:
+                try:
+                    await asyncio.wait_for(old.idle.wait(), self.settings.drain_timeout_s)
+                except TimeoutError:
+                    logger.warning("%d request(s) still on %s after the drain timeout",
+                                   old.inflight, old.label)  # fmt: skip
+            await self._retire(old)
+            self.retired.append(old)
+            record = SwitchRecord(
+                from_label=old.label, to_label=new.label, reason=reason, at_s=at_s,
+                start_s=new.started_s, warmup_s=warmup_s, drain_s=time.monotonic() - t_drain,
+                energy_j=warm.energy_j + start[0], embodied_g=warm.embodied_g + start[1],
+                operational_g=warm.operational_g + start[2], requests_drained=drained,
+            )  # fmt: skip
+            self.switches.append(record)
+            return record
+
+    async def _warm_up(self, upstream: Upstream) -> None:
+        request = GenerationRequest(f"warmup-{len(self.switches)}", max_tokens=1, prompt="Hello",
+                                    temperature=0.0)  # fmt: skip
+        async with asyncio.timeout(self.settings.chunk_timeout_s):
+            async for _ in upstream.stream(request):
+                pass
+
+    def _start_cost(self, dep: Deployment) -> tuple[float, float, float]:
+        """Energy (J, facility), embodied and operational carbon (g) of ``dep``'s engine start:
+        its GPUs at the power model's idle power for the start time (Eq. 2), allocated
+        meanwhile (Eq. 1)."""
+        meter, seconds = dep.meter, dep.started_s
+        joules = meter.pue * seconds * sum(power_model(d.gpu).power_w(0.0)
+                                           for d in dep.upstream.devices)  # fmt: skip
+        pairs = zip(meter.gpus, meter.lifetimes_years, strict=True)
+        embodied = sum(float(embodied_carbon_g(seconds, g, life)) for g, life in pairs)
+        if meter.intensity_g_per_kwh is not None:
+            intensity = meter.intensity_g_per_kwh
+        else:
+            assert meter.trace is not None
+            now = time.time()
+            intensity = float(meter.trace.mean(now - seconds, now)) if seconds > 0 else 0.0
+        return joules, embodied, float(operational_carbon_g(joules, intensity))
+
+    def set_intensity(self, g_per_kwh: float, source: str) -> None:
+        """Charge requests that finish from now on at ``g_per_kwh`` (a live provider's value);
+        the ``greenllm_grid_carbon_intensity_g_per_kwh`` gauge follows."""
+        for dep in (self.active,):
+            if dep is not None:
+                dep.meter.set_intensity(g_per_kwh, source)
+        self._meter_args.update(region=None, intensity_g_per_kwh=float(g_per_kwh))
+        self.metrics.intensity.set(g_per_kwh)
+
+    def totals(self) -> dict[str, float]:
+        """Everything charged so far, every configuration served and every switch included:
+        ``requests``, ``completion_tokens``, ``energy_j``, ``embodied_g``, ``operational_g``,
+        ``switch_g``, ``total_g``."""
+        deps = [*self.retired, *([self.active] if self.active is not None else [])]
+        t = [d.ledger.totals for d in deps]
+        out = {
+            "requests": float(sum(x.requests for x in t)),
+            "completion_tokens": float(sum(x.completion_tokens for x in t)),
+            "energy_j": sum(sum(x.energy_j.values()) for x in t),
+            "embodied_g": sum(x.embodied_g for x in t),
+            "operational_g": sum(x.operational_g for x in t),
+            "switch_g": sum(r.total_g for r in self.switches),
+        }
+        out["total_g"] = out["embodied_g"] + out["operational_g"] + out["switch_g"]
+        return out
 
     async def _watch(self) -> None:
         """While the upstream is not ready, call :meth:`Upstream.recover` with exponential
@@ -178,20 +377,21 @@ class Gateway:
         delay = first
         while not self.draining:
             await asyncio.sleep(self.settings.health_period_s)
-            if self.upstream.ready or self.draining:
+            upstream = self.upstream
+            if upstream.ready or self.draining:
                 delay = first
                 continue
-            logger.warning("the %s upstream is not ready: recovering it", self.upstream.backend)
+            logger.warning("the %s upstream is not ready: recovering it", upstream.backend)
             try:
-                await self.upstream.recover()
+                await upstream.recover()
             except Exception as err:
                 logger.warning("recovery failed (%s); next try in %g s", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(longest, delay * 2)
                 continue
-            if self.upstream.ready:
+            if upstream.ready:
                 self.recoveries += 1
-                logger.warning("the %s upstream is ready again", self.upstream.backend)
+                logger.warning("the %s upstream is ready again", upstream.backend)
                 delay = first
 
     @property
@@ -224,18 +424,21 @@ class Gateway:
         :class:`UpstreamError` when the upstream fails. Closing the iterator early cancels it.
         """
         self.admit()
-        assert self.ledger is not None
+        dep = self.active
+        assert dep is not None  # admitted: started
         self.inflight += 1
+        dep.inflight += 1
         self._idle.clear()
+        dep.idle.clear()
         self.metrics.inflight.inc()
-        win = self.ledger.open(request.request_id)
+        win = dep.ledger.open(request.request_id)
         closed = False
-        t0 = self.upstream.clock_s()
+        t0 = dep.upstream.clock_s()
         first_s = last_s = None
         completion = prompt = 0
         finish_reason = "error"
         status = "error"
-        stream = self._stream(request)
+        stream = self._stream(request, dep.upstream)
         try:
             async for chunk in stream:
                 if chunk.token_ids or chunk.text:
@@ -248,7 +451,7 @@ class Gateway:
                     completion = chunk.completion_tokens or completion
                 yield chunk
             status = "ok" if finish_reason != "error" else "error"
-            receipt, ttft, tpot = self._close(win, request, prompt, completion, t0, first_s,
+            receipt, ttft, tpot = self._close(dep, win, request, prompt, completion, t0, first_s,
                                               last_s, status)  # fmt: skip
             closed = True
             yield Finished(receipt, finish_reason, prompt, completion, ttft, tpot)
@@ -260,10 +463,12 @@ class Gateway:
                 await stream.aclose()  # cancels the upstream's work now, not at garbage collection
             finally:
                 if not closed:
-                    self._close(win, request, prompt, completion, t0, first_s, last_s, status)
+                    self._close(dep, win, request, prompt, completion, t0, first_s, last_s,
+                                status)  # fmt: skip
 
     def _close(
         self,
+        dep: Deployment,
         win: MeterWindow,
         request: GenerationRequest,
         prompt: int,
@@ -273,8 +478,7 @@ class Gateway:
         last_s: float | None,
         status: str,
     ) -> tuple[Receipt, float | None, float | None]:
-        assert self.ledger is not None
-        receipt = self.ledger.close(win, request.request_id, prompt, completion)
+        receipt = dep.ledger.close(win, request.request_id, prompt, completion)
         ttft = None if first_s is None else max(0.0, first_s - t0)
         tpot = None
         if first_s is not None and last_s is not None and completion > 1:
@@ -286,15 +490,20 @@ class Gateway:
         self.metrics.requests.labels(status).inc()
         self.metrics.inflight.dec()
         self.inflight -= 1
+        dep.inflight -= 1
         if self.inflight == 0:
             self._idle.set()
+        if dep.inflight == 0:
+            dep.idle.set()
         return receipt, ttft, tpot
 
-    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
+    async def _stream(
+        self, request: GenerationRequest, upstream: Upstream
+    ) -> AsyncGenerator[TokenChunk, None]:
         """The upstream's chunks, a timeout on each, one retry before the first token."""
         timeout = self.settings.chunk_timeout_s
         for attempt in (1, 2):
-            stream = self.upstream.stream(request)
+            stream = upstream.stream(request)
             streamed = False
             try:
                 while True:

@@ -16,6 +16,7 @@ prefixed ``greenllm_``:
 ``greenllm_slo_attainment``                 gauge      share of the last N requests in SLO
 ``greenllm_spec_decode_acceptance_rate``    gauge      accepted / proposed draft tokens
 ``greenllm_configuration_info{label}``      gauge      1 for the configuration served
+``greenllm_configuration_switches_total``    counter    make-before-break switches
 ==========================================  =========  =====================================
 """
 
@@ -93,11 +94,23 @@ class GatewayMetrics:
             "(NaN without speculation).", registry=reg,
         )  # fmt: skip
         accept.set_function(lambda: _nan_if_none(acceptance_rate() if acceptance_rate else None))
-        info = prom.Gauge(
-            "greenllm_configuration_info", "The configuration served (value 1).", ["label"],
+        self._info = prom.Gauge(
+            "greenllm_configuration_info", "The configuration served (value 1; 0 for one "
+            "served before a switch).", ["label"], registry=reg,
+        )  # fmt: skip
+        self._label = configuration_label
+        self._info.labels(configuration_label).set(1)
+        self.switches = prom.Counter(
+            "greenllm_configuration_switches", "Make-before-break switches of configuration.",
             registry=reg,
         )  # fmt: skip
-        info.labels(configuration_label).set(1)
+
+    def set_configuration(self, label: str) -> None:
+        """A switch: ``label`` is served now (1), the previous one no longer (0)."""
+        self._info.labels(self._label).set(0)
+        self._info.labels(label).set(1)
+        self._label = label
+        self.switches.inc()
 
     def slo_attainment(self) -> float:
         return sum(self._slo) / len(self._slo) if self._slo else math.nan

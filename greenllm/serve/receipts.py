@@ -69,6 +69,7 @@ class LedgerTotals:
     """Everything charged so far (receipts plus idle time not yet carried)."""
 
     requests: int = 0
+    completion_tokens: int = 0
     energy_j: dict[str, float] = field(default_factory=dict)
     embodied_g: float = 0.0
     operational_g: float = 0.0
@@ -131,6 +132,7 @@ class ReceiptLedger:
             report = self._end(win)
             carry, self._carry = self._carry, []
             self.totals.requests += 1
+            self.totals.completion_tokens += completion_tokens
             for r in (report, *carry):
                 self.totals.add(r)
         energy: dict[str, float] = {}

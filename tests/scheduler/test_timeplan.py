@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from greenllm.errors import ConfigError
-from greenllm.scheduler import plan_hourly
+from greenllm.scheduler import Hysteresis, plan_hourly
 
 # Two configurations on one workload row: 0 = low embodied / high energy, 1 = the opposite.
 EMB = np.array([[1.0, 3.0]])
@@ -138,3 +138,25 @@ def test_row_without_allowed_configuration_is_rejected() -> None:
             intensity_g_per_kwh=np.ones(2),
             tokens_per_hour=np.ones(2),
         )
+
+
+def test_hysteresis_steps_one_period_at_a_time() -> None:
+    """Config 1 saves 4 g per period over config 0; a switch costs 10 g (factor 1): it is taken
+    in the third period (advantage 12 > 10), not before; an infeasible current one is left at
+    once; the batch solver gives the same sequence."""
+    rule = Hysteresis(2, factor=1.0)
+    cost = np.array([[10.0, 12.0], [10.0, 6.0], [10.0, 6.0], [10.0, 6.0], [np.inf, 7.0]])
+    got = [rule.step(row, 10.0) for row in cost[:4]]
+    assert got == [0, 0, 0, 1] and rule.advantage_g.tolist() == [0.0, 0.0]
+    rule.current = 0
+    assert rule.step(cost[4], 1e9) == 1  # infeasible: leaves whatever the switching cost
+    batch = plan_hourly(cost[:4], np.zeros((4, 2)), np.ones((4, 2), bool),
+                        row_of_hour=np.arange(4), intensity_g_per_kwh=np.ones(4),
+                        tokens_per_hour=np.ones(4), switch_embodied_g=10.0,
+                        solver="online")  # fmt: skip
+    assert batch.choice.tolist() == got
+    for bad in ({"n_configs": 0}, {"n_configs": 2, "factor": -1.0}, {"n_configs": 2, "current": 5}):
+        with pytest.raises(ConfigError):
+            Hysteresis(**bad)
+    with pytest.raises(ConfigError, match="cost_g"):
+        rule.step(np.array([np.inf, np.inf]), 1.0)
