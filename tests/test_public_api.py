@@ -103,9 +103,10 @@ PUBLIC_API: dict[str, list[str]] = {
         "Experiment", "analyse", "run_cells", "summary_rows",
     ],
     "greenllm.serve": [
-        "APIError", "ChatCompletionRequest", "CompletionRequest", "Deployment", "Device",
-        "Finished", "Gateway", "GatewayMetrics", "GatewaySettings", "GenerationRequest",
-        "LedgerTotals", "Receipt", "ReceiptLedger", "SwitchRecord", "TokenChunk", "Upstream",
+        "APIError", "ChatCompletionRequest", "CompletionRequest", "Controller",
+        "ControllerSettings", "Deployment", "Device", "Finished", "Gateway", "GatewayMetrics",
+        "GatewaySettings", "GenerationRequest", "LedgerTotals", "LoadMonitor", "Observation",
+        "Receipt", "ReceiptLedger", "SwitchRecord", "TokenChunk", "Upstream",
         "UpstreamError", "UpstreamStats", "bind_socket", "create_app", "parse_request",
         "run_server",
     ],

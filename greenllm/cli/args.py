@@ -107,6 +107,30 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+_DURATION_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def duration_s(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a duration such as ``90s``, ``15m``, ``1h``, ``1.5h`` or plain
+    seconds, in ``(lo, hi]`` seconds (``[lo, hi]`` without ``lo_open``)."""
+
+    def parse(value: str) -> float:
+        s = value.strip().lower() if isinstance(value, str) else str(value)
+        unit = _DURATION_UNITS_S.get(s[-1:]) if s else None
+        number = _number(s[:-1] if unit is not None else s, "a duration (90s, 15m, 1h)")
+        seconds = number * (unit or 1.0)
+        try:
+            return finite_number("duration", seconds, lo, hi, lo_open=lo_open)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: must be a duration in {'(' if lo_open else '['}{lo:g} s, {hi:g} s],"
+                " e.g. 90s, 15m or 1h"
+            ) from None
+
+    parse.__name__ = "duration"
+    return parse
+
+
 def text(value: str) -> str:
     """An argparse type: a non-empty string (a name, list or path) of at most MAX_TEXT chars."""
     s = value.strip()

@@ -3,6 +3,9 @@
 - :class:`Gateway` (:mod:`~greenllm.serve.gateway`): admission, retry, timeouts, receipts and
   metrics around one configuration's engines, switched make-before-break
   (:class:`SwitchRecord`, :class:`Deployment`); :class:`GatewaySettings` its limits;
+- :class:`Controller` (:mod:`~greenllm.serve.controller`): re-plans the configuration as grid
+  intensity and load change (:class:`ControllerSettings`, :class:`LoadMonitor`), with an SLO
+  guard and a JSONL audit log;
   :class:`Finished` the last event of a request;
 - :func:`create_app` (:mod:`~greenllm.serve.app`): the FastAPI app (OpenAI routes, health,
   readiness, Prometheus metrics); :func:`run_server` (:mod:`~greenllm.serve.server`) runs it
@@ -30,6 +33,10 @@ _LAZY: dict[str, str] = {
     "Finished": "greenllm.serve.gateway",
     "Deployment": "greenllm.serve.gateway",
     "SwitchRecord": "greenllm.serve.gateway",
+    "Observation": "greenllm.serve.gateway",
+    "Controller": "greenllm.serve.controller",
+    "ControllerSettings": "greenllm.serve.controller",
+    "LoadMonitor": "greenllm.serve.controller",
     "create_app": "greenllm.serve.app",
     "run_server": "greenllm.serve.server",
     "bind_socket": "greenllm.serve.server",
@@ -55,11 +62,13 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 if TYPE_CHECKING:  # pragma: no cover
     from greenllm.serve.app import create_app  # noqa: F401
+    from greenllm.serve.controller import Controller, ControllerSettings, LoadMonitor  # noqa: F401
     from greenllm.serve.gateway import (  # noqa: F401
         Deployment,
         Finished,
         Gateway,
         GatewaySettings,
+        Observation,
         SwitchRecord,
     )
     from greenllm.serve.metrics import GatewayMetrics  # noqa: F401

@@ -1,7 +1,9 @@
 """The HTTP face of a :class:`~greenllm.serve.gateway.Gateway`: an OpenAI-compatible FastAPI app.
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (JSON, or server-sent events
-with ``"stream": true``, ending ``data: [DONE]``), ``GET /v1/models``, ``GET /health`` (the
+with ``"stream": true``, ending ``data: [DONE]``), ``GET /v1/models``, ``GET /v1/greenllm/plan``
+(the configuration served, why, the next check), ``GET /v1/greenllm/carbon`` (totals so far and
+the baseline's estimate for the same tokens), ``GET /health`` (the
 process is alive), ``GET /ready`` (the engines are up and the gateway is not draining: 200,
 else 503), ``GET /metrics`` (Prometheus). ``X-Request-Id`` is taken from the request (1-128
 printable characters) or generated, and returned on every response.
@@ -20,6 +22,7 @@ A stream that fails after its first token ends with a chunk whose ``finish_reaso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -39,6 +42,7 @@ try:
 except ImportError as _err:  # pragma: no cover - the serve extra installs them
     raise missing_extra("fastapi", "serve") from _err
 
+from greenllm.serve.controller import Controller
 from greenllm.serve.gateway import Finished, Gateway
 from greenllm.serve.protocol import APIError, parse_request
 from greenllm.serve.upstream import TokenChunk, UpstreamError
@@ -79,16 +83,22 @@ class _RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(gateway: Gateway) -> Any:
-    """The FastAPI app serving ``gateway``; its lifespan starts and stops the gateway."""
+def create_app(gateway: Gateway, controller: Controller | None = None) -> Any:
+    """The FastAPI app serving ``gateway``; its lifespan starts and stops the gateway (and
+    runs ``controller``, which re-plans the configuration, while it serves)."""
     settings = gateway.settings
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         await gateway.start()
+        task = None if controller is None else asyncio.create_task(controller.run())
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await gateway.stop()
 
     app = FastAPI(title="greenllm gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -155,6 +165,24 @@ def create_app(gateway: Gateway) -> Any:
     async def metrics() -> Any:
         data, content_type = gateway.metrics.exposition()
         return Response(data, media_type=content_type)
+
+    @app.get("/v1/greenllm/plan")
+    async def plan(request: Request) -> Any:
+        check_key(request)
+        if controller is not None:
+            return controller.status()
+        return {"configuration": gateway.label, "reason": "fixed: no controller (--replan-every)",
+                "decided_at_s": None, "next_check_s": None, "intensity": None,
+                "application": None,
+                "switches": [r.to_dict() for r in gateway.switches]}  # fmt: skip
+
+    @app.get("/v1/greenllm/carbon")
+    async def carbon(request: Request) -> Any:
+        check_key(request)
+        if controller is not None:
+            return controller.carbon()
+        return {**gateway.totals(), "baseline": None, "baseline_estimate_g": None,
+                "savings_vs_baseline": None}  # fmt: skip
 
     @app.get("/v1/models")
     async def models(request: Request) -> Any:

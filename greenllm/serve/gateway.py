@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,14 @@ from greenllm.serve.protocol import APIError
 from greenllm.serve.receipts import LedgerTotals, Receipt, ReceiptLedger
 from greenllm.serve.upstream import GenerationRequest, TokenChunk, Upstream, UpstreamError
 
-__all__ = ["Deployment", "Finished", "Gateway", "GatewaySettings", "SwitchRecord"]
+__all__ = [
+    "Deployment",
+    "Finished",
+    "Gateway",
+    "GatewaySettings",
+    "Observation",
+    "SwitchRecord",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +105,18 @@ class Finished:
     completion_tokens: int
     ttft_s: float | None
     tpot_s: float | None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A request that ended, as the gateway's observers see it (e.g. the controller)."""
+
+    receipt: Receipt
+    status: str
+    """``ok``, ``error`` or ``cancelled``."""
+    ttft_s: float | None
+    tpot_s: float | None
+    met_slo: bool
 
 
 @dataclass
@@ -200,6 +219,8 @@ class Gateway:
         self._watcher: asyncio.Task[None] | None = None
         self.recoveries = 0
         """Times the upstream was brought back after it stopped being ready."""
+        self.observers: list[Callable[[Observation], None]] = []
+        """Called with an :class:`Observation` of every request that ends (any status)."""
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -488,6 +509,10 @@ class Gateway:
         self.metrics.observe(receipt, ttft if status == "ok" else None,
                              tpot if status == "ok" else None, met)  # fmt: skip
         self.metrics.requests.labels(status).inc()
+        if self.observers:
+            seen = Observation(receipt, status, ttft, tpot, met)
+            for observe in self.observers:
+                observe(seen)
         self.metrics.inflight.dec()
         self.inflight -= 1
         dep.inflight -= 1

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from greenllm.errors import ConfigError, WorkerError, missing_extra
 from greenllm.serve.app import create_app
+from greenllm.serve.controller import Controller
 from greenllm.serve.gateway import Gateway
 
 __all__ = ["bind_socket", "run_server"]
@@ -46,6 +47,7 @@ def run_server(
     *,
     log_level: str = "warning",
     on_listening: Callable[[str], None] | None = None,
+    controller: Controller | None = None,
 ) -> None:
     """Serve ``gateway`` until Ctrl-C or SIGTERM, then drain (``drain_timeout_s``) and stop.
 
@@ -60,7 +62,7 @@ def run_server(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     url = f"http://{shown}:{bound_port}"
-    app = create_app(gateway)
+    app = create_app(gateway, controller)
     failure: list[BaseException] = []
 
     async def lifespan_guard(scope: dict, receive: Callable, send: Callable) -> None:

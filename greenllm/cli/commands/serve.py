@@ -19,6 +19,7 @@ from typing import Any
 
 from greenllm.cli.args import (
     add_intensity_args,
+    duration_s,
     existing_file,
     float_in,
     int_in,
@@ -29,6 +30,7 @@ from greenllm.errors import ConfigError
 
 BACKENDS = ("sim", "torch", "vllm")
 ROLE_NAMES = ("target", "prefill", "decode", "draft")
+PROVIDER_NAMES = ("static", "trace", "electricitymaps", "watttime")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", choices=BACKENDS, required=True,
                    help="sim (simulated GPUs), torch (greenllm's engine) or vllm")  # fmt: skip
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--config", type=text, metavar="SPEC",
                        help="standalone | spec:DRAFT | dpd:OLD_GPU | dsd:OLD_GPU:DRAFT"
                        " [@NEW_GPU]")  # fmt: skip
@@ -47,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plan", type=path, metavar="FILE", help="a plan from `greenllm plan --json`"
     )
     p.add_argument("--workload", type=text, metavar="APP[@QPS]",
-                   help="with --plan: the application (and QPS) to serve")  # fmt: skip
+                   help="with --plan: the application (and QPS) to serve; with "
+                   "--replan-every: the application the profiles are for")  # fmt: skip
     p.add_argument("--target", type=text, default=None,
                    help="target model (default llama-2-7b on sim, else smollm2-135m)")  # fmt: skip
     p.add_argument("--new-gpu", type=text, default="A100", help="new GPU (default A100)")
@@ -72,6 +75,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="vllm: the target model folder (default SmolLM2)")  # fmt: skip
     p.add_argument("--draft-dir", type=path, default=None, help="vllm: the draft model folder")
     p.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
+    live = p.add_argument_group("live re-planning (docs/operate.md)")
+    live.add_argument("--replan-every", type=duration_s(0.0, 7 * 86_400.0), default=None,
+                      metavar="DURATION", help="re-plan every DURATION (90s, 15m, 1h) from "
+                      "the profiles in --store, switching make-before-break")  # fmt: skip
+    live.add_argument("--store", type=path, default=None,
+                      help="profile store the controller plans from (`greenllm profile`)")
+    live.add_argument("--intensity-provider", choices=PROVIDER_NAMES, default=None,
+                      help="live grid intensity: static (default with --replan-every), trace, "
+                      "electricitymaps ($ELECTRICITYMAPS_API_KEY), watttime "
+                      "($WATTTIME_USER, $WATTTIME_PASSWORD)")  # fmt: skip
+    live.add_argument("--zone", type=text, default=None,
+                      help="the provider's zone (default: --region), e.g. CISO, DE, CAISO_NORTH")
+    live.add_argument("--trace-year", type=int_in(1900, 2100), default=None,
+                      help="trace provider: the year today is read as (the shipped traces are "
+                      "of 2022: --trace-year 2022)")  # fmt: skip
+    live.add_argument("--hysteresis", type=float_in(0.0, 1000.0), default=1.0,
+                      help="switch when the saving exceeds this x a switch's cost (default 1)")
+    live.add_argument("--min-dwell", type=duration_s(0.0, 7 * 86_400.0, lo_open=False), default=0.0,
+                      metavar="DURATION", help="least time on a configuration (default 0)")
+    live.add_argument("--audit-log", type=path, default=None, metavar="FILE",
+                      help="append every decision to this JSONL file")
     p.set_defaults(run=run)
 
 
@@ -81,8 +105,8 @@ def configuration_from_args(args: argparse.Namespace) -> Any:
 
     target = args.target or ("smollm2-135m" if args.backend == "torch" else "llama-2-7b")
     if args.config is not None:
-        if args.workload is not None:
-            raise ConfigError("--workload goes with --plan, not --config")
+        if args.workload is not None and args.replan_every is None:
+            raise ConfigError("--workload goes with --plan or --replan-every, not --config")
         configs = parse_configurations(args.config, new_gpu=args.new_gpu, target_model=target,
                                        link_gbps=args.link_gbps)  # fmt: skip
         if len(configs) != 1:
@@ -90,6 +114,11 @@ def configuration_from_args(args: argparse.Namespace) -> Any:
                 f"--config {args.config!r}: name one configuration, not {len(configs)}"
             )
         return configs[0]
+    if args.plan is None:
+        if args.replan_every is None:
+            raise ConfigError("give --config SPEC or --plan FILE --workload APP (or "
+                              "--replan-every with --store and --workload)")  # fmt: skip
+        return None  # the controller's first decision chooses
     if args.workload is None:
         raise ConfigError("--plan needs --workload APP[@QPS] (the application to serve)")
     return plan_choice(existing_file("--plan", args.plan), args.workload)
@@ -164,6 +193,15 @@ def build_upstream(args: argparse.Namespace, configuration: Any) -> Any:
     return cls(configuration, **kwargs)
 
 
+def table_intensity(args: argparse.Namespace) -> float:
+    """The intensity the first choice is made at (--intensity, else the region's)."""
+    from greenllm.carbon import carbon_intensity
+
+    if args.intensity is not None:
+        return float(args.intensity)
+    return carbon_intensity(args.zone or args.region or args.default_region)
+
+
 class _OneLine(logging.Formatter):
     """``greenllm serve: message`` without tracebacks (they stay out of the terminal)."""
 
@@ -188,10 +226,53 @@ def _log_to_stderr(level: str) -> None:
         log.propagate = False
 
 
+def build_controller(args: argparse.Namespace, gateway: Any, table: Any) -> Any:
+    """The controller of ``--replan-every`` (None without it)."""
+    from greenllm.carbon import make_provider
+    from greenllm.serve import Controller, ControllerSettings
+
+    zone = args.zone or (None if args.intensity is not None else
+                         (args.region or args.default_region))  # fmt: skip
+    provider = make_provider(args.intensity_provider or "static", zone=zone,
+                             year=args.trace_year)  # fmt: skip
+    settings = ControllerSettings(
+        period_s=args.replan_every, hysteresis=args.hysteresis, min_dwell_s=args.min_dwell,
+        time_scale=args.time_scale if args.backend == "sim" else 1.0,
+    )  # fmt: skip
+    return Controller(gateway, table, provider, lambda c: build_upstream(args, c), settings,
+                      audit_path=args.audit_log)  # fmt: skip
+
+
+def plan_table(args: argparse.Namespace) -> Any:
+    """The completed profiles the controller chooses from (--store, --workload)."""
+    from greenllm.profiler.store import ProfileStore
+    from greenllm.scheduler import Planner
+
+    if args.store is None or args.workload is None:
+        raise ConfigError("--replan-every needs --store FILE (profiles) and --workload APP")
+    if args.upstream:
+        raise ConfigError("--replan-every starts the engines it switches to: drop --upstream")
+    if args.intensity is not None and args.intensity_provider not in (None, "static"):
+        raise ConfigError("--intensity fixes the intensity: drop it to use a live provider")
+    store = ProfileStore(existing_file("--store", args.store))
+    return Planner().table(store, args.workload.partition("@")[0])
+
+
 def run(args: argparse.Namespace) -> int:
     from greenllm.serve import Gateway, GatewaySettings, run_server
 
+    live = [f for f in ("store", "intensity_provider", "zone", "trace_year", "audit_log")
+            if getattr(args, f) is not None]  # fmt: skip
+    if live and args.replan_every is None:
+        raise ConfigError(f"--{live[0].replace('_', '-')} goes with --replan-every")
+    table = plan_table(args) if args.replan_every is not None else None
     configuration = configuration_from_args(args)
+    if configuration is None:  # the profiles' lowest-carbon choice at the lowest load
+        import numpy as np
+
+        carbon = table.carbon_g_per_token(0, table_intensity(args))
+        configuration = table.configs[int(np.argmin(np.where(table.allowed[0], carbon,
+                                                             np.inf)))]  # fmt: skip
     api_key = args.api_key if args.api_key is not None else os.environ.get("GREENLLM_API_KEY")
     settings = GatewaySettings(
         max_inflight=args.max_inflight, max_tokens_limit=args.max_tokens_limit,
@@ -211,7 +292,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"greenllm serve: listening on {url} ({configuration.label}, {args.backend})",
               file=sys.stderr, flush=True)  # fmt: skip
 
+    controller = None if table is None else build_controller(args, gateway, table)
     uvicorn_level = "debug" if args.log_level == "debug" else "warning"
-    run_server(gateway, args.host, args.port, log_level=uvicorn_level, on_listening=listening)
+    run_server(gateway, args.host, args.port, log_level=uvicorn_level, on_listening=listening,
+               controller=controller)  # fmt: skip
     print("greenllm serve: stopped (in-flight requests drained)", file=sys.stderr, flush=True)
     return 130  # run_server returns only once Ctrl-C or SIGTERM stopped it: exit as interrupted

@@ -4,10 +4,12 @@ Ctrl-C/SIGTERM (exit 130, nothing left running), and one-line errors (exit 2 / e
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,6 +128,42 @@ def test_ctrl_c_and_sigterm_drain_and_exit_130(sig: int) -> None:
     assert "Traceback" not in err
 
 
+def test_live_replanning_with_a_trace_switches_and_reports(small_store: Path,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """`greenllm serve --replan-every` on the simulator at 100x real time, intensity from
+    CISO's 2022 trace read for this year: the first configuration is the profiles' choice, the
+    controller decides every 20 virtual seconds (0.2 s of wall time) and writes its audit log,
+    /v1/greenllm/plan and /v1/greenllm/carbon report, and Ctrl-C still exits 130."""
+    audit = tmp_path / "audit.jsonl"
+    srv = Serve("--backend", "sim", "--store", str(small_store), "--workload", "sharegpt",
+                "--replan-every", "20s", "--time-scale", "100", "--intensity-provider", "trace",
+                "--zone", "CISO", "--trace-year", "2022", "--audit-log", str(audit))  # fmt: skip
+    try:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        for i in range(12):
+            out = client.completions.create(model="llama-2-7b", prompt=f"p{i}", max_tokens=8)
+            assert out.usage.completion_tokens == 8
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and audit.read_text().count('"outcome"') < 2:
+            time.sleep(0.1)
+        plan = httpx.get(srv.url + "/v1/greenllm/plan", timeout=10).json()
+        carbon = httpx.get(srv.url + "/v1/greenllm/carbon", timeout=10).json()
+    finally:
+        srv.proc.send_signal(signal.SIGINT)
+        code, err = srv.wait()
+    assert code == 130 and "Traceback" not in err, err
+    lines = [json.loads(x) for x in audit.read_text().splitlines()]
+    decisions = [x for x in lines if x["type"] == "decision"]
+    assert decisions[0]["reason"] == "start" and len(decisions) >= 2
+    assert "trace CISO" in decisions[0]["intensity"]["source"]
+    assert "2022" in decisions[0]["intensity"]["source"]
+    labels = {c["configuration"] for c in decisions[0]["candidates"]}
+    assert plan["configuration"] in labels and plan["application"] == "sharegpt"
+    assert plan["next_check_s"] is not None and plan["intensity"]["kind"] == "average"
+    assert carbon["requests"] == 12 and carbon["total_g"] > 0
+    assert carbon["baseline"] == "Standalone A100" and carbon["baseline_estimate_g"] > 0
+
+
 def test_port_in_use_is_one_line_exit_1() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -154,6 +192,15 @@ def test_port_in_use_is_one_line_exit_1() -> None:
         (["--backend", "sim", "--config", "standalone", "--intensity", "nan"], "--intensity"),
         (["--backend", "gpu", "--config", "standalone"], "--backend"),
         (["--backend", "sim"], "--config"),
+        (["--backend", "sim", "--replan-every", "1h"], "--store"),
+        (["--backend", "sim", "--config", "standalone", "--store", "s.sqlite"],
+         "--replan-every"),
+        (["--backend", "sim", "--replan-every", "0s"], "--replan-every"),
+        (["--backend", "sim", "--replan-every", "soon"], "--replan-every"),
+        (["--backend", "sim", "--replan-every", "1h", "--store", "missing.sqlite", "--workload",
+          "sharegpt"], "missing.sqlite"),
+        (["--backend", "sim", "--config", "standalone", "--intensity-provider", "coal"],
+         "--intensity-provider"),
     ],
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
