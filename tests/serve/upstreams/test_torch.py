@@ -300,3 +300,61 @@ def test_engine_killed_mid_load_ends_streams_with_an_error_and_comes_back() -> N
         want = up.engine.generate_batch([PROMPT], up.sampling(GenerationRequest(
             "w", max_tokens=N, prompt=PROMPT, temperature=0.0, ignore_eos=True)))[0]  # fmt: skip
         assert again.json()["choices"][0]["text"] == want.text
+
+
+@pytest.mark.slow
+def test_a_switch_under_load_on_the_engine_drops_nothing() -> None:
+    """Standalone -> DSD on greenllm's engine (SmolLM2-135M, CPU workers) while greedy requests
+    keep arriving (4 at a time) until the DSD engine is up, and 4 after: every request completes
+    with Standalone's text, the first ones on Standalone and the last ones on DSD's two workers,
+    and the Standalone engine is stopped after."""
+    from greenllm.serve import Finished, Gateway
+
+    request = GenerationRequest("ref", max_tokens=8, prompt=PROMPT, temperature=0.0,
+                                ignore_eos=True)  # fmt: skip
+
+    async def main() -> tuple[list[tuple[str, str]], Any, Any]:
+        first = TorchUpstream("standalone", target="smollm2-135m")
+        gw = Gateway(first)
+        await gw.start()
+        sem = asyncio.Semaphore(4)
+
+        async def one(i: int) -> tuple[str, str]:
+            async with sem:
+                label, text = gw.label, ""
+                async for e in gw.generate(GenerationRequest(f"r{i}", **{
+                        k: getattr(request, k) for k in ("max_tokens", "prompt", "temperature",
+                                                         "ignore_eos")})):  # fmt: skip
+                    text += "" if isinstance(e, Finished) else e.text
+                return label, text
+
+        switching = asyncio.create_task(
+            gw.switch(TorchUpstream("dsd", target="smollm2-135m", k=2), "test")
+        )
+        jobs = []
+        for i in range(12):  # requests keep coming while the DSD engine starts
+            if switching.done():
+                break
+            jobs.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(0.25)
+        record = await switching
+        jobs += [asyncio.create_task(one(1000 + i)) for i in range(4)]
+        out = await asyncio.gather(*jobs)
+        await gw.stop()
+        return out, record, first
+
+    ref = asyncio.run(_chunks_once(request))
+    out, record, first = asyncio.run(main())
+    assert [t for _, t in out] == [ref] * len(out)
+    labels = [label for label, _ in out]
+    assert labels[0].startswith("Standalone") and all(x.startswith("DSD") for x in labels[-4:])
+    assert record.start_s > 0 and record.energy_j > 0 and not first.ready
+
+
+async def _chunks_once(request: GenerationRequest) -> str:
+    up = TorchUpstream("standalone", target="smollm2-135m")
+    await up.start()
+    try:
+        return _text(await _chunks(up, request))
+    finally:
+        await up.stop()
