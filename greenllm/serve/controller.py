@@ -206,12 +206,14 @@ class Controller:
         decision that fails (a switch that did not start) is logged and retried next period."""
         reason = "start"
         while True:
+            self._guard.clear()  # a guard firing during this decision counts for the next one
             try:
                 await self.decide(reason)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # keep serving on the current configuration
                 logger.warning("controller: the %s decision failed: %s", reason, err)
+                self.monitor.reset_guard()  # no retry on the same evidence: fresh, or the period
             self.next_check_s = self.clock() + self.settings.period_s
             wait_s = self.settings.period_s / self.settings.time_scale
             with contextlib.suppress(TimeoutError):
@@ -289,7 +291,6 @@ class Controller:
             self._since_s = self.clock()
             self.monitor.reset_guard()
             record.update(switched=True, switch=sw.to_dict())
-        self._guard.clear()
         self._log(record)
         return record
 

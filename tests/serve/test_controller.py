@@ -163,7 +163,8 @@ def test_hysteresis_and_dwell_hold_back_a_small_saving(table: PlanTable) -> None
 def test_the_slo_guard_acts_before_the_period(table: PlanTable, tmp_path: Path) -> None:
     """Requests that all miss the SLO (a 1 ms TTFT objective): with an hour-long period, the
     guard still switches within seconds to Algorithm 1's SLO-priority choice, and says why."""
-    start = cheapest(table, 0.5, 261.0)
+    guard_choices = {table.slo_choice(0, 261.0), table.slo_choice(1, 261.0)}
+    start = next(j for j in range(len(table.configs)) if j not in guard_choices)
 
     async def main() -> tuple[Controller, Gateway]:
         gw = Gateway(ScriptedUpstream(table.configs[start], ttft_s=0.01),
@@ -190,6 +191,7 @@ def test_the_slo_guard_acts_before_the_period(table: PlanTable, tmp_path: Path) 
     assert "attainment 0.000" in guard[0]["reason"] and "target 0.9" in guard[0]["reason"]
     row = [q for q in table.qps_levels].index(guard[0]["row_qps"])
     assert guard[0]["choice"] == table.configs[table.slo_choice(row, 261.0)].label
+    assert guard[0]["switched"] and guard[0]["current"] == table.configs[start].label
     assert ctl.decisions[0]["reason"] == "start"
 
 
@@ -210,3 +212,39 @@ def test_the_table_is_the_planners(planned: PlanTable) -> None:
     assert isinstance(planned.configs[planned.baseline], Configuration)
     assert [c.label for c in planned.configs] == [c[0].label for c in synthetic.CONFIGS]
     assert planned.configs[planned.baseline].kind.value == "standalone"
+
+
+def test_a_failing_switch_is_not_retried_on_the_same_evidence(table: PlanTable) -> None:
+    """The SLO guard fires, but the engines it switches to never start: the gateway keeps
+    serving on the current configuration, and each new attempt needs a fresh window of
+    requests (no loop of failing starts)."""
+    guard_choices = {table.slo_choice(0, 261.0), table.slo_choice(1, 261.0)}
+    start = next(j for j in range(len(table.configs)) if j not in guard_choices)
+    attempts = []
+
+    class NeverStarts(ScriptedUpstream):
+        async def start(self) -> None:
+            attempts.append(self.configuration.label)
+            raise RuntimeError("scripted: no engine")
+
+    async def main() -> tuple[Gateway, list[Finished]]:
+        gw = Gateway(ScriptedUpstream(table.configs[start], ttft_s=0.005),
+                     slo=SLO(ttft_s=0.001, tpot_s=1.0))  # fmt: skip
+        await gw.start()
+        settings = ControllerSettings(period_s=3600.0, guard_window=10, guard_min_requests=10)
+        ctl = Controller(gw, table, Dial(261.0), lambda c: NeverStarts(c), settings)
+        loop = asyncio.create_task(ctl.run())
+        served = []
+        for _ in range(3):  # three windows of evidence, served one request at a time
+            served += await serve(gw, 10, concurrency=1)
+            await asyncio.sleep(0.05)
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+        await gw.stop()
+        return gw, served
+
+    gw, served = run(main())
+    assert all(d.finish_reason == "length" for d in served) and gw.switches == []
+    assert 1 <= len(attempts) <= 3, attempts
+    assert gw.label == table.configs[start].label

@@ -59,6 +59,16 @@ def _ids(chunks: list[TokenChunk]) -> tuple[int, ...]:
     return tuple(i for c in chunks for i in c.token_ids)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _free_the_shared_engines() -> None:
+    """The backend tests keep their vLLM engines for the whole session
+    (``GREENLLM_VLLM_SHARE_ENGINES``); the servers here need that memory (in CI a DPD prefill
+    server found 0.75 GiB free for its 1 GiB KV cache and failed to start)."""
+    from greenllm.backends.vllm.pool import close_shared_pools
+
+    close_shared_pools()
+
+
 @pytest.fixture(scope="module")
 def vllm_python() -> str:
     from greenllm.backends.vllm import find_vllm_python
