@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -91,33 +92,16 @@ def http_probe(client: httpx.AsyncClient, url: str, model: str) -> Probe:
     return one
 
 
-def sim_probe(upstream: SimUpstream) -> Probe:
-    """The same request straight into the sim upstream (no HTTP)."""
+def in_process_probe(stream: Callable[[GenerationRequest], Any]) -> Probe:
+    """The same request into ``stream`` in this process (no HTTP): the upstream's own
+    ``stream``, or the gateway core's ``generate`` (admission, meter window, receipt, metrics)."""
 
     async def one(i: int) -> float:
         prompt = f"request {i}: tell me about GPUs"
         req = GenerationRequest(f"d{i}", max_tokens=MAX_TOKENS, prompt=prompt, ignore_eos=True)
         t0 = time.perf_counter()
         ttft = None
-        async for chunk in upstream.stream(req):
-            if ttft is None and chunk.text:
-                ttft = time.perf_counter() - t0
-        assert ttft is not None
-        return ttft
-
-    return one
-
-
-def core_probe(gateway: Gateway) -> Probe:
-    """The same request through the gateway's core in this process (admission, meter window,
-    receipt, metrics; no HTTP)."""
-
-    async def one(i: int) -> float:
-        prompt = f"request {i}: tell me about GPUs"
-        req = GenerationRequest(f"g{i}", max_tokens=MAX_TOKENS, prompt=prompt, ignore_eos=True)
-        t0 = time.perf_counter()
-        ttft = None
-        async for event in gateway.generate(req):
+        async for event in stream(req):
             if ttft is None and getattr(event, "text", ""):
                 ttft = time.perf_counter() - t0
         assert ttft is not None
@@ -184,7 +168,8 @@ def bench_sim(levels: list[int], rounds: int) -> None:
         gw = Gateway(SimUpstream(config, time_scale=1.0), GatewaySettings(max_inflight=4096))
         await gw.start()
         try:
-            return await compare(sim_probe(upstream), core_probe(gw), levels, rounds)
+            direct, core = in_process_probe(upstream.stream), in_process_probe(gw.generate)
+            return await compare(direct, core, levels, rounds)
         finally:
             await gw.stop()
             await upstream.stop()
@@ -200,7 +185,7 @@ def bench_sim(levels: list[int], rounds: int) -> None:
                 limits = httpx.Limits(max_connections=max(levels) + 4)
                 async with httpx.AsyncClient(timeout=120, limits=limits) as client:
                     via = http_probe(client, url, "llama-2-7b")
-                    return await compare(sim_probe(upstream), via, levels, rounds)
+                    return await compare(in_process_probe(upstream.stream), via, levels, rounds)
         finally:
             await upstream.stop()
 

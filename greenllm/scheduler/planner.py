@@ -160,7 +160,9 @@ class PlanTable:
                                       self.margin_sigmas)[0])  # fmt: skip
 
     def switch_cost(
-        self, configs: Sequence[int] | np.ndarray | None = None, engine_start_s: float = 60.0
+        self,
+        configs: Sequence[int] | np.ndarray | None = None,
+        engine_start_s: float = ENGINE_START_S,
     ) -> tuple[float, float]:
         """(kWh, g embodied) of one switch to the costliest of ``configs``
         (:func:`estimate_switch_cost`)."""

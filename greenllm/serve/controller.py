@@ -46,6 +46,7 @@ from greenllm.carbon import IntensityProvider, IntensityReading, IntensityUnavai
 from greenllm.config import Configuration
 from greenllm.errors import ConfigError
 from greenllm.scheduler import Hysteresis, PlanTable
+from greenllm.scheduler.planner import ENGINE_START_S
 from greenllm.serve.gateway import Gateway, Observation
 from greenllm.serve.upstream import Upstream
 from greenllm.units import J_PER_KWH
@@ -71,7 +72,7 @@ class ControllerSettings:
     """Requests in the SLO guard's rolling attainment window."""
     guard_min_requests: int = 20
     """The guard acts only on at least this many requests since the last switch."""
-    engine_start_s: float = 60.0
+    engine_start_s: float = ENGINE_START_S
     """The start time behind the switching cost until a switch has been measured."""
     time_scale: float = 1.0
     """Gateway-clock seconds per wall second (a time-scaled simulator); sleeps are divided."""

@@ -371,9 +371,8 @@ class Gateway:
     def set_intensity(self, g_per_kwh: float, source: str) -> None:
         """Charge requests that finish from now on at ``g_per_kwh`` (a live provider's value);
         the ``greenllm_grid_carbon_intensity_g_per_kwh`` gauge follows."""
-        for dep in (self.active,):
-            if dep is not None:
-                dep.meter.set_intensity(g_per_kwh, source)
+        if self.active is not None:  # later configurations get it from _meter_args
+            self.active.meter.set_intensity(g_per_kwh, source)
         self._meter_args.update(region=None, intensity_g_per_kwh=float(g_per_kwh))
         self.metrics.intensity.set(g_per_kwh)
 
