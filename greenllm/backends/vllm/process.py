@@ -233,18 +233,36 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+_WATCH_PIPE: tuple[int, int] | None = None
+"""In a child under :func:`run_watched`: (the watch pipe's read end, the parent's pid)."""
+
+
+def _parent_gone(fd: int, parent: int, wait_s: float) -> bool:
+    ready, _, _ = select.select([fd], [], [], wait_s)
+    return (bool(ready) and not os.read(fd, 1)) or os.getppid() != parent
+
+
+def end_group_if_orphaned() -> None:
+    """In a child under :func:`run_watched`, just before it exits: SIGKILL its process group
+    if the parent is gone. A child that exits because its stdin closed (the parent died) would
+    otherwise race its own watchdog and could leave vLLM's processes behind."""
+    if _WATCH_PIPE is not None and _parent_gone(*_WATCH_PIPE, 0.0):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
 def run_watched(argv: Sequence[str] | None = None) -> None:
     """``run_watched([FD, module, *args])``: run ``module`` as ``__main__`` (like ``python -m``)
     while a watchdog thread SIGKILLs this process group once pipe ``FD`` reaches EOF or the
     parent process changes (the entry point of every :class:`WorkerProcess` child)."""
+    global _WATCH_PIPE
     fd_text, module, *args = sys.argv[1:] if argv is None else argv
     fd, parent = int(fd_text), os.getppid()
+    _WATCH_PIPE = (fd, parent)
 
     def watch() -> None:
-        while True:
-            ready, _, _ = select.select([fd], [], [], WATCHDOG_POLL_S)
-            if (ready and not os.read(fd, 1)) or os.getppid() != parent:
-                os.killpg(os.getpgrp(), signal.SIGKILL)  # this process and all it started
+        while not _parent_gone(fd, parent, WATCHDOG_POLL_S):
+            pass
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # this process and all it started
 
     threading.Thread(target=watch, name="gllm-parent-watchdog", daemon=True).start()
     sys.argv = [module, *args]

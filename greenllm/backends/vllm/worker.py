@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import IO, Any, cast
 
 from greenllm.backends.vllm.metrics import request_stats, serialize_metrics
+from greenllm.backends.vllm.process import end_group_if_orphaned
 from greenllm.backends.vllm.protocol import (
     AddCommand,
     DoneEvent,
@@ -237,7 +238,8 @@ def main() -> None:
         sys.exit(5)
     finally:
         proto.flush()
-    # LLM teardown can hang on CPU; the parent ends the process group anyway
+    # LLM teardown can hang on CPU; the parent ends the process group, or, if it died, we do
+    end_group_if_orphaned()
     os._exit(0)
 
 
