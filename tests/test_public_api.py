@@ -110,6 +110,10 @@ PUBLIC_API: dict[str, list[str]] = {
         "UpstreamError", "UpstreamStats", "bind_socket", "create_app", "parse_request",
         "run_server",
     ],
+    "greenllm.serve.replay": [
+        "HourOutcome", "PolicyOutcome", "ReplayDay", "ReplayHour", "ReplayReport", "plan_day",
+        "plot_replay", "replay", "sample_offset_s", "serve_day", "static_choice",
+    ],
     "greenllm.serve.upstreams": [
         "UPSTREAMS", "upstream_class",
     ],

@@ -149,12 +149,17 @@ class PlanTable:
         """Each configuration's carbon per token at ``row`` and this intensity (Eq. 3)."""
         return self.embodied_g_per_token[row] + intensity_g_per_kwh * self.energy_kwh_per_token[row]
 
-    def slo_choice(self, row: int, intensity_g_per_kwh: float) -> int:
+    def slo_choice(
+        self, row: int, intensity_g_per_kwh: float, exclude: Sequence[int] = ()
+    ) -> int:
         """Algorithm 1 with ``priority="slo"`` at ``row``: the lowest-carbon configuration that
-        meets the SLO, else the one most likely to."""
+        meets the SLO, else the one most likely to; ``exclude``: configurations known to miss
+        it (e.g. observed live), taken as attaining 0."""
         one = slice(row, row + 1)
-        bounds = AttainmentBounds(self.attainment[one], self.attainment_lower[one],
-                                  self.attainment_z[one])  # fmt: skip
+        att, low = self.attainment[one].copy(), self.attainment_lower[one].copy()
+        if len(exclude):
+            att[0, list(exclude)] = low[0, list(exclude)] = 0.0
+        bounds = AttainmentBounds(att, low, self.attainment_z[one])
         carbon = self.carbon_g_per_token(row, intensity_g_per_kwh)[None, :]
         return int(choose_with_margin(carbon, bounds, self.slo_target, "slo", self.baseline,
                                       self.margin_sigmas)[0])  # fmt: skip

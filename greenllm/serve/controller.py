@@ -72,6 +72,9 @@ class ControllerSettings:
     """Requests in the SLO guard's rolling attainment window."""
     guard_min_requests: int = 20
     """The guard acts only on at least this many requests since the last switch."""
+    guard_hold_s: float | None = None
+    """How long a configuration the guard left stays out of the carbon choice (it missed the
+    SLO where the profiles said it would not; default: three periods)."""
     engine_start_s: float = ENGINE_START_S
     """The start time behind the switching cost until a switch has been measured."""
     time_scale: float = 1.0
@@ -86,6 +89,11 @@ class ControllerSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
                 raise ConfigError(f"ControllerSettings.{name} = {v!r}: must be a number >= 0")
+        for name in ("load_window_s", "guard_hold_s"):
+            w = getattr(self, name)
+            if w is not None and (isinstance(w, bool) or not isinstance(w, int | float)
+                                  or not 0 <= w < math.inf):  # fmt: skip
+                raise ConfigError(f"ControllerSettings.{name} = {w!r}: seconds >= 0 or None")
         w = self.load_window_s
         if w is not None and (isinstance(w, bool) or not isinstance(w, int | float) or w <= 0):
             raise ConfigError(f"ControllerSettings.load_window_s = {w!r}: seconds > 0 or None")
@@ -95,13 +103,19 @@ class ControllerSettings:
                 raise ConfigError(f"ControllerSettings.{name} = {v!r}: must be an integer >= 1")
 
 
+_GUARD_GAIN = 0.02
+"""A guard switch that raised attainment by less than this did not help."""
+
+
 class LoadMonitor:
-    """What the gateway served: arrivals (QPS), output tokens and SLO outcomes (thread-safe)."""
+    """What the gateway served: arrivals (QPS, counted at admission: a spike shows before its
+    requests finish), output tokens and SLO outcomes of finished requests (thread-safe)."""
 
     def __init__(self, clock: Callable[[], float], horizon_s: float, guard_window: int) -> None:
         self.clock = clock
         self.horizon_s = horizon_s
         self._lock = threading.Lock()
+        self._arrivals: deque[float] = deque()
         self._done: deque[tuple[float, int, int]] = deque()  # (arrival_s, tokens, ok)
         self._slo: deque[bool] = deque(maxlen=guard_window)
         self._period = [0, 0]  # met the SLO, ended (not cancelled) since the last take_period
@@ -118,14 +132,21 @@ class LoadMonitor:
                 self._period[0] += int(seen.met_slo)
                 self._period[1] += 1
 
+    def arrive(self, at_s: float) -> None:
+        """A request admitted at ``at_s`` (the clock's time)."""
+        with self._lock:
+            self._arrivals.append(at_s)
+            while self._arrivals and self._arrivals[0] < at_s - self.horizon_s:
+                self._arrivals.popleft()
+
     def load(self, window_s: float) -> tuple[float, float | None]:
-        """(QPS, mean output tokens per request) over the last ``window_s`` (None: no request)."""
+        """(QPS of the arrivals, mean output tokens of the requests that arrived and finished)
+        over the last ``window_s`` (None: no such request)."""
         now = self.clock()
         with self._lock:
-            recent = [(t, n) for t, n, _ in self._done if t >= now - window_s]
-        if not recent:
-            return 0.0, None
-        return len(recent) / window_s, sum(n for _, n in recent) / len(recent)
+            arrived = sum(1 for t in self._arrivals if t >= now - window_s)
+            recent = [n for t, n, _ in self._done if t >= now - window_s]
+        return arrived / window_s, (sum(recent) / len(recent) if recent else None)
 
     def attainment(self) -> tuple[float, int]:
         """SLO attainment over the guard window, and the number of requests it holds."""
@@ -185,9 +206,14 @@ class Controller:
         self.counterfactual_g = 0.0
         """The baseline configuration's (Standalone's) predicted carbon for the tokens served
         in finished periods, at each period's load and intensity."""
+        self._guard_from: tuple[int, float] | None = None  # (left, its attainment) of the last
+        self._guard_paused_until = -math.inf  # guard switch; when the guard may act again
+        self.held: dict[int, float] = {}
+        """Configurations the SLO guard left, and until when they stay out of the choice."""
         self._guard = asyncio.Event()
         self._busy = asyncio.Lock()
         gateway.observers.append(self._observe)
+        gateway.admission_observers.append(self.monitor.arrive)
 
     # ---- state ---------------------------------------------------------------------------------
     def _current(self) -> int | None:
@@ -198,7 +224,8 @@ class Controller:
     def _observe(self, seen: Observation) -> None:
         self.monitor.observe(seen)
         attainment, n = self.monitor.attainment()
-        if n >= self.settings.guard_min_requests and attainment < self.table.slo_target:
+        if (n >= self.settings.guard_min_requests and attainment < self.table.slo_target
+                and self.clock() >= self._guard_paused_until):  # fmt: skip
             self._guard.set()
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -207,7 +234,6 @@ class Controller:
         decision that fails (a switch that did not start) is logged and retried next period."""
         reason = "start"
         while True:
-            self._guard.clear()  # a guard firing during this decision counts for the next one
             try:
                 await self.decide(reason)
             except asyncio.CancelledError:
@@ -227,7 +253,18 @@ class Controller:
         intensity and the load, choose, switch if the choice differs; returns the audit
         record (also appended to the log)."""
         async with self._busy:
+            self._guard.clear()  # a guard firing during this decision counts for the next one
             return await self._decide(reason)
+
+    async def on_guard(self) -> dict[str, Any] | None:
+        """Wait for the SLO guard to fire, then decide (``slo_guard``) and return the record;
+        None when another decision came first and took the guard's evidence with it."""
+        await self._guard.wait()
+        async with self._busy:
+            if not self._guard.is_set():
+                return None
+            self._guard.clear()
+            return await self._decide("slo_guard")
 
     async def _decide(self, reason: str) -> dict[str, Any]:
         s, t = self.settings, self.table
@@ -248,12 +285,29 @@ class Controller:
         switch_g = self.switch_kwh * alpha + self.switch_embodied_g
         current = self._current()
         attainment, n = self.monitor.attainment()
+        hold_s = s.guard_hold_s if s.guard_hold_s is not None else 3 * s.period_s
+        futile = None
+        if reason == "slo_guard" and self._guard_from is not None:
+            left, before = self._guard_from
+            if attainment <= before + _GUARD_GAIN:  # its last switch did not help
+                futile = (f"slo_guard: the switch from {t.configs[left].label} did not raise "
+                          f"attainment ({before:.3f} -> {attainment:.3f}): the SLO looks out of "
+                          f"reach at this load; back to the carbon choice, guard paused "
+                          f"{hold_s:g} s")  # fmt: skip
+                self.held.pop(left, None)
+                self._guard_paused_until, self._guard_from = now + hold_s, None
+                reason = "period"
+                self.monitor.reset_guard()
+        if reason == "slo_guard" and current is not None:
+            self.held[current] = now + hold_s
+            self._guard_from = (current, attainment)
+        self.held = {j: until for j, until in self.held.items() if until > now}
+        held = sorted(self.held)
+        if np.isfinite(np.delete(cost, held)).any():  # else every allowed one is held: ignore
+            cost[held] = np.inf
         why = reason
         if reason == "slo_guard":
-            target = t.slo_choice(row, alpha)
-            if target == current and row + 1 < len(t.qps_levels):
-                row += 1
-                target = t.slo_choice(row, alpha)
+            target = t.slo_choice(row, alpha, exclude=held)
             why = (f"slo_guard: attainment {attainment:.3f} over the last {n} requests < "
                    f"target {t.slo_target:g}")  # fmt: skip
             self.rule.current, self.rule.advantage_g[:] = target, 0.0
@@ -265,6 +319,9 @@ class Controller:
         else:
             self.rule.current = current
             target = self.rule.step(cost, switch_g)
+            why = futile or why
+            if target != current:
+                self._guard_from = None  # a new configuration: the guard starts afresh
         record: dict[str, Any] = {
             "type": "decision", "at_s": now, "reason": why,
             "intensity": reading.to_dict(), "qps_observed": qps,
@@ -280,6 +337,7 @@ class Controller:
                  "advantage_g": float(self.rule.advantage_g[j])}
                 for j, c in enumerate(t.configs)
             ],
+            "held": [t.configs[j].label for j in held],
             "current": None if current is None else t.configs[current].label,
             "choice": t.configs[target].label, "switched": False, "switch": None,
         }  # fmt: skip

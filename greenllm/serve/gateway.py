@@ -129,7 +129,7 @@ class Deployment:
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     started_s: float = 0.0
-    """Seconds its engines took to start (wall clock)."""
+    """Seconds its engines took to start (the upstream's clock: wall, or a simulator's)."""
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -145,12 +145,14 @@ class Deployment:
 
 @dataclass(frozen=True)
 class SwitchRecord:
-    """One make-before-break switch: timings (wall seconds) and what it cost.
+    """One make-before-break switch: timings (seconds of the upstreams' clock: wall, or a
+    simulator's) and what it cost.
 
     ``energy_j`` and ``embodied_g``/``operational_g`` are the new configuration's GPUs from
     the start of its engines to the end of the warm-up (idle power while starting, the warm-up
-    request's power, Eq. 1 on the allocated time); the old configuration's GPUs keep being
-    charged to the requests they finish."""
+    request's power, Eq. 1 on the allocated time), plus the old configuration's GPUs while
+    they sat idle and no request was left to carry it (``old_idle_g``); the rest of the old
+    GPUs' time is charged to the requests they finish."""
 
     from_label: str
     to_label: str
@@ -163,6 +165,7 @@ class SwitchRecord:
     embodied_g: float
     operational_g: float
     requests_drained: int
+    old_idle_g: float = 0.0
 
     @property
     def total_g(self) -> float:
@@ -173,7 +176,8 @@ class SwitchRecord:
                 "at_s": self.at_s, "start_s": self.start_s, "warmup_s": self.warmup_s,
                 "drain_s": self.drain_s, "energy_j": self.energy_j,
                 "embodied_g": self.embodied_g, "operational_g": self.operational_g,
-                "total_g": self.total_g, "requests_drained": self.requests_drained}  # fmt: skip
+                "total_g": self.total_g, "requests_drained": self.requests_drained,
+                "old_idle_g": self.old_idle_g}  # fmt: skip
 
 
 class Gateway:
@@ -221,6 +225,8 @@ class Gateway:
         """Times the upstream was brought back after it stopped being ready."""
         self.observers: list[Callable[[Observation], None]] = []
         """Called with an :class:`Observation` of every request that ends (any status)."""
+        self.admission_observers: list[Callable[[float], None]] = []
+        """Called with the upstream clock's time of every request admitted."""
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -248,7 +254,7 @@ class Gateway:
         meter = report = None
         try:
             await upstream.start()
-            started_s = time.monotonic() - t0
+            started_s = (time.monotonic() - t0) * upstream.time_scale
             meter = CarbonMeter([d.gpu for d in upstream.devices],
                                 sampler=upstream.power_sampler(), **self._meter_args)  # fmt: skip
             if warm_up:
@@ -298,10 +304,12 @@ class Gateway:
             await self._first.stop()
         self._started = False
 
-    async def _retire(self, dep: Deployment) -> None:
+    async def _retire(self, dep: Deployment) -> LedgerTotals:
+        """Stop ``dep``; the idle time no request carried (not in its ledger's totals)."""
         await dep.upstream.stop()
-        dep.ledger.close_idle()
+        idle = dep.ledger.close_idle()
         dep.meter.close()
+        return idle
 
     async def switch(self, upstream: Upstream, reason: str = "") -> SwitchRecord:
         """Serve ``upstream``'s configuration from now on, make-before-break: start its
@@ -316,7 +324,8 @@ class Gateway:
             at_s = time.time()
             t0 = time.monotonic()
             new, warm = await self._deploy(upstream, warm_up=True)
-            warmup_s = time.monotonic() - t0 - new.started_s
+            scale = upstream.time_scale
+            warmup_s = (time.monotonic() - t0) * scale - new.started_s
             if self.draining:  # the gateway is stopping: keep nothing new running
                 await self._retire(new)
                 raise ConfigError("Gateway.switch: the gateway is shutting down")
@@ -333,13 +342,17 @@ class Gateway:
                 except TimeoutError:
                     logger.warning("%d request(s) still on %s after the drain timeout",
                                    old.inflight, old.label)  # fmt: skip
-            await self._retire(old)
+            idle = await self._retire(old)
             self.retired.append(old)
+            idle_g = idle.embodied_g + idle.operational_g
             record = SwitchRecord(
                 from_label=old.label, to_label=new.label, reason=reason, at_s=at_s,
-                start_s=new.started_s, warmup_s=warmup_s, drain_s=time.monotonic() - t_drain,
-                energy_j=warm.energy_j + start[0], embodied_g=warm.embodied_g + start[1],
-                operational_g=warm.operational_g + start[2], requests_drained=drained,
+                start_s=new.started_s, warmup_s=warmup_s,
+                drain_s=(time.monotonic() - t_drain) * old.upstream.time_scale,
+                energy_j=warm.energy_j + start[0] + old.meter.pue * sum(idle.energy_j.values()),
+                embodied_g=warm.embodied_g + start[1] + idle.embodied_g,
+                operational_g=warm.operational_g + start[2] + idle.operational_g,
+                requests_drained=drained, old_idle_g=idle_g,
             )  # fmt: skip
             self.switches.append(record)
             return record
@@ -457,6 +470,8 @@ class Gateway:
         win = dep.ledger.open(request.request_id)
         closed = False
         t0 = dep.upstream.clock_s()
+        for admitted in self.admission_observers:
+            admitted(t0)
         first_s = last_s = None
         completion = prompt = 0
         finish_reason = "error"

@@ -132,6 +132,11 @@ class Upstream(ABC):
     """The model name clients use (``/v1/models``)."""
     energy_source: Literal["measured", "modelled"] = "modelled"
 
+    @property
+    def time_scale(self) -> float:
+        """Seconds of :meth:`clock_s` per wall second (1: real engines; a scaled simulator)."""
+        return 1.0
+
     @abstractmethod
     async def start(self) -> None: ...
 

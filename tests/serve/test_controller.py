@@ -19,7 +19,7 @@ from greenllm.config import SLO, Configuration
 from greenllm.errors import ConfigError
 from greenllm.scheduler import Planner, PlanTable
 from greenllm.serve import Finished, Gateway, GenerationRequest
-from greenllm.serve.controller import Controller, ControllerSettings
+from greenllm.serve.controller import Controller, ControllerSettings, LoadMonitor
 from tests.scheduler import synthetic
 from tests.serve.fakes import ScriptedUpstream
 
@@ -248,3 +248,45 @@ def test_a_failing_switch_is_not_retried_on_the_same_evidence(table: PlanTable) 
     assert all(d.finish_reason == "length" for d in served) and gw.switches == []
     assert 1 <= len(attempts) <= 3, attempts
     assert gw.label == table.configs[start].label
+
+
+def test_a_guard_switch_that_does_not_help_pauses_the_guard(table: PlanTable) -> None:
+    """Every configuration misses the SLO (a 1 ms TTFT objective): the guard leaves the first
+    configuration (held out of the carbon choice meanwhile), sees no better attainment on the
+    next one, then says the SLO is out of reach, releases the hold, goes back to the carbon
+    choice and pauses, instead of walking through every configuration."""
+
+    async def main() -> Controller:
+        start = table.slo_choice(0, 261.0)
+        gw = Gateway(ScriptedUpstream(table.configs[start], ttft_s=0.005),
+                     slo=SLO(ttft_s=0.001, tpot_s=1.0))  # fmt: skip
+        await gw.start()
+        settings = ControllerSettings(period_s=3600.0, guard_window=10, guard_min_requests=10)
+        ctl = Controller(gw, table, Dial(261.0), lambda c: ScriptedUpstream(c, ttft_s=0.005),
+                         settings)  # fmt: skip
+        for _ in range(2):
+            await serve(gw, 10, concurrency=1)
+            await ctl.on_guard()
+        await serve(gw, 30, concurrency=1)  # the guard is paused: nothing to wait for
+        await gw.stop()
+        return ctl
+
+    ctl = run(main())
+    first, second = ctl.decisions
+    assert first["reason"].startswith("slo_guard: attainment 0.000") and first["switched"]
+    assert first["held"] == [first["current"]]
+    assert "did not raise attainment (0.000 -> 0.000)" in second["reason"]
+    assert second["held"] == [] and ctl.held == {}
+    assert second["choice"] != first["choice"] or not second["switched"]
+    assert len(ctl.decisions) == 2 and not ctl._guard.is_set()
+
+
+def test_the_load_counts_arrivals_at_admission() -> None:
+    """A spike shows in the observed QPS while its requests are still running."""
+    now = [1000.0]
+    monitor = LoadMonitor(lambda: now[0], horizon_s=60.0, guard_window=10)
+    for k in range(30):
+        monitor.arrive(990.0 + k / 3)
+    assert monitor.load(10.0) == (pytest.approx(3.0), None)  # none finished: no size yet
+    now[0] = 1100.0
+    assert monitor.load(10.0)[0] == 0.0

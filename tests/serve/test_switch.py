@@ -142,3 +142,32 @@ def test_a_failed_switch_keeps_serving_the_current_configuration(failure: str) -
     assert label == STANDALONE.label and done.finish_reason == "length"
     assert gw.switches == [] and gw.retired == [] and first.stopped == 1
     assert new.stopped == 1 and not new.ready  # whatever part of it started is stopped
+
+
+def test_a_simulated_switch_runs_on_one_virtual_clock_and_pays_the_modelled_start() -> None:
+    """A sim upstream with a 40 s modelled engine start at 100x, on the first one's clock:
+    the gateway's clock goes on across the switch (it never jumps back), the record's start
+    is 40 virtual seconds (not 0.4 wall seconds) at the GPUs' idle power, and the old
+    configuration's idle time while the new one started is charged to the switch."""
+
+    async def main() -> Any:
+        first = SimUpstream(STANDALONE, time_scale=100)
+        gw = Gateway(first, intensity_g_per_kwh=300.0)
+        await gw.start()
+        await one(gw, 0)
+        t0 = gw.upstream.clock_s()
+        record = await gw.switch(SimUpstream(DSD, time_scale=100, start_s=40.0,
+                                             origin=first.live.origin))  # fmt: skip
+        t1 = gw.upstream.clock_s()
+        done, _ = await one(gw, 1)
+        await gw.stop()
+        return record, t0, t1, done
+
+    record, t0, t1, done = run(main())
+    assert t1 - t0 == pytest.approx(40.0, rel=0.25)
+    assert record.start_s == pytest.approx(40.0, rel=0.25)
+    idle_w = power_model("A100").power_w(0.0) + power_model("T4").power_w(0.0)
+    assert record.energy_j >= idle_w * record.start_s
+    assert record.old_idle_g > 0  # the A100 of Standalone sat idle meanwhile
+    assert record.total_g == pytest.approx(record.embodied_g + record.operational_g)
+    assert done.receipt.duration_s < 10  # not a clock jump of the new sim's creation

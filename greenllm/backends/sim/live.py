@@ -12,8 +12,9 @@ timed by the *same* timeline objects (:class:`~.instance.PlainTimeline`,
 :class:`~.link.Link`) and step models, and the task then sleeps until the iteration's end in
 wall time (``duration / time_scale``) before its tokens come out.
 
-Virtual time: ``now_s()`` = wall seconds since the sim was created x ``time_scale``;
-``clock_s()`` = the epoch at creation + ``now_s()``. A request's arrival is ``clock_s()`` when it
+Virtual time: ``now_s()`` = wall seconds since the sim was created (or since another sim's
+``origin``: several sims then share one clock) x ``time_scale``; ``clock_s()`` = the epoch at
+the origin + ``now_s()``. A request's arrival is ``clock_s()`` when it
 is submitted; iterations are scheduled back to back on the virtual clock (an idle instance
 jumps to the next arrival, as the offline loop does), and every token is stamped with the
 virtual time its iteration ends, not with the (slightly later) wall time it is delivered. So
@@ -440,6 +441,7 @@ class LiveSim:
         acceptance_rate: float | Mapping[tuple[str, str], float] | None = None,
         options: SimOptions | None = None,
         max_model_len: int | None = None,
+        origin: tuple[float, float] | None = None,
     ) -> None:
         if not isinstance(configuration, Configuration):
             raise ConfigError(
@@ -480,8 +482,18 @@ class LiveSim:
             ctx_limit = max_model_len if ctx_limit is None else min(ctx_limit, max_model_len)
         self.max_model_len: int | None = ctx_limit
         # clocks
-        self._mono0 = time.monotonic()
-        self._epoch0 = time.time()
+        if origin is None:
+            self._mono0, self._epoch0 = time.monotonic(), time.time()
+        else:
+            ok = isinstance(origin, tuple) and len(origin) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in origin
+            )
+            if not ok or origin[0] > time.monotonic():
+                raise ConfigError(f"origin = {origin!r:.80}: must be another LiveSim's origin "
+                                  "(its (monotonic, epoch) seconds of virtual time 0)")  # fmt: skip
+            self._mono0, self._epoch0 = float(origin[0]), float(origin[1])
+        self._created_s = self.now_s()
         # per GPU: busy logs filled by the timelines, drained after every step
         gpus = configuration.gpus
         self._power = tuple(power_model(g) for g in gpus)
@@ -627,7 +639,8 @@ class LiveSim:
 
     # ---- clocks --------------------------------------------------------------------------------
     def now_s(self) -> float:
-        """Virtual seconds since the sim was created (wall seconds x ``time_scale``)."""
+        """Virtual seconds since the origin (wall seconds x ``time_scale``; the origin is the
+        sim's creation unless another sim's :attr:`origin` was given)."""
         return (time.monotonic() - self._mono0) * self.time_scale
 
     def clock_s(self) -> float:
@@ -637,8 +650,15 @@ class LiveSim:
 
     @property
     def epoch_s(self) -> float:
-        """:meth:`clock_s` at virtual time 0 (creation)."""
+        """:meth:`clock_s` at virtual time 0 (the origin)."""
         return self._epoch0
+
+    @property
+    def origin(self) -> tuple[float, float]:
+        """(monotonic, epoch) seconds of virtual time 0: give it to another LiveSim (with the
+        same ``time_scale``) to share this one's virtual clock, as a switch's old and new
+        configurations do."""
+        return self._mono0, self._epoch0
 
     async def _sleep_until(self, t: float) -> None:
         """Sleep until virtual time ``t`` in wall time; only yield when already past it."""
@@ -845,10 +865,11 @@ class LiveSim:
             pm.power_w(u) for pm, u in zip(self._power, self.utilisation(at_s), strict=True)
         )
 
-    def energy_j(self) -> tuple[float, ...]:
-        """Modelled joules of each GPU from creation until now: idle power throughout plus each
-        step's dynamic power (the part of a running step still ahead excluded)."""
-        now = self.now_s()
+    def energy_j(self, at_s: float | None = None) -> tuple[float, ...]:
+        """Modelled joules of each GPU from creation until ``at_s`` (:meth:`clock_s` time,
+        default now; not before the last step began): idle power throughout plus each step's
+        dynamic power (the part of a running step still ahead excluded)."""
+        now = self._virtual(at_s)
         out = []
         for g, pm in enumerate(self._power):
             ahead = sum(
@@ -856,7 +877,7 @@ class LiveSim:
                 for s, e, u in self._recent[g]
                 if e > now
             )
-            out.append(pm.idle_w * now + self._dyn_j[g] - ahead)
+            out.append(pm.idle_w * (now - self._created_s) + self._dyn_j[g] - ahead)
         return tuple(out)
 
     def kv_free_tokens(self) -> tuple[int, ...]:

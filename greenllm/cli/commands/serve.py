@@ -160,8 +160,9 @@ def plan_choice(plan_file: Path, workload: str) -> Any:
     return entry.configuration
 
 
-def build_upstream(args: argparse.Namespace, configuration: Any) -> Any:
-    """The upstream for ``--backend`` (only the options that backend takes)."""
+def build_upstream(args: argparse.Namespace, configuration: Any, origin: Any = None) -> Any:
+    """The upstream for ``--backend`` (only the options that backend takes); ``origin``: the
+    virtual clock a sim upstream shares (a switch's new configuration)."""
     from greenllm.serve.upstreams import upstream_class
 
     if args.backend != "vllm" and (args.upstream or args.model_dir or args.draft_dir):
@@ -170,7 +171,7 @@ def build_upstream(args: argparse.Namespace, configuration: Any) -> Any:
         raise ConfigError("--time-scale is for --backend sim")
     cls = upstream_class(args.backend)
     if args.backend == "sim":
-        return cls(configuration, time_scale=args.time_scale)
+        return cls(configuration, time_scale=args.time_scale, origin=origin)
     if args.backend == "torch":
         return cls(configuration)
     urls: dict[str, str] = {}
@@ -239,8 +240,10 @@ def build_controller(args: argparse.Namespace, gateway: Any, table: Any) -> Any:
         period_s=args.replan_every, hysteresis=args.hysteresis, min_dwell_s=args.min_dwell,
         time_scale=args.time_scale if args.backend == "sim" else 1.0,
     )  # fmt: skip
-    return Controller(gateway, table, provider, lambda c: build_upstream(args, c), settings,
-                      audit_path=args.audit_log)  # fmt: skip
+    live = getattr(gateway.upstream, "live", None)  # sim: one virtual clock across switches
+    origin = None if live is None else live.origin
+    return Controller(gateway, table, provider, lambda c: build_upstream(args, c, origin),
+                      settings, audit_path=args.audit_log)  # fmt: skip
 
 
 def plan_table(args: argparse.Namespace) -> Any:

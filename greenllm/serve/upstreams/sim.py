@@ -25,11 +25,12 @@ scale, and the power sampler integrates virtual seconds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import random
 from collections.abc import AsyncGenerator, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from greenllm.backends import ROLES
 from greenllm.backends.sim import LiveSim, SimOptions, get_model
@@ -90,7 +91,11 @@ class SimUpstream(Upstream):
     draft of SpecDecode/DSD comes from the configuration). ``time_scale``: virtual seconds per
     wall second. ``seed``: the acceptance draws. ``acceptance_rate``: override the simulator's
     table. ``options``: other simulator settings. ``power_period_s``: the power sampler's period
-    in virtual seconds (NVML's 0.2 s; at most 100 polls per wall second).
+    in virtual seconds (NVML's 0.2 s; at most 100 polls per wall second). ``start_s``: the
+    virtual seconds :meth:`start` takes, a modelled engine start (loading weights, warming up;
+    default 0: the simulator starts at once) that a switch to this upstream then costs.
+    ``origin``: another upstream's ``live.origin``, to run on its virtual clock (a switch's
+    new configuration must: the gateway's clock goes on across the switch).
     """
 
     backend = "sim"
@@ -106,6 +111,8 @@ class SimUpstream(Upstream):
         acceptance_rate: float | Mapping[tuple[str, str], float] | None = None,
         options: SimOptions | None = None,
         power_period_s: float = NVML_PERIOD_S,
+        start_s: float = 0.0,
+        origin: tuple[float, float] | None = None,
     ) -> None:
         live = LiveSim(
             configuration,
@@ -113,6 +120,7 @@ class SimUpstream(Upstream):
             seed=seed,
             acceptance_rate=acceptance_rate,
             options=options,
+            origin=origin,
         )
         target = live.plan.target.name
         if model is not None and (not isinstance(model, str) or get_model(model).name != target):
@@ -125,6 +133,11 @@ class SimUpstream(Upstream):
             or not 0 < power_period_s < math.inf
         ):
             raise ConfigError(f"power_period_s = {power_period_s!r}: must be seconds > 0")
+        if isinstance(start_s, bool) or not isinstance(start_s, (int, float)) or not (
+            0 <= start_s < math.inf
+        ):
+            raise ConfigError(f"start_s = {start_s!r}: must be seconds >= 0")
+        self.start_s = float(start_s)
         self.configuration = configuration
         self.model = model if model is not None else configuration.target_model
         self.live = live
@@ -138,6 +151,8 @@ class SimUpstream(Upstream):
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         await self.live.start()
+        if self.start_s > 0:  # the modelled engine start, on the virtual clock
+            await asyncio.sleep(self.start_s / self.live.time_scale)
 
     async def stop(self) -> None:
         await self.live.stop()
@@ -160,13 +175,25 @@ class SimUpstream(Upstream):
     # ---- energy --------------------------------------------------------------------------------
     def power_sampler(self) -> PowerSampler:
         """One :class:`~greenllm.energy.ModelledSampler` over :attr:`devices` (keys
-        ``role:gpu``) reading the GPUs' modelled power now, on the virtual clock."""
+        ``role:gpu``) on the virtual clock. Each reading is the GPU's mean modelled power since
+        the previous one (from :meth:`LiveSim.energy_j`, as a GPU's energy counter gives it), so
+        no step between two readings is missed or counted twice: the integral is the modelled
+        energy to within one period at a window's edges, where an instantaneous reading would
+        alias the steps (tens of ms) against the period."""
         if self._sampler is None:
             keys = [d.key for d in self._devices]
             live = self.live
+            t0 = live.clock_s()
+            last: list[Any] = [t0, live.energy_j(t0), live.power_w(t0)]
 
             def power(_elapsed_s: float) -> dict[str, float]:
-                return dict(zip(keys, live.power_w(), strict=True))
+                now = live.clock_s()
+                joules = live.energy_j(now)
+                if now - last[0] > 1e-9:
+                    last[2] = [max(b - a, 0.0) / (now - last[0])
+                               for a, b in zip(last[1], joules, strict=True)]  # fmt: skip
+                    last[0], last[1] = now, joules
+                return dict(zip(keys, last[2], strict=True))
 
             wall_period = max(self.power_period_s / live.time_scale, _MIN_WALL_PERIOD_S)
             self._sampler = ModelledSampler(

@@ -398,3 +398,25 @@ def test_lifecycle() -> None:
             await sim.start()
 
     run(main())
+
+
+def test_a_sim_on_anothers_origin_shares_its_clock_and_counts_its_own_energy() -> None:
+    """Two sims on one origin read the same virtual time; the second one's energy starts at
+    its creation (not at the origin); a bad origin is a ConfigError."""
+    from greenllm.config import Configuration
+    from greenllm.energy import power_model
+    from greenllm.errors import ConfigError
+
+    cfg = Configuration(kind="standalone")
+    first = LiveSim(cfg, time_scale=100.0)
+    time.sleep(0.05)  # 5 virtual seconds
+    second = LiveSim(cfg, time_scale=100.0, origin=first.origin)
+    assert second.origin == first.origin and second.epoch_s == first.epoch_s
+    assert abs(second.clock_s() - first.clock_s()) < 0.5
+    t = first.clock_s()
+    idle_w = power_model("A100").idle_w
+    assert first.energy_j(t)[0] >= idle_w * 4.0
+    assert second.energy_j(t)[0] < idle_w * 1.0
+    for bad in ((1.0,), ("a", 1.0), (time.monotonic() + 100, 0.0)):
+        with pytest.raises(ConfigError, match="origin"):
+            LiveSim(cfg, origin=bad)  # type: ignore[arg-type]
