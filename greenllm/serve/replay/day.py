@@ -80,8 +80,10 @@ class ReplayDay:
 
 def sample_offset_s(index: int, sample_s: float) -> float:
     """Where hour ``index``'s sample starts in its hour: 24 starts spread evenly over the hour
-    (``index`` mod 24), each leaving room for ``sample_s`` seconds."""
-    return (index % 24) * (SECONDS_PER_HOUR - sample_s) / 24
+    (``index`` mod 24), each leaving room for ``sample_s`` seconds, none at the very start
+    (the traces' first seconds are a collection edge: the conversation trace's first 20 s
+    hold a quarter of its mean rate)."""
+    return (index % 24 + 0.5) * (SECONDS_PER_HOUR - sample_s) / 24
 
 
 def _start_s(start: str | float) -> float:

@@ -41,8 +41,8 @@ def test_hours_take_the_traces_intensity_and_a_sample_of_their_load() -> None:
 
 def test_samples_spread_over_the_hour() -> None:
     starts = [sample_offset_s(h, 60.0) for h in range(24)]
-    assert starts[0] == 0.0 and max(starts) <= 3600 - 60 and len(set(starts)) == 24
-    assert sample_offset_s(24, 60.0) == 0.0
+    assert 0 < starts[0] < 100 and max(starts) <= 3600 - 60 and len(set(starts)) == 24
+    assert sample_offset_s(24, 60.0) == starts[0]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -68,7 +68,7 @@ def test_unknown_region_and_trace_are_config_errors() -> None:
 
 
 def test_a_rate_above_the_traces_lays_shifted_copies_over_it() -> None:
-    day = plan_day("code", "CISO", hours=1, qps=6.0, sample_s=60.0)  # the trace has ~2.5 QPS
-    hour = day.hours[0]
-    assert hour.hour_requests == pytest.approx(6.0 * 3600, rel=0.03)
-    assert len(hour.requests) == pytest.approx(6.0 * 60, rel=0.5)
+    day = plan_day("code", "CISO", hours=24, qps=6.0, sample_s=60.0)  # the trace: ~2.5 QPS
+    assert day.hours[0].hour_requests == pytest.approx(6.0 * 3600, rel=0.03)
+    samples = [len(h.requests) for h in day.hours]  # a bursty trace: 0 to 962 per minute
+    assert np.mean(samples) == pytest.approx(6.0 * 60, rel=0.1)
