@@ -348,7 +348,8 @@ class Controller:
             self.switch_kwh, self.switch_embodied_g = sw.energy_j / J_PER_KWH, sw.embodied_g
             self.switch_cost_source = f"measured: the switch to {sw.to_label}"
             self._since_s = self.clock()
-            self.monitor.reset_guard()
+            self.monitor.reset_guard()  # what finished on the old one while it drained is not
+            self._guard.clear()  # evidence against the new one
             record.update(switched=True, switch=sw.to_dict())
         self._log(record)
         return record

@@ -290,3 +290,54 @@ def test_the_load_counts_arrivals_at_admission() -> None:
     assert monitor.load(10.0) == (pytest.approx(3.0), None)  # none finished: no size yet
     now[0] = 1100.0
     assert monitor.load(10.0)[0] == 0.0
+
+
+def test_a_load_spike_on_the_simulator_fires_the_guard(table: PlanTable) -> None:
+    """Standalone on the simulator (20x) meets a 0.5 s TTFT objective at a trickle of short
+    requests, and the guard stays quiet; a spike of 48 requests with 2,000-token prompts at
+    once queues their prefills past the objective, and the guard switches without waiting for
+    the hour-long period, saying why; nothing is dropped across the switch."""
+    from greenllm.serve.upstreams.sim import SimUpstream
+
+    start = table.baseline
+
+    async def main() -> tuple[Controller, list[Finished], list[Finished]]:
+        first = SimUpstream(table.configs[start], time_scale=20)
+        gw = Gateway(first, slo=SLO(ttft_s=0.5, tpot_s=1.0))
+        await gw.start()
+        ctl = Controller(gw, table, Dial(261.0),
+                         lambda c: SimUpstream(c, time_scale=20, origin=first.live.origin),
+                         ControllerSettings(period_s=3600.0, guard_window=40,
+                                            guard_min_requests=20, time_scale=20))  # fmt: skip
+        loop = asyncio.create_task(ctl.run())
+        calm = await serve(gw, 30, tokens=4, concurrency=1)
+        quiet = list(ctl.decisions)
+
+        async def big(i: int) -> Finished:
+            request = GenerationRequest(f"spike{i}", max_tokens=8, prompt=tuple(range(2000)))
+            done = None
+            async for event in gw.generate(request):
+                if isinstance(event, Finished):
+                    done = event
+            assert done is not None
+            return done
+
+        spike = list(await asyncio.gather(*(big(i) for i in range(48))))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(ctl.decisions) == len(quiet):
+            await asyncio.sleep(0.05)
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+        await gw.stop()
+        ctl.quiet = quiet  # type: ignore[attr-defined]
+        return ctl, calm, spike
+
+    ctl, calm, spike = run(main())
+    assert [d["reason"] for d in ctl.quiet] == ["start"]  # type: ignore[attr-defined]
+    assert all(d.ttft_s is not None and d.ttft_s <= 0.5 for d in calm)
+    assert sum(d.ttft_s is not None and d.ttft_s > 0.5 for d in spike) >= 20
+    assert all(d.finish_reason == "length" for d in calm + spike)
+    guard = ctl.decisions[-1]
+    assert guard["reason"].startswith("slo_guard: attainment") and guard["switched"]
+    assert guard["current"] == table.configs[start].label
