@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("backends",),
     ("profiler",),
+    ("fleet",),
     ("serve",),
     ("reproduce",),
     ("cli",),

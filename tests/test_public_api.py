@@ -110,6 +110,14 @@ PUBLIC_API: dict[str, list[str]] = {
         "UpstreamError", "UpstreamStats", "bind_socket", "create_app", "parse_request",
         "run_server",
     ],
+    "greenllm.fleet": [
+        "DEFAULT_PRICE_PER_HOUR", "FleetPlan", "FleetProblem", "FleetSolution", "FleetSpec",
+        "GPUEntry", "InfeasibleFleetError", "LEVELS", "LinkEntry", "ModelsEntry", "ReplicaModel",
+        "WorkloadEntry", "build_problem", "candidate_configurations", "compare_fleet",
+        "deployment", "fits", "load_fleet", "newest_type", "paper_rule", "pareto", "parse_fleet",
+        "plan_fleet", "replica_models", "restricted", "simulated_attainment", "solve",
+        "standalone_new", "workload_application",
+    ],
     "greenllm.serve.replay": [
         "HourOutcome", "PolicyOutcome", "ReplayDay", "ReplayHour", "ReplayReport", "plan_day",
         "plot_replay", "replay", "sample_offset_s", "serve_day", "static_choice",
@@ -130,7 +138,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "APPLICATIONS", "Application", "RequestSet", "TRACES", "TraceSpec", "TraceStats",
         "approx_token_count", "get_application", "humaneval_prompts", "humaneval_requests",
         "list_applications", "list_traces", "load_trace", "paper_qps_range", "poisson_arrivals_s",
-        "trace_stats", "workload",
+        "register_application", "trace_stats", "workload",
     ],
     "greenllm.config": [
         "ConfigKind", "Configuration", "FrozenModel", "ID_FIELDS", "ID_VERSION", "ModelSpec",

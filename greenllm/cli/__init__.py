@@ -39,13 +39,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from greenllm.cli.commands import analyze, carbon, catalog, demo, plan, profile, replay, serve
+    from greenllm.cli.commands import (
+        analyze,
+        carbon,
+        catalog,
+        demo,
+        fleet,
+        plan,
+        profile,
+        replay,
+        serve,
+    )
     from greenllm.version import __version__
 
     parser = _Parser(prog="greenllm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"greenllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (demo, carbon, analyze, catalog, profile, plan, serve, replay):
+    for module in (demo, carbon, analyze, catalog, profile, plan, serve, replay, fleet):
         module.register(sub)
     return parser
 

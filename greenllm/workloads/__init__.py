@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     "get_application": "greenllm.workloads.apps",
     "list_applications": "greenllm.workloads.apps",
     "paper_qps_range": "greenllm.workloads.apps",
+    "register_application": "greenllm.workloads.apps",
     "workload": "greenllm.workloads.apps",
     "RequestSet": "greenllm.workloads.requests",
     "poisson_arrivals_s": "greenllm.workloads.requests",
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
         get_application,
         list_applications,
         paper_qps_range,
+        register_application,
         workload,
     )
     from greenllm.workloads.humaneval import (  # noqa: F401

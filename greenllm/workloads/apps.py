@@ -32,6 +32,7 @@ __all__ = [
     "get_application",
     "list_applications",
     "paper_qps_range",
+    "register_application",
     "workload",
 ]
 
@@ -129,6 +130,7 @@ APPLICATIONS: dict[str, Application] = {
 }
 
 _ALIASES = {"chatbot": "sharegpt", "code": "humaneval", "summarization": "longbench"}
+_TABLE_2 = frozenset(APPLICATIONS)
 
 
 def _key(name: str) -> str:
@@ -136,8 +138,27 @@ def _key(name: str) -> str:
 
 
 def list_applications() -> list[str]:
-    """Names of the built-in applications, in Table 2 order."""
+    """Names of the known applications: Table 2's in its order, then registered ones."""
     return list(APPLICATIONS)
+
+
+def register_application(app: Application, *, replace: bool = False) -> None:
+    """Add ``app`` to the registry under ``app.name`` (lower case), so that every command and
+    function taking an application name knows it (a fleet file's own workloads). A name
+    already taken needs ``replace=True``; the three applications of Table 2 cannot be
+    replaced."""
+    if not isinstance(app, Application):
+        raise ConfigError(f"register_application: {app!r:.60} is not an Application")
+    key = _key(app.name)
+    if not key or key != app.name.lower().replace("-", "").replace("_", "").replace(" ", ""):
+        raise ConfigError(f"register_application: name = {app.name!r}: letters, digits, - or _")
+    if key in _TABLE_2 or key in _ALIASES:
+        raise ConfigError(f"register_application: {app.name!r} is an application of Table 2; "
+                          "choose another name")  # fmt: skip
+    if key in APPLICATIONS and not replace and APPLICATIONS[key] != app:
+        raise ConfigError(f"register_application: {app.name!r} is already registered; pass "
+                          "replace=True to replace it")  # fmt: skip
+    APPLICATIONS[key] = app
 
 
 def get_application(name: str | Application) -> Application:
@@ -151,7 +172,7 @@ def get_application(name: str | Application) -> Application:
     if key not in APPLICATIONS:
         raise ConfigError(
             f"unknown application {name!r}: known applications are "
-            f"{', '.join(APPLICATIONS)} (Table 2 of the paper)"
+            f"{', '.join(APPLICATIONS)} (Table 2 of the paper, and any a fleet file declares)"
         )
     return APPLICATIONS[key]
 

@@ -1,0 +1,53 @@
+"""`greenllm fleet plan|compare`: a small fleet end to end (JSON deployment, table, the
+comparison with the baselines), and one-line errors for bad fleet files."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.helpers import assert_error, run, strict_json
+from tests.fleet.test_plan import SMALL
+
+
+@pytest.fixture(scope="module")
+def fleet_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fleet") / "fleet.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def test_plan_writes_a_deployment_and_compare_adds_the_baselines(capsys, fleet_file,
+                                                                 tmp_path) -> None:  # fmt: skip
+    store = tmp_path / "sim.sqlite"
+    base = ["--fleet", str(fleet_file), "--store", str(store), "--duration-s", "20"]
+    out = tmp_path / "deployment.json"
+    code, text, err = run(capsys, ["fleet", "plan", *base, "--json", "--out", str(out)])
+    assert code == 0, err
+    dep = strict_json(text)
+    assert dep == strict_json(out.read_text())
+    assert dep["objective"] == "carbon" and dep["replicas"] and dep["split"]["chat"]
+    assert sum(s["qps"] for s in dep["split"]["chat"]) == pytest.approx(1.0)
+    code, table, err = run(capsys, ["fleet", "plan", *base, "--objective", "cost"])
+    assert code == 0, err
+    assert "objective cost" in table and "off:" in table
+    code, text, err = run(capsys, ["fleet", "compare", *base, "--json"])
+    assert code == 0, err
+    result = strict_json(text)
+    assert set(result) == {"optimum", "paper_rule", "standalone_new", "min_cost"}
+    assert 0 <= result["optimum"]["slo_attainment"]["all"] <= 1
+    code, table, err = run(capsys, ["fleet", "compare", *base])
+    assert code == 0, err
+    assert "paper_rule" in table and "SLO att." in table
+
+
+def test_bad_fleets_are_one_line_errors(capsys, tmp_path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.replace("qps = 1.0", "qps = 0"))
+    assert_error(capsys, ["fleet", "plan", "--fleet", str(bad)], 2, "workloads[0].qps")
+    assert_error(capsys, ["fleet", "plan", "--fleet", str(tmp_path / "none.toml")], 2,
+                 "no such file")  # fmt: skip
+    heavy = tmp_path / "heavy.toml"
+    heavy.write_text(SMALL.replace("qps = 1.0", "qps = 40.0"))
+    assert_error(capsys, ["fleet", "plan", "--fleet", str(heavy), "--store",
+                          str(tmp_path / "s.sqlite"), "--duration-s", "10"], 2,
+                 "cannot carry the load")  # fmt: skip
