@@ -3,7 +3,8 @@
 * :func:`paper_rule`: per workload, the configuration Algorithm 1 would pick from one
   replica's profile (the least carbon per request at the load one replica carries, within the
   SLO), replicated until the load is covered and split evenly; the inventory is not consulted
-  (the paper plans one configuration at a time), so the result may not fit it.
+  (the paper plans one configuration at a time), so the result may not fit it; or, within the
+  inventory, workloads by load each taking the best configuration that still fits.
 * :func:`standalone_new`: the optimiser restricted to Standalone on the newest GPU type of the
   inventory (what a fleet without old GPUs would run).
 * minimum cost: :func:`~greenllm.fleet.optimize.solve` with ``objective="cost"``.
@@ -21,23 +22,36 @@ from greenllm.fleet.optimize import FleetProblem, FleetSolution, InfeasibleFleet
 __all__ = ["fits", "paper_rule", "restricted", "standalone_new"]
 
 
-def paper_rule(p: FleetProblem) -> FleetSolution:
-    """Algorithm 1 per workload, replicated (see the module docstring)."""
+def paper_rule(p: FleetProblem, *, within_inventory: bool = False) -> FleetSolution:
+    """Algorithm 1 per workload, replicated (see the module docstring). With
+    ``within_inventory``, the workloads take their turn by load (the largest first) and each
+    takes its best configuration whose replicas still fit in the GPUs left (a greedy
+    operator's reading of the rule); :class:`InfeasibleFleetError` if one finds none."""
     replicas = np.zeros(p.capacity_qps.shape, dtype=np.int64)
     load = np.zeros(p.capacity_qps.shape)
-    for w, demand in enumerate(p.demand_qps):
-        cap = p.capacity_qps[w]
+    left = p.inventory.astype(float).copy()
+    order = np.argsort(-p.demand_qps, kind="stable") if within_inventory else None
+    for w in order if order is not None else range(len(p.workloads)):
+        demand, cap = p.demand_qps[w], p.capacity_qps[w]
         ok = np.nonzero(cap > 0)[0]
-        if not len(ok):
-            raise InfeasibleFleetError(f"no configuration serves {p.workloads[w]} at its SLO",
-                                       {p.workloads[w]: float(demand)}, {})  # fmt: skip
         per_replica = np.minimum(cap[ok], demand)
         g_per_query = (p.fixed_g_per_h[w, ok] + p.var_g_per_qps_h[w, ok] * per_replica) / (
-            per_replica
+            np.maximum(per_replica, 1e-12)
         )
-        c = int(ok[int(np.argmin(g_per_query))])
-        replicas[w, c] = math.ceil(demand / cap[c] - 1e-9)
-        load[w, c] = demand
+        chosen = None
+        for c in ok[np.argsort(g_per_query, kind="stable")]:
+            n = math.ceil(demand / cap[c] - 1e-9)
+            if not within_inventory or (n * p.uses[c] <= left).all():
+                chosen = (int(c), n)
+                break
+        if chosen is None:
+            why = "at its SLO" if not len(ok) else "in the GPUs left by the larger workloads"
+            raise InfeasibleFleetError(f"the paper's rule finds no configuration for "
+                                       f"{p.workloads[w]} {why}", {p.workloads[w]: float(demand)},
+                                       {})  # fmt: skip
+        c, n = chosen
+        replicas[w, c], load[w, c] = n, demand
+        left -= n * p.uses[c]
     return FleetSolution(p, "carbon", replicas, load)
 
 
@@ -64,6 +78,6 @@ def restricted(
 
 
 def standalone_new(p: FleetProblem, standalone_on: Sequence[int]) -> FleetSolution:
-    """Standalone on the newest GPU type only (``standalone_on``: those configurations), with
+    """Standalone on the most capable GPU type only (``standalone_on``: those configurations), with
     as many of those GPUs as the load needs (:func:`fits` says whether the inventory has them)."""
     return restricted(p, standalone_on, buy=True)

@@ -28,8 +28,9 @@ DEFAULT_PRICE_PER_HOUR: dict[str, float] = {
 
 
 def newest_type(spec: FleetSpec) -> str:
-    """The inventory's most recent GPU type (the catalog's year; the most memory on a tie)."""
-    return max(spec.gpu_types, key=lambda t: (get_gpu(t).year, get_gpu(t).vram_gb))
+    """The inventory's "new" GPU type in the paper's sense: the most FP16 compute (the most
+    memory on a tie), e.g. A100 over a later but smaller L4."""
+    return max(spec.gpu_types, key=lambda t: (get_gpu(t).fp16_tflops, get_gpu(t).vram_gb))
 
 
 def build_problem(spec: FleetSpec, models: Sequence[ReplicaModel]) -> FleetProblem:

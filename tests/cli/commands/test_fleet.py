@@ -33,7 +33,8 @@ def test_plan_writes_a_deployment_and_compare_adds_the_baselines(capsys, fleet_f
     code, text, err = run(capsys, ["fleet", "compare", *base, "--json"])
     assert code == 0, err
     result = strict_json(text)
-    assert set(result) == {"optimum", "paper_rule", "standalone_new", "min_cost"}
+    assert set(result) == {"optimum", "paper_rule", "paper_rule_fitted", "standalone_new",
+                           "min_cost"}
     assert 0 <= result["optimum"]["slo_attainment"]["all"] <= 1
     code, table, err = run(capsys, ["fleet", "compare", *base])
     assert code == 0, err
