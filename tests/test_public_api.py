@@ -90,7 +90,8 @@ PUBLIC_API: dict[str, list[str]] = {
     "greenllm.profiler.store": [
         "CarbonAtMeasurement", "CellUsage", "ENV_VAR", "GPURow", "GPUUsage", "LatencySummary",
         "ProfileRecord", "ProfileStore", "Provenance", "cell_id", "default_store_path",
-        "export_csv", "export_json", "import_csv", "import_json", "qps_key", "size_label",
+        "export_csv", "export_json", "import_csv", "import_json", "qps_key", "read_nvidia_smi_csv",
+        "record_from_vllm_bench", "request_rate", "size_label",
     ],
     "greenllm.profiler.sweep": [
         "Cell", "CellJob", "CellOutcome", "DEFAULT_NEW_GPU", "DEFAULT_REQUESTS", "DEFAULT_TARGET",

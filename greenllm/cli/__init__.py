@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         catalog,
         demo,
         fleet,
+        imports,
         plan,
         profile,
         replay,
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="greenllm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"greenllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (demo, carbon, analyze, catalog, profile, plan, serve, replay, fleet):
+    for module in (demo, carbon, analyze, catalog, profile, imports, plan, serve, replay, fleet):
         module.register(sub)
     return parser
 
