@@ -105,9 +105,10 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "greenllm.serve": [
         "APIError", "ChatCompletionRequest", "CompletionRequest", "Controller",
-        "ControllerSettings", "Deployment", "Device", "Finished", "Gateway", "GatewayMetrics",
-        "GatewaySettings", "GenerationRequest", "LedgerTotals", "LoadMonitor", "Observation",
-        "Receipt", "ReceiptLedger", "SwitchRecord", "TokenChunk", "Upstream",
+        "ControllerSettings", "Deployment", "Device", "Finished", "FleetGateway", "Gateway",
+        "GatewayMetrics", "GatewaySettings", "GenerationRequest", "LedgerTotals", "LoadMonitor",
+        "Observation",
+        "Receipt", "ReceiptLedger", "Replica", "SwitchRecord", "TokenChunk", "Upstream",
         "UpstreamError", "UpstreamStats", "bind_socket", "create_app", "parse_request",
         "run_server",
     ],

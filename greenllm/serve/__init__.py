@@ -6,6 +6,8 @@
 - :class:`Controller` (:mod:`~greenllm.serve.controller`): re-plans the configuration as grid
   intensity and load change (:class:`ControllerSettings`, :class:`LoadMonitor`), with an SLO
   guard and a JSONL audit log;
+- :class:`FleetGateway` (:mod:`~greenllm.serve.fleet`): a fleet deployment, each workload's
+  requests to its replicas (:class:`Replica`) in proportion to the split;
   :class:`Finished` the last event of a request;
 - :func:`create_app` (:mod:`~greenllm.serve.app`): the FastAPI app (OpenAI routes, health,
   readiness, Prometheus metrics); :func:`run_server` (:mod:`~greenllm.serve.server`) runs it
@@ -37,6 +39,8 @@ _LAZY: dict[str, str] = {
     "Controller": "greenllm.serve.controller",
     "ControllerSettings": "greenllm.serve.controller",
     "LoadMonitor": "greenllm.serve.controller",
+    "FleetGateway": "greenllm.serve.fleet",
+    "Replica": "greenllm.serve.fleet",
     "create_app": "greenllm.serve.app",
     "run_server": "greenllm.serve.server",
     "bind_socket": "greenllm.serve.server",
@@ -63,6 +67,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 if TYPE_CHECKING:  # pragma: no cover
     from greenllm.serve.app import create_app  # noqa: F401
     from greenllm.serve.controller import Controller, ControllerSettings, LoadMonitor  # noqa: F401
+    from greenllm.serve.fleet import FleetGateway, Replica  # noqa: F401
     from greenllm.serve.gateway import (  # noqa: F401
         Deployment,
         Finished,

@@ -187,7 +187,8 @@ class Gateway:
     Intensity: ``region`` (e.g. ``"CISO"``) or ``intensity_g_per_kwh`` (default: CISO, as
     :class:`~greenllm.energy.CarbonMeter`); :meth:`set_intensity` changes it for requests
     admitted afterwards. ``slo``: the latency objective the ``greenllm_slo_attainment`` metric
-    counts against (default: 1 s TTFT, 100 ms TPOT).
+    counts against (default: 1 s TTFT, 100 ms TPOT). ``metrics``: shared with other gateways
+    (the replicas of a deployment, :class:`~greenllm.serve.fleet.FleetGateway`).
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class Gateway:
         intensity_g_per_kwh: float | None = None,
         lifetimes_years: float | Mapping[str, float] = 7.0,
         slo: SLO | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._first = upstream
         self.settings = settings or GatewaySettings()
@@ -206,7 +208,7 @@ class Gateway:
         self._meter_args: dict[str, Any] = dict(
             region=region, intensity_g_per_kwh=intensity_g_per_kwh, lifetimes_years=lifetimes_years
         )
-        self.metrics = GatewayMetrics(
+        self.metrics = metrics or GatewayMetrics(
             configuration_label=upstream.configuration.label,
             acceptance_rate=lambda: self.upstream.stats().acceptance_rate,
         )

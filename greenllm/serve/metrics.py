@@ -105,6 +105,10 @@ class GatewayMetrics:
             registry=reg,
         )  # fmt: skip
 
+    def mark_served(self, label: str) -> None:
+        """``label`` is served too (a deployment serves several configurations at once)."""
+        self._info.labels(label).set(1)
+
     def set_configuration(self, label: str) -> None:
         """A switch: ``label`` is served now (1), the previous one no longer (0)."""
         self._info.labels(self._label).set(0)

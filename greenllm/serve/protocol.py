@@ -235,6 +235,7 @@ def parse_request(
     common = dict(
         request_id=request_id, max_tokens=max_tokens, temperature=req.temperature,
         top_p=req.top_p, seed=req.seed, stop=req.stop_tuple(), ignore_eos=req.ignore_eos,
+        model=req.model,
     )  # fmt: skip
     if isinstance(req, ChatCompletionRequest):
         try:

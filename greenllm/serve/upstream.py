@@ -84,6 +84,8 @@ class GenerationRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    model: str | None = None
+    """The model name the client asked for (a deployment routes by it: one per workload)."""
 
     @property
     def chat(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument(
         "--plan", type=path, metavar="FILE", help="a plan from `greenllm plan --json`"
     )
+    which.add_argument("--deployment", type=path, metavar="FILE",
+                       help="a fleet deployment from `greenllm fleet plan --out`: every replica, "
+                       "each workload's traffic (model = the workload's name) split among them")
     p.add_argument("--workload", type=text, metavar="APP[@QPS]",
                    help="with --plan: the application (and QPS) to serve; with "
                    "--replan-every: the application the profiles are for")  # fmt: skip
@@ -261,13 +265,49 @@ def plan_table(args: argparse.Namespace) -> Any:
     return Planner().table(store, args.workload.partition("@")[0])
 
 
+def deployment_gateway(args: argparse.Namespace, settings: Any) -> Any:
+    """The :class:`~greenllm.serve.FleetGateway` of ``--deployment``: one upstream per replica,
+    weighted by the QPS the deployment gives it."""
+    import json
+
+    from greenllm.config import Configuration
+    from greenllm.serve import FleetGateway
+
+    if args.replan_every is not None or args.upstream:
+        raise ConfigError("--deployment starts every replica itself and plans nothing live: drop "
+                          "--replan-every and --upstream")  # fmt: skip
+    file = existing_file("--deployment", args.deployment)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        replicas = data["replicas"]
+        if not isinstance(replicas, list) or not replicas:
+            raise ValueError("no replicas")
+        pools: dict[str, list[tuple[Any, float]]] = {}
+        for i, r in enumerate(replicas):
+            cfg = Configuration.model_validate(r["configuration"])
+            weight = float(r["qps"])
+            if not (weight >= 0 and math.isfinite(weight)) or not isinstance(r["workload"], str):
+                raise ValueError(f"replicas[{i}]: workload and qps >= 0 needed")
+            pools.setdefault(r["workload"], []).append((cfg, max(weight, 1e-9)))
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+        raise ConfigError(f"--deployment {file}: not a deployment from `greenllm fleet plan "
+                          f"--out` ({type(err).__name__}: {err})") from None
+    upstreams = {name: [(build_upstream(args, cfg), w) for cfg, w in reps]
+                 for name, reps in pools.items()}  # fmt: skip
+    region = None if args.intensity is not None else (args.region or args.default_region)
+    return FleetGateway.build(upstreams, settings, region=region,
+                              intensity_g_per_kwh=args.intensity)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
-    from greenllm.serve import Gateway, GatewaySettings, run_server
+    from greenllm.serve import Gateway, run_server
 
     live = [f for f in ("store", "intensity_provider", "zone", "trace_year", "audit_log")
             if getattr(args, f) is not None]  # fmt: skip
     if live and args.replan_every is None:
         raise ConfigError(f"--{live[0].replace('_', '-')} goes with --replan-every")
+    if args.deployment is not None:
+        return _serve_deployment(args)
     table = plan_table(args) if args.replan_every is not None else None
     configuration = configuration_from_args(args)
     if configuration is None:  # the profiles' lowest-carbon choice at the lowest load
@@ -276,20 +316,12 @@ def run(args: argparse.Namespace) -> int:
         carbon = table.carbon_g_per_token(0, table_intensity(args))
         configuration = table.configs[int(np.argmin(np.where(table.allowed[0], carbon,
                                                              np.inf)))]  # fmt: skip
-    api_key = args.api_key if args.api_key is not None else os.environ.get("GREENLLM_API_KEY")
-    settings = GatewaySettings(
-        max_inflight=args.max_inflight, max_tokens_limit=args.max_tokens_limit,
-        default_max_tokens=min(16, args.max_tokens_limit), api_key=api_key or None,
-    )  # fmt: skip
+    settings = _settings(args)
     upstream = build_upstream(args, configuration)
     region = None if args.intensity is not None else (args.region or args.default_region)
     gateway = Gateway(upstream, settings, region=region, intensity_g_per_kwh=args.intensity)
     _log_to_stderr(args.log_level)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("greenllm").warning(
-            "binding %s: the server is reachable from the network%s", args.host,
-            "" if api_key else " and has no API key (--api-key)",
-        )  # fmt: skip
+    _warn_if_exposed(args, settings)
 
     def listening(url: str) -> None:
         print(f"greenllm serve: listening on {url} ({configuration.label}, {args.backend})",
@@ -301,3 +333,39 @@ def run(args: argparse.Namespace) -> int:
                controller=controller)  # fmt: skip
     print("greenllm serve: stopped (in-flight requests drained)", file=sys.stderr, flush=True)
     return 130  # run_server returns only once Ctrl-C or SIGTERM stopped it: exit as interrupted
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from greenllm.serve import GatewaySettings
+
+    api_key = args.api_key if args.api_key is not None else os.environ.get("GREENLLM_API_KEY")
+    return GatewaySettings(
+        max_inflight=args.max_inflight, max_tokens_limit=args.max_tokens_limit,
+        default_max_tokens=min(16, args.max_tokens_limit), api_key=api_key or None,
+    )  # fmt: skip
+
+
+def _serve_deployment(args: argparse.Namespace) -> int:
+    from greenllm.serve import run_server
+
+    settings = _settings(args)
+    gateway = deployment_gateway(args, settings)
+    _log_to_stderr(args.log_level)
+    _warn_if_exposed(args, settings)
+
+    def listening(url: str) -> None:
+        print(f"greenllm serve: listening on {url} ({gateway.label}: {', '.join(gateway.models)};"
+              f" {args.backend})", file=sys.stderr, flush=True)  # fmt: skip
+
+    uvicorn_level = "debug" if args.log_level == "debug" else "warning"
+    run_server(gateway, args.host, args.port, log_level=uvicorn_level, on_listening=listening)
+    print("greenllm serve: stopped (in-flight requests drained)", file=sys.stderr, flush=True)
+    return 130
+
+
+def _warn_if_exposed(args: argparse.Namespace, settings: Any) -> None:
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("greenllm").warning(
+            "binding %s: the server is reachable from the network%s", args.host,
+            "" if settings.api_key else " and has no API key (--api-key)",
+        )  # fmt: skip

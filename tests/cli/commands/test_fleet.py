@@ -1,5 +1,6 @@
 """`greenllm fleet plan|compare`: a small fleet end to end (JSON deployment, table, the
-comparison with the baselines), and one-line errors for bad fleet files."""
+comparison with the baselines), the deployment served by `greenllm serve --deployment` to a
+real `openai` client, and one-line errors for bad fleet files."""
 
 from __future__ import annotations
 
@@ -52,3 +53,41 @@ def test_bad_fleets_are_one_line_errors(capsys, tmp_path) -> None:
     assert_error(capsys, ["fleet", "plan", "--fleet", str(heavy), "--store",
                           str(tmp_path / "s.sqlite"), "--duration-s", "10"], 2,
                  "cannot carry the load")  # fmt: skip
+
+
+def test_serve_a_planned_deployment(capsys, fleet_file, tmp_path) -> None:
+    """`fleet plan --out` then `serve --deployment`: the workload is the model name, the
+    receipt names a configuration of the deployment, Ctrl-C drains and exits 130."""
+    import signal
+
+    from tests.extras import require
+    from tests.serve.fakes import ServeProcess
+
+    openai = require("openai")
+    dep = tmp_path / "deployment.json"
+    code, _, err = run(capsys, ["fleet", "plan", "--fleet", str(fleet_file), "--store",
+                                str(tmp_path / "s.sqlite"), "--duration-s", "20", "--out",
+                                str(dep)])  # fmt: skip
+    assert code == 0, err
+    labels = {r["label"] for r in strict_json(dep.read_text())["replicas"]}
+    srv = ServeProcess("--backend", "sim", "--deployment", str(dep), "--time-scale", "50")
+    try:
+        assert "deployment:" in srv.stderr() and "chat" in srv.stderr()
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["chat"]
+        out = client.completions.create(model="chat", prompt="one two", max_tokens=4)
+        receipt = out.usage.model_extra["greenllm"]
+        assert receipt["configuration"] in labels and receipt["total_g"] > 0
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model="llama-2-7b", prompt="x", max_tokens=2)
+        srv.proc.send_signal(signal.SIGINT)
+        code, log = srv.wait()
+        assert code == 130, log
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"replicas": [{"workload": "chat"}]}')
+    assert_error(capsys, ["serve", "--backend", "sim", "--deployment", str(bad)], 2,
+                 "not a deployment")  # fmt: skip
