@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="greenllm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"greenllm {__version__}")
+    parser.add_argument("--fleet", dest="declare_fleet", metavar="FILE", default=None,
+                        help="a fleet file whose GPUs, models and workloads every command then "
+                        "knows by name (or $GREENLLM_FLEET)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in (demo, carbon, analyze, catalog, profile, imports, plan, serve, replay, fleet):
         module.register(sub)
@@ -149,6 +152,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _flushed(code)
     prog = f"greenllm {args.command}"
     try:
+        _declare(args.declare_fleet or os.environ.get("GREENLLM_FLEET") or None)
         code = int(args.run(args) or 0)
         sys.stdout.flush()
         return code
@@ -176,6 +180,14 @@ def _main(argv: Sequence[str] | None) -> int:
         _error(prog, f"internal error ({type(err).__name__}: {_first_line(err)}); "
                "set GREENLLM_DEBUG=1 for the traceback and please report it")  # fmt: skip
         return EXIT_FAILURE
+
+
+def _declare(fleet_file: str | None) -> None:
+    """Register what ``fleet_file`` declares (GPUs, models, workloads) for this command."""
+    if fleet_file:
+        from greenllm.fleet import declare, load_fleet
+
+        declare(load_fleet(fleet_file))
 
 
 def _flushed(code: int) -> int:

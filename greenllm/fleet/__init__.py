@@ -14,6 +14,7 @@ from greenllm.fleet.capacity import (
     workload_application,
 )
 from greenllm.fleet.check import simulated_attainment
+from greenllm.fleet.declare import declare, model_from_hf_config
 from greenllm.fleet.deployment import (
     DEFAULT_PRICE_PER_HOUR,
     build_problem,
@@ -29,8 +30,10 @@ from greenllm.fleet.optimize import (
 )
 from greenllm.fleet.report import FleetPlan, compare_fleet, plan_fleet
 from greenllm.fleet.spec import (
+    CustomModel,
     FleetSpec,
     GPUEntry,
+    GPUSpecEntry,
     LinkEntry,
     ModelsEntry,
     WorkloadEntry,
@@ -41,11 +44,13 @@ from greenllm.fleet.spec import (
 __all__ = [
     "DEFAULT_PRICE_PER_HOUR",
     "LEVELS",
+    "CustomModel",
     "FleetPlan",
     "FleetProblem",
     "FleetSolution",
     "FleetSpec",
     "GPUEntry",
+    "GPUSpecEntry",
     "InfeasibleFleetError",
     "LinkEntry",
     "ModelsEntry",
@@ -54,9 +59,11 @@ __all__ = [
     "build_problem",
     "candidate_configurations",
     "compare_fleet",
+    "declare",
     "deployment",
     "fits",
     "load_fleet",
+    "model_from_hf_config",
     "newest_type",
     "paper_rule",
     "pareto",

@@ -40,12 +40,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from greenllm.errors import ConfigError
 
-__all__ = ["FleetSpec", "GPUEntry", "LinkEntry", "ModelsEntry", "WorkloadEntry", "load_fleet",
-           "parse_fleet"]
+__all__ = ["CustomModel", "FleetSpec", "GPUEntry", "GPUSpecEntry", "LinkEntry", "ModelsEntry",
+           "WorkloadEntry", "load_fleet", "parse_fleet"]
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.\-]*$")]
 DEFAULT_LINK_GBPS = 16.0
@@ -55,8 +55,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+class GPUSpecEntry(_Model):
+    """A GPU the catalog does not know (its data sheet); ``embodied_kg`` by ACT if omitted."""
+
+    vram_gb: Annotated[float, Field(gt=0, le=4096)]
+    mem_bw_gbs: Annotated[float, Field(gt=0, le=100_000)]
+    die_area_mm2: Annotated[float, Field(gt=0, le=10_000)]
+    max_power_w: Annotated[float, Field(gt=0, le=10_000)]
+    node_nm: Annotated[float, Field(gt=0, le=1000)]
+    fp16_tflops: Annotated[float, Field(gt=0, le=100_000)]
+    year: Annotated[int, Field(ge=1990, le=2100)]
+    idle_power_w: Annotated[float, Field(ge=0, le=10_000)]
+    memory_type: Annotated[str, Field(min_length=1, max_length=32)] = "HBM2"
+    embodied_kg: Annotated[float, Field(gt=0, le=100_000)] | None = None
+
+
 class GPUEntry(_Model):
-    """GPUs of one type on one host."""
+    """GPUs of one type on one host (``spec`` for a type the catalog does not know)."""
 
     type: Name
     count: Annotated[int, Field(ge=1, le=100_000)]
@@ -64,6 +79,7 @@ class GPUEntry(_Model):
     lifetime_years: Annotated[float, Field(gt=0, le=30)] = 7.0
     price_per_hour: Annotated[float, Field(ge=0, le=1000)] | None = None
     """US$ per GPU-hour (the cost objective); default: docs/fleet.md's table."""
+    spec: GPUSpecEntry | None = None
 
 
 class LinkEntry(_Model):
@@ -73,6 +89,14 @@ class LinkEntry(_Model):
     gbps: Annotated[float, Field(gt=0, le=3200)]
 
 
+class CustomModel(_Model):
+    """A model the simulator does not know, from its Hugging Face ``config.json``."""
+
+    name: Name
+    config_json: Annotated[str, Field(min_length=1, max_length=4096)]
+    """A path, relative to the fleet file's folder."""
+
+
 class ModelsEntry(_Model):
     """The target model and the drafts speculative configurations may use."""
 
@@ -80,6 +104,7 @@ class ModelsEntry(_Model):
     drafts: list[Name] = Field(default_factory=lambda: ["llama-1b", "llama-300m"])
     acceptance: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=dict)
     """Declared acceptance rate per draft (else the simulator's table)."""
+    custom: list[CustomModel] = Field(default_factory=list)
 
 
 class WorkloadEntry(_Model):
@@ -116,6 +141,12 @@ class FleetSpec(_Model):
     gpus: Annotated[list[GPUEntry], Field(min_length=1)]
     links: list[LinkEntry] = Field(default_factory=list)
     workloads: Annotated[list[WorkloadEntry], Field(min_length=1)]
+    _base_dir: Path = PrivateAttr(default_factory=lambda: Path())
+
+    @property
+    def base_dir(self) -> Path:
+        """The fleet file's folder (relative paths in it are read from there)."""
+        return self._base_dir
 
     @property
     def gpu_types(self) -> tuple[str, ...]:
@@ -150,11 +181,12 @@ def load_fleet(path: str | Path) -> FleetSpec:
         raise ConfigError(f"--fleet {str(p)!r}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"--fleet {str(p)!r}: cannot read it ({err})") from None
-    return parse_fleet(text, source=str(p))
+    return parse_fleet(text, source=str(p), base_dir=p.parent)
 
 
-def parse_fleet(text: str, source: str = "fleet.toml") -> FleetSpec:
-    """A fleet from TOML text (see :func:`load_fleet`)."""
+def parse_fleet(text: str, source: str = "fleet.toml", base_dir: str | Path = ".") -> FleetSpec:
+    """A fleet from TOML text (see :func:`load_fleet`); ``base_dir``: where relative paths
+    (a custom model's ``config_json``) are read from."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -169,6 +201,7 @@ def parse_fleet(text: str, source: str = "fleet.toml") -> FleetSpec:
     if problems:
         loc, msg = problems[0]
         raise _error(text, source, loc, msg)
+    spec._base_dir = Path(base_dir)
     return spec
 
 

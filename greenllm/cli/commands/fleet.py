@@ -50,9 +50,10 @@ def _store(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from greenllm.fleet import compare_fleet, load_fleet, plan_fleet
+    from greenllm.fleet import compare_fleet, declare, load_fleet, plan_fleet
 
     spec = load_fleet(args.fleet)
+    declare(spec)
     store = _store(args)
     objective = getattr(args, "objective", "carbon")
     plan = plan_fleet(spec, store, objective, duration_s=args.duration_s)
