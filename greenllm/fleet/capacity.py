@@ -54,7 +54,8 @@ class ReplicaModel:
     idle_w: float
     watts_per_qps: float
     source: str
-    """``simulated`` (every level measured by the simulator) or ``filled`` (completed)."""
+    """``simulated`` (every level by the simulator), ``filled`` (completed by collaborative
+    filtering) or ``measured`` (your own records, :func:`replica_models`' ``measured``)."""
 
 
 def workload_application(w: WorkloadEntry) -> Application:
@@ -118,9 +119,16 @@ def replica_models(
     duration_s: float = 60.0,
     seed: int = 0,
     progress: bool = False,
+    measured: str | Path | None = None,
+    measured_backend: str = "vllm",
 ) -> list[ReplicaModel]:
     """A :class:`ReplicaModel` per (workload, candidate) (see the module docstring); the
-    simulator's profiles are kept in ``store_path`` and reused by the next call."""
+    simulator's profiles are kept in ``store_path`` and reused by the next call.
+
+    ``measured``: a store of your own measurements (``greenllm import vllm-bench``): where it
+    holds records of ``measured_backend`` for a workload's application and a candidate, at
+    loads up to the workload's, the replica model comes from them (``source="measured"``)
+    instead of the simulator."""
     from greenllm.profiler.store import ProfileStore
     from greenllm.profiler.sweep import SweepGrid, run_sweep
     from greenllm.scheduler import Planner, matrices_from_store
@@ -160,6 +168,47 @@ def replica_models(
             source = "simulated" if m.observed[rows, j].all() else "filled"
             out.append(ReplicaModel(w.name, c, capacity, p0 * kwh * alpha + emb,
                                     k * kwh * alpha, p0, k, source))  # fmt: skip
+    if measured is not None:
+        out = _with_measurements(out, spec, apps, measured, measured_backend, alpha)
+    return out
+
+
+def _with_measurements(models: list[ReplicaModel], spec: FleetSpec,
+                       apps: dict[str, Application], store_path: str | Path, backend: str,
+                       alpha: float) -> list[ReplicaModel]:  # fmt: skip
+    """``models`` with those the store measured replaced (see :func:`replica_models`)."""
+    from greenllm.profiler.store import ProfileStore
+    from greenllm.scheduler import matrices_from_store
+
+    if not Path(store_path).is_file():
+        raise ConfigError(f"measurements store {str(store_path)!r}: no such file")
+    with ProfileStore(store_path) as store:
+        m = matrices_from_store(store, backend=backend)
+    ids = [c.id for c in m.configs]
+    demand = {w.name: w for w in spec.workloads}
+    lifetimes = {g.type: g.lifetime_years for g in reversed(spec.gpus)}
+    kwh = 3600.0 * spec.pue / J_PER_KWH
+    out = []
+    for model in models:
+        w, c = demand[model.workload], model.configuration
+        rows = sorted((i for i, k in enumerate(m.rows) if k.application == apps[w.name].name
+                       and k.qps <= w.qps * (1 + 1e-9)), key=lambda i: m.rows[i].qps)  # fmt: skip
+        j = ids.index(c.id) if c.id in ids else None
+        rows = [i for i in rows if j is not None and m.observed[i, j]]
+        if j is None or not rows:
+            out.append(model)
+            continue
+        levels = np.array([m.rows[i].qps for i in rows])
+        ok = m.attainment[rows, j] >= w.attainment
+        n_ok = len(ok) if ok.all() else int(np.argmin(ok))
+        idle = sum(float(get_gpu(g).idle_power_w) for g in c.gpus)
+        power = np.array([sum(e / t for e, t in zip(m.energy_j[i, j], m.seconds[i, j],
+                                                     strict=True) if t > 0) for i in rows])
+        use = slice(0, max(n_ok, 1))
+        p0, k = _fit(levels[use], power[use], idle)
+        emb = sum(float(embodied_carbon_g(3600.0, g, lifetimes.get(g, 7.0))) for g in c.gpus)
+        out.append(ReplicaModel(w.name, c, float(levels[n_ok - 1]) if n_ok else 0.0,
+                                p0 * kwh * alpha + emb, k * kwh * alpha, p0, k, "measured"))
     return out
 
 

@@ -37,10 +37,12 @@ def plan_fleet(
     objective: Literal["carbon", "cost"] = "carbon",
     *,
     duration_s: float = 60.0,
+    measured: str | Path | None = None,
 ) -> FleetPlan:
-    """Profile what is missing on the simulator (kept in ``store_path``), build the programme
-    and solve it; :class:`InfeasibleFleetError` when the inventory cannot carry the load."""
-    models = tuple(replica_models(spec, store_path, duration_s=duration_s))
+    """Profile what is missing on the simulator (kept in ``store_path``; ``measured``: your own
+    records first, see :func:`~greenllm.fleet.replica_models`), build the programme and solve
+    it; :class:`InfeasibleFleetError` when the inventory cannot carry the load."""
+    models = tuple(replica_models(spec, store_path, duration_s=duration_s, measured=measured))
     problem = build_problem(spec, models)
     return FleetPlan(spec, models, problem, solve(problem, objective))
 

@@ -104,3 +104,28 @@ def test_the_optimum_is_never_worse_than_the_paper_rule_where_it_fits(seed: int)
     if not fits(a):
         return
     assert solve(p).carbon_g_per_h <= a.carbon_g_per_h * (1 + 1e-7) + 1e-6
+
+
+def test_your_own_measurements_replace_the_simulators(plan, capsys, tmp_path) -> None:
+    """A vLLM benchmark of Standalone A100 at the chat workload's 1 QPS, imported, in which
+    most requests miss the SLO: that replica model is now measured, with no capacity, and the
+    rest stay simulated."""
+    from greenllm.fleet import replica_models
+    from tests.cli.helpers import run
+    from tests.profiler.store.test_vllm_bench import power_log, result
+
+    fp, store = plan
+    measured = tmp_path / "measured.sqlite"
+    code, _, err = run(capsys, ["import", "vllm-bench", str(result(tmp_path, rate=1.0)),
+                                "--config", "standalone", "--application", "sharegpt",
+                                "--power-log", str(power_log(tmp_path, "p.csv", 200.0)),
+                                "--store", str(measured)])  # fmt: skip
+    assert code == 0, err
+    models = replica_models(fp.spec, store, duration_s=20.0, measured=measured)
+    by = {m.configuration.label: m for m in models}
+    a100 = by["Standalone A100"]
+    assert a100.source == "measured" and a100.capacity_qps == 0.0
+    # one measured level: the line from the A100's idle power through the measured 200 W at 1 QPS
+    assert a100.idle_w == pytest.approx(get_gpu("A100").idle_power_w)
+    assert a100.idle_w + a100.watts_per_qps * 1.0 == pytest.approx(200.0, rel=1e-6)
+    assert all(m.source == "simulated" for label, m in by.items() if label != "Standalone A100")

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "default profile store)")  # fmt: skip
         a.add_argument("--duration-s", type=float_in(5.0, 3600.0), default=60.0,
                        help="simulated seconds of arrivals per profiled cell (default 60)")
+        a.add_argument("--measured", type=path, default=None, metavar="STORE",
+                       help="a profile store of your own measurements (`greenllm import "
+                       "vllm-bench`): used where it covers a workload and configuration")
         a.add_argument("--json", action="store_true", help="print JSON")
         if name == "plan":
             a.add_argument("--objective", choices=("carbon", "cost"), default="carbon")
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     declare(spec)
     store = _store(args)
     objective = getattr(args, "objective", "carbon")
-    plan = plan_fleet(spec, store, objective, duration_s=args.duration_s)
+    plan = plan_fleet(spec, store, objective, duration_s=args.duration_s, measured=args.measured)
     if args.fleet_command == "plan":
         dep = plan.deployment(str(args.fleet))
         if args.out is not None:
