@@ -10,6 +10,7 @@ from greenllm.fleet.capacity import (
     LEVELS,
     ReplicaModel,
     candidate_configurations,
+    embodied_g_per_h,
     replica_models,
     workload_application,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "compare_fleet",
     "declare",
     "deployment",
+    "embodied_g_per_h",
     "fits",
     "load_fleet",
     "model_from_hf_config",

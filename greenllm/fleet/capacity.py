@@ -20,7 +20,9 @@ collaborative filtering completes any it could not measure), and:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +35,8 @@ from greenllm.fleet.spec import FleetSpec, WorkloadEntry
 from greenllm.units import J_PER_KWH
 from greenllm.workloads import Application, get_application, register_application
 
-__all__ = ["LEVELS", "ReplicaModel", "candidate_configurations", "replica_models",
-           "workload_application"]  # fmt: skip
+__all__ = ["LEVELS", "ReplicaModel", "candidate_configurations", "embodied_g_per_h",
+           "replica_models", "workload_application"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +138,6 @@ def replica_models(
     configs = configs if configs is not None else candidate_configurations(spec)
     alpha = (spec.intensity_g_per_kwh if spec.intensity_g_per_kwh is not None
              else carbon_intensity(spec.region or "CISO"))  # fmt: skip
-    lifetimes = {g.type: g.lifetime_years for g in reversed(spec.gpus)}
     apps = {w.name: workload_application(w) for w in spec.workloads}
     qps = {apps[w.name].name: [round(w.qps * f, 6) for f in LEVELS] for w in spec.workloads}
     grid = SweepGrid.build(configs, sorted(qps), ["sampled"], qps)
@@ -163,7 +164,7 @@ def replica_models(
             power = _power_w(m, filled, rows, j)
             use = slice(0, max(n_ok, 1))
             p0, k = _fit(levels[use], power[use], idle)
-            emb = sum(float(embodied_carbon_g(3600.0, g, lifetimes.get(g, 7.0))) for g in gpus)
+            emb = embodied_g_per_h(spec, gpus)
             kwh = 3600.0 * spec.pue / J_PER_KWH
             source = "simulated" if m.observed[rows, j].all() else "filled"
             out.append(ReplicaModel(w.name, c, capacity, p0 * kwh * alpha + emb,
@@ -186,7 +187,6 @@ def _with_measurements(models: list[ReplicaModel], spec: FleetSpec,
         m = matrices_from_store(store, backend=backend)
     ids = [c.id for c in m.configs]
     demand = {w.name: w for w in spec.workloads}
-    lifetimes = {g.type: g.lifetime_years for g in reversed(spec.gpus)}
     kwh = 3600.0 * spec.pue / J_PER_KWH
     out = []
     for model in models:
@@ -206,9 +206,22 @@ def _with_measurements(models: list[ReplicaModel], spec: FleetSpec,
                                                      strict=True) if t > 0) for i in rows])
         use = slice(0, max(n_ok, 1))
         p0, k = _fit(levels[use], power[use], idle)
-        emb = sum(float(embodied_carbon_g(3600.0, g, lifetimes.get(g, 7.0))) for g in c.gpus)
+        emb = embodied_g_per_h(spec, c.gpus)
         out.append(ReplicaModel(w.name, c, float(levels[n_ok - 1]) if n_ok else 0.0,
                                 p0 * kwh * alpha + emb, k * kwh * alpha, p0, k, "measured"))
+    return out
+
+
+def embodied_g_per_h(spec: FleetSpec, gpus: Sequence[str]) -> float:
+    """Eq. 1 for one hour of ``gpus``, at the fleet file's lifetimes and embodied overrides
+    (the first [[gpus]] entry of each type)."""
+    out = 0.0
+    for g in gpus:
+        entry = next(e for e in spec.gpus if get_gpu(e.type).name == get_gpu(g).name)
+        gpu = get_gpu(g)
+        if entry.embodied_kg is not None:
+            gpu = dataclasses.replace(gpu, embodied_kg=entry.embodied_kg, embodied_source="user")
+        out += float(embodied_carbon_g(3600.0, gpu, entry.lifetime_years))
     return out
 
 

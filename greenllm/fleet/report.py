@@ -12,7 +12,13 @@ from greenllm.fleet.baselines import fits, paper_rule, standalone_new
 from greenllm.fleet.capacity import ReplicaModel, replica_models
 from greenllm.fleet.check import simulated_attainment
 from greenllm.fleet.deployment import build_problem, deployment, newest_type
-from greenllm.fleet.optimize import FleetProblem, FleetSolution, InfeasibleFleetError, solve
+from greenllm.fleet.optimize import (
+    FleetProblem,
+    FleetSolution,
+    InfeasibleFleetError,
+    pareto,
+    solve,
+)
 from greenllm.fleet.spec import FleetSpec
 
 __all__ = ["FleetPlan", "compare_fleet", "plan_fleet"]
@@ -53,7 +59,9 @@ def compare_fleet(
     """The optimum (carbon) beside (a) the paper's rule (as planned, and fitted into the
     inventory), (b) Standalone on the most capable GPU type and (c) the cost optimum: carbon
     and cost per hour, GPUs used, whether it fits the
-    inventory, and (with ``check_store``) SLO attainment simulated at every replica's load."""
+    inventory, and (with ``check_store``) SLO attainment simulated at every replica's load;
+    and ``pareto``: the carbon optimum under cost budgets between the two optima (when every
+    GPU has a price)."""
     p = plan.problem
     rows: dict[str, FleetSolution | str] = {"optimum": plan.solution}
     rows["paper_rule"] = _or_reason(lambda: paper_rule(p))
@@ -82,9 +90,14 @@ def compare_fleet(
             entry["slo_attainment"] = simulated_attainment(plan.spec, sol, configs, check_store,
                                                            duration_s=duration_s)  # fmt: skip
         out[name] = entry
+    if not any(math.isnan(v) for v in p.price_per_h):
+        out["pareto"] = [{"cost_per_h": sol.cost_per_h, "carbon_g_per_h": sol.carbon_g_per_h,
+                          "gpus_used": {t: int(k) for t, k in zip(p.gpu_types, sol.gpus_used,
+                                                                   strict=True)}}
+                         for sol in pareto(p, 5)]  # fmt: skip
     best = plan.solution.carbon_g_per_h
     for name, entry in out.items():  # against deployments the inventory can hold
-        if "carbon_g_per_h" in entry and name != "optimum" and entry["fits_inventory"]:
+        if isinstance(entry, dict) and entry.get("fits_inventory") and name != "optimum":
             entry["optimum_saves"] = 1.0 - best / entry["carbon_g_per_h"]
     return out
 

@@ -12,7 +12,7 @@ drafts = ["llama-1b", "llama-300m"]
 type = "T4"                     # a catalog name (`greenllm gpus`)
 count = 4
 host = "old-rack"
-lifetime_years = 10             # optional (default 7)
+lifetime_years = 10             # optional (default 7); embodied_kg = 120 overrides C_e
 price_per_hour = 0.526          # optional (a default for catalog GPUs, docs/fleet.md)
 
 [[links]]                       # between hosts (default: the paper's 16 Gbit/s)
@@ -77,6 +77,8 @@ class GPUEntry(_Model):
     count: Annotated[int, Field(ge=1, le=100_000)]
     host: Name = "local"
     lifetime_years: Annotated[float, Field(gt=0, le=30)] = 7.0
+    embodied_kg: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    """Overrides the catalog's embodied carbon (C_e of Eq. 1) for this type."""
     price_per_hour: Annotated[float, Field(ge=0, le=1000)] | None = None
     """US$ per GPU-hour (the cost objective); default: docs/fleet.md's table."""
     spec: GPUSpecEntry | None = None

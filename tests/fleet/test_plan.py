@@ -129,3 +129,15 @@ def test_your_own_measurements_replace_the_simulators(plan, capsys, tmp_path) ->
     assert a100.idle_w == pytest.approx(get_gpu("A100").idle_power_w)
     assert a100.idle_w + a100.watts_per_qps * 1.0 == pytest.approx(200.0, rel=1e-6)
     assert all(m.source == "simulated" for label, m in by.items() if label != "Standalone A100")
+
+
+def test_lifetime_and_embodied_overrides_enter_eq_1() -> None:
+    from greenllm.fleet import embodied_g_per_h
+
+    spec = parse_fleet(SMALL.replace('type = "T4"\ncount = 2', 'type = "T4"\ncount = 2\n'
+                                     'embodied_kg = 30.0'))  # fmt: skip
+    assert spec.gpus[1].embodied_kg == 30.0
+    hours = 10 * 365.25 * 24
+    assert embodied_g_per_h(spec, ["T4"]) == pytest.approx(30_000.0 / hours)
+    assert embodied_g_per_h(spec, ["A100"]) == pytest.approx(
+        get_gpu("A100").embodied_kg * 1000 / (7 * 365.25 * 24))

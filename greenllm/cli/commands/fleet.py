@@ -94,6 +94,8 @@ def _print_plan(dep: dict[str, Any]) -> None:
 def _print_compare(result: dict[str, Any]) -> None:
     rows = []
     for name, r in result.items():
+        if name == "pareto":
+            continue
         if "error" in r:
             rows.append([name, "-", "-", "-", "-", "-", r["error"][:60]])
             continue
@@ -107,4 +109,8 @@ def _print_compare(result: dict[str, Any]) -> None:
                      "" if name == "optimum" else "needs more GPUs than the inventory"
                      if saves is None else f"optimum saves {saves:+.1%}"])  # fmt: skip
     print(table(["deployment", "g CO2e/h", "$/h", "GPUs", "fits", "SLO att.", ""], rows))
+    if result.get("pareto"):
+        points = ", ".join(f"${q['cost_per_h']:.2f}/h -> {q['carbon_g_per_h']:.4g} g/h"
+                           for q in result["pareto"])  # fmt: skip
+        print(f"carbon/cost Pareto points: {points}")
     sys.stdout.flush()

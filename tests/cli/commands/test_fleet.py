@@ -35,11 +35,13 @@ def test_plan_writes_a_deployment_and_compare_adds_the_baselines(capsys, fleet_f
     assert code == 0, err
     result = strict_json(text)
     assert set(result) == {"optimum", "paper_rule", "paper_rule_fitted", "standalone_new",
-                           "min_cost"}
+                           "min_cost", "pareto"}
+    costs = [q["cost_per_h"] for q in result["pareto"]]
+    assert costs == sorted(costs) and costs[0] == pytest.approx(result["min_cost"]["cost_per_h"])
     assert 0 <= result["optimum"]["slo_attainment"]["all"] <= 1
     code, table, err = run(capsys, ["fleet", "compare", *base])
     assert code == 0, err
-    assert "paper_rule" in table and "SLO att." in table
+    assert "paper_rule" in table and "SLO att." in table and "Pareto" in table
 
 
 def test_bad_fleets_are_one_line_errors(capsys, tmp_path) -> None:
