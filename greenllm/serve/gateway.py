@@ -490,6 +490,7 @@ class Gateway:
                     prompt = chunk.prompt_tokens or 0
                     completion = chunk.completion_tokens or completion
                 yield chunk
+                dep.ledger.settle()  # an idle window it ended: closed after its first token
             status = "ok" if finish_reason != "error" else "error"
             receipt, ttft, tpot = self._close(dep, win, request, prompt, completion, t0, first_s,
                                               last_s, status)  # fmt: skip

@@ -94,6 +94,7 @@ class ReceiptLedger:
         self._lock = threading.Lock()
         self._open = 0
         self._idle: MeterWindow | None = None
+        self._idle_due = False
         self._carry: list[CarbonReport] = []
         self.totals = LedgerTotals()
         """Charged to finished requests."""
@@ -113,19 +114,33 @@ class ReceiptLedger:
         return report
 
     def open(self, request_id: str) -> MeterWindow:
-        """Start charging ``request_id`` (closes the idle window if the gateway was idle)."""
+        """Start charging ``request_id``. If the gateway was idle, the idle window is only
+        marked for closing: :meth:`settle` (after the request's first token, off the path to
+        it) or the next :meth:`close` ends it. Until then it overlaps the request and shares
+        the devices' energy with it; whoever carries it, nothing is lost or counted twice."""
         with self._lock:  # open before closing idle: no gap between windows loses energy
             win = self.meter.begin(request_id)
-            if self._open == 0:
-                self._idle_close()
+            if self._open == 0 and self._idle is not None:
+                self._idle_due = True
             self._open += 1
             return win
+
+    def settle(self) -> None:
+        """End an idle window that :meth:`open` marked (cheap when there is none)."""
+        if self._idle_due:
+            with self._lock:
+                if self._idle_due and self._open > 0:
+                    self._idle_close()
+                self._idle_due = False
 
     def close(
         self, win: MeterWindow, request_id: str, prompt_tokens: int, completion_tokens: int
     ) -> Receipt:
         """Stop charging the request of ``win``; its receipt (with any idle time it carries)."""
         with self._lock:
+            if self._idle_due:
+                self._idle_close()
+                self._idle_due = False
             self._open -= 1
             if self._open == 0:
                 self._idle_open()  # before the request's window ends: no gap
