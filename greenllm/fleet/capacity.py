@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greenllm.carbon import carbon_intensity, embodied_carbon_g, get_gpu
+from greenllm.carbon import embodied_carbon_g, get_gpu
 from greenllm.config import SLO, Configuration, RequestSize
 from greenllm.errors import ConfigError, InfeasibleError
 from greenllm.fleet.spec import FleetSpec, WorkloadEntry
@@ -136,8 +136,7 @@ def replica_models(
     from greenllm.scheduler import Planner, matrices_from_store
 
     configs = configs if configs is not None else candidate_configurations(spec)
-    alpha = (spec.intensity_g_per_kwh if spec.intensity_g_per_kwh is not None
-             else carbon_intensity(spec.region or "CISO"))  # fmt: skip
+    alpha, _ = spec.intensity()
     apps = {w.name: workload_application(w) for w in spec.workloads}
     qps = {apps[w.name].name: [round(w.qps * f, 6) for f in LEVELS] for w in spec.workloads}
     grid = SweepGrid.build(configs, sorted(qps), ["sampled"], qps)

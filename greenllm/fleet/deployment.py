@@ -90,8 +90,10 @@ def deployment(
                 "qps": qps / n, "capacity_qps": float(p.capacity_qps[w, c]),
             })  # fmt: skip
     off = [{"host": h, "type": t, "count": k} for (h, t), k in free.items() if k > 0]
+    g_per_kwh, source = spec.intensity()
     return {
         "fleet": name, "objective": solution.objective,
+        "intensity": {"g_per_kwh": g_per_kwh, "source": source},
         "carbon_g_per_h": solution.carbon_g_per_h,
         "carbon_g_per_query": solution.carbon_g_per_query(),
         "cost_per_h": None if math.isnan(solution.cost_per_h) else solution.cost_per_h,

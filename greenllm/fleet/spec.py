@@ -1,7 +1,9 @@
 """The fleet file: the GPUs you have, the workloads you serve and the models, in TOML.
 
 ```toml
-region = "CISO"                 # or intensity_g_per_kwh = 261
+region = "CISO"                 # or intensity_g_per_kwh = 261, or a live reading:
+# intensity_provider = "electricitymaps"   (static | trace | electricitymaps | watttime)
+# zone = "US-CAL-CISO"                      (default: region); trace_year = 2022 for "trace"
 pue = 1.0
 
 [models]
@@ -38,7 +40,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -138,12 +140,17 @@ class FleetSpec(_Model):
 
     region: Name | None = None
     intensity_g_per_kwh: Annotated[float, Field(ge=0, le=5000)] | None = None
+    intensity_provider: Literal["static", "trace", "electricitymaps", "watttime"] | None = None
+    """Read the intensity now from this provider (docs/operate.md) for ``zone``."""
+    zone: Name | None = None
+    trace_year: Annotated[int, Field(ge=1900, le=2100)] | None = None
     pue: Annotated[float, Field(ge=1, le=10)] = 1.0
     models: ModelsEntry = Field(default_factory=ModelsEntry)
     gpus: Annotated[list[GPUEntry], Field(min_length=1)]
     links: list[LinkEntry] = Field(default_factory=list)
     workloads: Annotated[list[WorkloadEntry], Field(min_length=1)]
     _base_dir: Path = PrivateAttr(default_factory=lambda: Path())
+    _intensity: tuple[float, str] | None = PrivateAttr(default=None)
 
     @property
     def base_dir(self) -> Path:
@@ -153,6 +160,26 @@ class FleetSpec(_Model):
     @property
     def gpu_types(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(g.type for g in self.gpus))
+
+    def intensity(self) -> tuple[float, str]:
+        """(g/kWh, where it came from): ``intensity_g_per_kwh``, else the provider's reading
+        now (``intensity_provider`` for ``zone``, default the region), else the region's
+        annual figure (CISO when none is given)."""
+        from greenllm.carbon import carbon_intensity, make_provider
+
+        if self._intensity is None:
+            region = self.region or "CISO"
+            if self.intensity_g_per_kwh is not None:
+                value = (self.intensity_g_per_kwh,
+                         f"{self.intensity_g_per_kwh:g} g/kWh (fleet file)")  # fmt: skip
+            elif self.intensity_provider is not None:  # read once: a plan uses one value
+                reading = make_provider(self.intensity_provider, zone=self.zone or region,
+                                        year=self.trace_year).read()  # fmt: skip
+                value = (reading.g_per_kwh, reading.source)
+            else:
+                value = (carbon_intensity(region), f"{region} (annual)")
+            self._intensity = value
+        return self._intensity
 
     def inventory(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -218,6 +245,9 @@ def _inconsistencies(spec: FleetSpec) -> list[tuple[tuple[Any, ...], str]]:
     out: list[tuple[tuple[Any, ...], str]] = []
     if spec.region is not None and spec.intensity_g_per_kwh is not None:
         out.append((("intensity_g_per_kwh",), "give region or intensity_g_per_kwh, not both"))
+    if spec.intensity_provider is not None and spec.intensity_g_per_kwh is not None:
+        out.append((("intensity_provider",), "give intensity_provider or intensity_g_per_kwh, "
+                    "not both"))  # fmt: skip
     seen: set[str] = set()
     for i, w in enumerate(spec.workloads):
         if w.name in seen:

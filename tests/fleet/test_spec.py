@@ -69,3 +69,19 @@ def test_own_sizes_need_an_slo() -> None:
         parse_fleet(own)
     spec = parse_fleet(own.replace("qps = 0.5", "qps = 0.5\nttft_s = 2.0\ntpot_s = 0.1"))
     assert spec.workloads[2].sizes == {"p25": [700, 40], "p50": [1500, 90], "p75": [2600, 180]}
+
+
+def test_the_intensity_comes_from_the_file_a_provider_or_the_region() -> None:
+    assert load_fleet(EXAMPLE).intensity() == (261.0, "CISO (annual)")
+    live = parse_fleet(TEXT.replace('region = "CISO"', 'region = "CISO"\n'
+                                    'intensity_provider = "static"\nzone = "MISO"'))
+    g, source = live.intensity()
+    assert g == 501.0 and "MISO" in source
+    fixed = parse_fleet(TEXT.replace('region = "CISO"', "intensity_g_per_kwh = 42.0"))
+    assert fixed.intensity()[0] == 42.0
+    with pytest.raises(ConfigError, match="year"):
+        parse_fleet(TEXT.replace('region = "CISO"', 'region = "CISO"\n'
+                                 'intensity_provider = "trace"')).intensity()
+    with pytest.raises(ConfigError, match="intensity_provider"):
+        parse_fleet(TEXT.replace('region = "CISO"', 'intensity_g_per_kwh = 1.0\n'
+                                 'intensity_provider = "static"'))
