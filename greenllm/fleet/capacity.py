@@ -154,20 +154,9 @@ def replica_models(
         levels = np.array([m.rows[i].qps for i in rows])
         for c in configs:
             j = ids.index(c.id)
-            att = filled["attainment"][rows, j]
-            ok = att >= w.attainment
-            n_ok = len(ok) if ok.all() else int(np.argmin(ok))
-            capacity = float(levels[n_ok - 1]) if n_ok else 0.0
-            gpus = [g for g in c.gpus]
-            idle = sum(float(get_gpu(g).idle_power_w) for g in gpus)
-            power = _power_w(m, filled, rows, j)
-            use = slice(0, max(n_ok, 1))
-            p0, k = _fit(levels[use], power[use], idle)
-            emb = embodied_g_per_h(spec, gpus)
-            kwh = 3600.0 * spec.pue / J_PER_KWH
             source = "simulated" if m.observed[rows, j].all() else "filled"
-            out.append(ReplicaModel(w.name, c, capacity, p0 * kwh * alpha + emb,
-                                    k * kwh * alpha, p0, k, source))  # fmt: skip
+            out.append(_model(spec, w, c, levels, filled["attainment"][rows, j],
+                              _power_w(m, filled, rows, j), alpha, source))  # fmt: skip
     if measured is not None:
         out = _with_measurements(out, spec, apps, measured, measured_backend, alpha)
     return out
@@ -186,7 +175,6 @@ def _with_measurements(models: list[ReplicaModel], spec: FleetSpec,
         m = matrices_from_store(store, backend=backend)
     ids = [c.id for c in m.configs]
     demand = {w.name: w for w in spec.workloads}
-    kwh = 3600.0 * spec.pue / J_PER_KWH
     out = []
     for model in models:
         w, c = demand[model.workload], model.configuration
@@ -198,17 +186,28 @@ def _with_measurements(models: list[ReplicaModel], spec: FleetSpec,
             out.append(model)
             continue
         levels = np.array([m.rows[i].qps for i in rows])
-        ok = m.attainment[rows, j] >= w.attainment
-        n_ok = len(ok) if ok.all() else int(np.argmin(ok))
-        idle = sum(float(get_gpu(g).idle_power_w) for g in c.gpus)
         power = np.array([sum(e / t for e, t in zip(m.energy_j[i, j], m.seconds[i, j],
                                                      strict=True) if t > 0) for i in rows])
-        use = slice(0, max(n_ok, 1))
-        p0, k = _fit(levels[use], power[use], idle)
-        emb = embodied_g_per_h(spec, c.gpus)
-        out.append(ReplicaModel(w.name, c, float(levels[n_ok - 1]) if n_ok else 0.0,
-                                p0 * kwh * alpha + emb, k * kwh * alpha, p0, k, "measured"))
+        out.append(_model(spec, w, c, levels, m.attainment[rows, j], power, alpha, "measured"))
     return out
+
+
+def _model(spec: FleetSpec, w: WorkloadEntry, c: Configuration, levels: np.ndarray,
+           attainment: np.ndarray, power_w: np.ndarray, alpha: float,
+           source: str) -> ReplicaModel:  # fmt: skip
+    """The replica model from loads (ascending), their attainment and the replica's power:
+    capacity up to the first load that misses the target, ``P0 + k q`` fitted over the loads
+    it carries, ``F`` and ``V`` at ``alpha`` (see the module docstring)."""
+    ok = attainment >= w.attainment
+    n_ok = len(ok) if ok.all() else int(np.argmin(ok))
+    idle = sum(float(get_gpu(g).idle_power_w) for g in c.gpus)
+    use = slice(0, max(n_ok, 1))
+    p0, k = _fit(levels[use], power_w[use], idle)
+    kwh = 3600.0 * spec.pue / J_PER_KWH
+    return ReplicaModel(w.name, c,
+                        float(levels[n_ok - 1]) if n_ok else 0.0,
+                        p0 * kwh * alpha + embodied_g_per_h(spec, c.gpus), k * kwh * alpha,
+                        p0, k, source)
 
 
 def embodied_g_per_h(spec: FleetSpec, gpus: Sequence[str]) -> float:
