@@ -22,7 +22,6 @@ A stream that fails after its first token ends with a chunk whose ``finish_reaso
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -45,6 +44,7 @@ except ImportError as _err:  # pragma: no cover - the serve extra installs them
 from greenllm.serve.controller import Controller
 from greenllm.serve.gateway import Finished, Gateway
 from greenllm.serve.protocol import APIError, parse_request
+from greenllm.serve.tasks import cancel_and_wait
 from greenllm.serve.upstream import TokenChunk, UpstreamError
 
 __all__ = ["create_app"]
@@ -95,10 +95,7 @@ def create_app(gateway: Gateway, controller: Controller | None = None) -> Any:
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
             await gateway.stop()
 
     app = FastAPI(title="greenllm gateway", lifespan=lifespan, docs_url=None, redoc_url=None,

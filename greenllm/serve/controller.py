@@ -74,7 +74,9 @@ class ControllerSettings:
     """The guard acts only on at least this many requests since the last switch."""
     guard_hold_s: float | None = None
     """How long a configuration the guard left stays out of the carbon choice (it missed the
-    SLO where the profiles said it would not; default: three periods)."""
+    SLO where the profiles said it would not; default: three periods), and how long the guard
+    pauses when its switch did not help (doubled after each such pause until a guard window
+    meets the target again)."""
     engine_start_s: float = ENGINE_START_S
     """The start time behind the switching cost until a switch has been measured."""
     time_scale: float = 1.0
@@ -105,6 +107,19 @@ class ControllerSettings:
 
 _GUARD_GAIN = 0.02
 """A guard switch that raised attainment by less than this did not help."""
+_GUARD_Z = 1.645
+"""The guard acts when attainment is below the target with 95% confidence (one-sided)."""
+
+
+def attainment_upper_bound(attainment: float, n: int, z: float = _GUARD_Z) -> float:
+    """Wilson score upper bound of an attainment seen as ``attainment`` over ``n`` requests:
+    17 of 20 (0.85) is no evidence against a 0.9 target (bound 0.94), 12 of 20 is (0.76)."""
+    if n <= 0:
+        return 1.0
+    z2n = z * z / n
+    centre = attainment + z2n / 2
+    margin = z * math.sqrt(attainment * (1 - attainment) / n + z2n / (4 * n))
+    return min(1.0, (centre + margin) / (1 + z2n))
 
 
 class LoadMonitor:
@@ -208,6 +223,7 @@ class Controller:
         in finished periods, at each period's load and intensity."""
         self._guard_from: tuple[int, float] | None = None  # (left, its attainment) of the last
         self._guard_paused_until = -math.inf  # guard switch; when the guard may act again
+        self._guard_pauses = 0  # pauses since a guard window last met the target
         self.held: dict[int, float] = {}
         """Configurations the SLO guard left, and until when they stay out of the choice."""
         self._guard = asyncio.Event()
@@ -224,8 +240,12 @@ class Controller:
     def _observe(self, seen: Observation) -> None:
         self.monitor.observe(seen)
         attainment, n = self.monitor.attainment()
-        if (n >= self.settings.guard_min_requests and attainment < self.table.slo_target
-                and self.clock() >= self._guard_paused_until):  # fmt: skip
+        if n < self.settings.guard_min_requests:
+            return
+        if attainment >= self.table.slo_target:
+            self._guard_pauses = 0
+        elif (attainment_upper_bound(attainment, n) < self.table.slo_target
+              and self.clock() >= self._guard_paused_until):  # fmt: skip
             self._guard.set()
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -290,12 +310,14 @@ class Controller:
         if reason == "slo_guard" and self._guard_from is not None:
             left, before = self._guard_from
             if attainment <= before + _GUARD_GAIN:  # its last switch did not help
+                pause_s = hold_s * 2**self._guard_pauses
                 futile = (f"slo_guard: the switch from {t.configs[left].label} did not raise "
                           f"attainment ({before:.3f} -> {attainment:.3f}): the SLO looks out of "
                           f"reach at this load; back to the carbon choice, guard paused "
-                          f"{hold_s:g} s")  # fmt: skip
+                          f"{pause_s:g} s")  # fmt: skip
                 self.held.pop(left, None)
-                self._guard_paused_until, self._guard_from = now + hold_s, None
+                self._guard_paused_until, self._guard_from = now + pause_s, None
+                self._guard_pauses += 1
                 reason = "period"
                 self.monitor.reset_guard()
         if reason == "slo_guard" and current is not None:

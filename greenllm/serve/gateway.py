@@ -19,7 +19,6 @@ GPUs' power and allocated time) is recorded as a :class:`SwitchRecord`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -34,6 +33,7 @@ from greenllm.errors import ConfigError
 from greenllm.serve.metrics import GatewayMetrics
 from greenllm.serve.protocol import APIError
 from greenllm.serve.receipts import LedgerTotals, Receipt, ReceiptLedger
+from greenllm.serve.tasks import cancel_and_wait
 from greenllm.serve.upstream import GenerationRequest, TokenChunk, Upstream, UpstreamError
 
 __all__ = [
@@ -256,7 +256,9 @@ class Gateway:
         meter = report = None
         try:
             await upstream.start()
-            started_s = (time.monotonic() - t0) * upstream.time_scale
+            started_s = upstream.modelled_start_s
+            if started_s is None:
+                started_s = (time.monotonic() - t0) * upstream.time_scale
             meter = CarbonMeter([d.gpu for d in upstream.devices],
                                 sampler=upstream.power_sampler(), **self._meter_args)  # fmt: skip
             if warm_up:
@@ -288,15 +290,13 @@ class Gateway:
         """Refuse new requests, let in-flight ones finish (up to ``drain_timeout_s``), then
         stop the upstream and the meter."""
         self.draining = True
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        watcher, self._watcher = self._watcher, None
+        await cancel_and_wait(watcher)
         if self.inflight:
             logger.info("draining %d request(s)", self.inflight)
             try:
-                await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
+                async with asyncio.timeout(self.settings.drain_timeout_s):
+                    await self._idle.wait()
             except TimeoutError:
                 logger.warning("%d request(s) still running after the drain timeout",
                                self.inflight)  # fmt: skip
@@ -340,7 +340,8 @@ class Gateway:
             drained = old.inflight
             if old.inflight:
                 try:
-                    await asyncio.wait_for(old.idle.wait(), self.settings.drain_timeout_s)
+                    async with asyncio.timeout(self.settings.drain_timeout_s):
+                        await old.idle.wait()
                 except TimeoutError:
                     logger.warning("%d request(s) still on %s after the drain timeout",
                                    old.inflight, old.label)  # fmt: skip

@@ -165,6 +165,12 @@ class Upstream(ABC):
         not fail; the vllm upstream restarts its own servers)."""
         return None
 
+    @property
+    def modelled_start_s(self) -> float | None:
+        """The engine start a switch to this upstream is charged for, when it is modelled
+        (the simulator); None: the gateway times :meth:`start` (real engines)."""
+        return None
+
     def clock_s(self) -> float:
         """The time base of ``TokenChunk.time_s`` and of the power sampler (epoch seconds)."""
         return self.power_sampler().now_s()

@@ -19,7 +19,12 @@ from greenllm.config import SLO, Configuration
 from greenllm.errors import ConfigError
 from greenllm.scheduler import Planner, PlanTable
 from greenllm.serve import Finished, Gateway, GenerationRequest
-from greenllm.serve.controller import Controller, ControllerSettings, LoadMonitor
+from greenllm.serve.controller import (
+    Controller,
+    ControllerSettings,
+    LoadMonitor,
+    attainment_upper_bound,
+)
 from tests.scheduler import synthetic
 from tests.serve.fakes import ScriptedUpstream
 
@@ -279,6 +284,45 @@ def test_a_guard_switch_that_does_not_help_pauses_the_guard(table: PlanTable) ->
     assert second["held"] == [] and ctl.held == {}
     assert second["choice"] != first["choice"] or not second["switched"]
     assert len(ctl.decisions) == 2 and not ctl._guard.is_set()
+
+
+def test_the_guard_pause_doubles_until_the_slo_is_met_again(table: PlanTable) -> None:
+    """A guard that concluded twice that the SLO is out of reach pauses twice as long the
+    second time (a day whose SLO no configuration meets does not churn every few hours); a
+    guard window that meets the target resets the pause."""
+
+    async def main() -> Controller:
+        gw = Gateway(ScriptedUpstream(table.configs[table.slo_choice(0, 261.0)], ttft_s=0.005),
+                     slo=SLO(ttft_s=0.001, tpot_s=1.0))  # fmt: skip
+        await gw.start()
+        settings = ControllerSettings(period_s=3600.0, guard_window=10, guard_min_requests=10,
+                                      guard_hold_s=0.05)  # fmt: skip
+        ctl = Controller(gw, table, Dial(261.0), lambda c: ScriptedUpstream(c, ttft_s=0.005),
+                         settings)  # fmt: skip
+        for _ in range(2):  # two rounds: leave, see it did not help, pause
+            for _ in range(2):
+                await serve(gw, 10, concurrency=1)
+                await ctl.on_guard()
+            await asyncio.sleep(0.25)  # past either pause
+        gw.slo = SLO(ttft_s=1.0, tpot_s=1.0)  # now every request meets it
+        await serve(gw, 10, concurrency=1)
+        await gw.stop()
+        return ctl
+
+    ctl = run(main())
+    pauses = [d["reason"] for d in ctl.decisions if "did not raise" in d["reason"]]
+    assert len(pauses) == 2, [d["reason"] for d in ctl.decisions]
+    assert pauses[0].endswith("guard paused 0.05 s") and pauses[1].endswith("guard paused 0.1 s")
+    assert ctl._guard_pauses == 0
+
+
+def test_the_guard_acts_on_evidence_not_on_noise() -> None:
+    """Wilson's one-sided 95% bound: 17 of 20 requests on time is consistent with a 0.9 target
+    (a bursty minute), 12 of 20 is not, nor is 85 of 100; the bound falls with more requests."""
+    assert attainment_upper_bound(17 / 20, 20) == pytest.approx(0.938, abs=1e-3)
+    assert attainment_upper_bound(12 / 20, 20) == pytest.approx(0.758, abs=1e-3)
+    assert attainment_upper_bound(0.85, 100) < 0.9 < attainment_upper_bound(0.85, 20)
+    assert attainment_upper_bound(1.0, 5) == pytest.approx(1.0) == attainment_upper_bound(0.5, 0)
 
 
 def test_the_load_counts_arrivals_at_admission() -> None:

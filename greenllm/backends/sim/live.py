@@ -410,7 +410,8 @@ class _Instance:
             self.wake.clear()
             timeout = (head - sim.now_s()) / sim.time_scale
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), max(timeout, 0.0))
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    await self.wake.wait()
             return
         self.wake.clear()
         await self.wake.wait()

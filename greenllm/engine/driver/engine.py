@@ -192,7 +192,8 @@ class Engine:
         pending = self._submit(prompt, sampling, k, overlap, lean, stream=False)
         assert pending.future is not None
         try:
-            return await asyncio.wait_for(pending.future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await pending.future
         except TimeoutError as err:
             raise WorkerError(
                 f"request {pending.rid} not finished within timeout_s={timeout_s}"
@@ -230,7 +231,8 @@ class Engine:
             while True:
                 wait_s = None if deadline is None else max(0.0, deadline - loop.time())
                 try:
-                    item = await asyncio.wait_for(events.get(), wait_s)
+                    async with asyncio.timeout(wait_s):
+                        item = await events.get()
                 except TimeoutError as err:
                     raise WorkerError(
                         f"request {pending.rid} not finished within timeout_s={timeout_s}"

@@ -5,8 +5,10 @@ One run per policy, each on the same requests and intensities:
 * ``live``: the :class:`~greenllm.serve.Controller` re-plans at the start of every hour after
   the first (the first hour runs the static choice: the controller has seen no load yet), from
   the hour's intensity and the load it observed over the previous hour's sample, and switches
-  make-before-break; a new configuration's engines take ``engine_start_s`` virtual seconds to
-  start (a modelled start, at idle power: the switching cost the controller then measures);
+  make-before-break; a new configuration's engines are charged an ``engine_start_s`` start
+  (a modelled start, at idle power: the switching cost the controller then measures) that
+  takes its share of an hour's sample on the clock (``engine_start_s`` x sample / 3600 s), and
+  a configuration the SLO guard left stays out of the choice for three hours of the day;
 * ``static``: the paper's choice, Algorithm 1 at the region's annual average intensity and the
   day's busiest hour, served all day;
 * ``standalone``: the baseline on the new GPU, all day.
@@ -21,7 +23,6 @@ that x the hour's scale, plus the switches decided at its start (counted once, n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import Counter, defaultdict
@@ -38,6 +39,7 @@ from greenllm.serve.controller import Controller, ControllerSettings
 from greenllm.serve.gateway import Finished, Gateway, GatewaySettings, Observation
 from greenllm.serve.protocol import APIError
 from greenllm.serve.replay.day import ReplayDay, ReplayHour
+from greenllm.serve.tasks import cancel_and_wait
 from greenllm.serve.upstream import GenerationRequest, UpstreamError
 from greenllm.serve.upstreams.sim import SimUpstream
 from greenllm.workloads import get_application
@@ -173,8 +175,11 @@ async def serve_day(
     made = [upstream]
 
     def make_upstream(configuration: Configuration) -> SimUpstream:
-        up = SimUpstream(configuration, time_scale=time_scale, seed=seed,
-                         start_s=engine_start_s, origin=origin)  # fmt: skip
+        # the clock runs one sample per hour of the day: the start takes its share of a
+        # sample on the clock, and is charged whole
+        up = SimUpstream(configuration, time_scale=time_scale, seed=seed, origin=origin,
+                         start_s=engine_start_s,
+                         start_clock_s=engine_start_s * day.sample_s / 3600.0)  # fmt: skip
         made.append(up)
         return up
 
@@ -187,8 +192,10 @@ async def serve_day(
     if policy == "live":
         controller = Controller(
             gateway, table, provider, make_upstream,
+            # the guard holds three hours of the day: three samples on the clock
             ControllerSettings(period_s=3600.0, load_window_s=day.sample_s, hysteresis=hysteresis,
-                               engine_start_s=engine_start_s, time_scale=time_scale),
+                               guard_hold_s=3 * day.sample_s, engine_start_s=engine_start_s,
+                               time_scale=time_scale),
         )  # fmt: skip
     seen: dict[int, list[Observation]] = defaultdict(list)
     gateway.observers.append(lambda o: seen[int(o.receipt.request_id[1:].split("-")[0])].append(o))
@@ -229,10 +236,7 @@ async def serve_day(
                 ))  # fmt: skip
         await asyncio.gather(*tasks)
     finally:
-        if guard_task is not None:
-            guard_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await guard_task
+        await cancel_and_wait(guard_task)
         await gateway.stop()
     wall_s = time.perf_counter() - wall0
     hours = []

@@ -94,6 +94,9 @@ class SimUpstream(Upstream):
     in virtual seconds (NVML's 0.2 s; at most 100 polls per wall second). ``start_s``: the
     virtual seconds :meth:`start` takes, a modelled engine start (loading weights, warming up;
     default 0: the simulator starts at once) that a switch to this upstream then costs.
+    ``start_clock_s``: the virtual seconds the start takes on the clock (default ``start_s``;
+    less in a replay whose clock runs faster than the day it stands for, where a switch must
+    still be charged a whole ``start_s``).
     ``origin``: another upstream's ``live.origin``, to run on its virtual clock (a switch's
     new configuration must: the gateway's clock goes on across the switch).
     """
@@ -112,6 +115,7 @@ class SimUpstream(Upstream):
         options: SimOptions | None = None,
         power_period_s: float = NVML_PERIOD_S,
         start_s: float = 0.0,
+        start_clock_s: float | None = None,
         origin: tuple[float, float] | None = None,
     ) -> None:
         live = LiveSim(
@@ -133,11 +137,12 @@ class SimUpstream(Upstream):
             or not 0 < power_period_s < math.inf
         ):
             raise ConfigError(f"power_period_s = {power_period_s!r}: must be seconds > 0")
-        if isinstance(start_s, bool) or not isinstance(start_s, (int, float)) or not (
-            0 <= start_s < math.inf
-        ):
-            raise ConfigError(f"start_s = {start_s!r}: must be seconds >= 0")
+        for name, v in (("start_s", start_s), ("start_clock_s", start_clock_s)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not 0 <= v < math.inf):  # fmt: skip
+                raise ConfigError(f"{name} = {v!r}: must be seconds >= 0")
         self.start_s = float(start_s)
+        self.start_clock_s = self.start_s if start_clock_s is None else float(start_clock_s)
         self.configuration = configuration
         self.model = model if model is not None else configuration.target_model
         self.live = live
@@ -151,8 +156,8 @@ class SimUpstream(Upstream):
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         await self.live.start()
-        if self.start_s > 0:  # the modelled engine start, on the virtual clock
-            await asyncio.sleep(self.start_s / self.live.time_scale)
+        if self.start_clock_s > 0:  # the modelled engine start, on the virtual clock
+            await asyncio.sleep(self.start_clock_s / self.live.time_scale)
 
     async def stop(self) -> None:
         await self.live.stop()
@@ -168,6 +173,10 @@ class SimUpstream(Upstream):
     @property
     def time_scale(self) -> float:
         return self.live.time_scale
+
+    @property
+    def modelled_start_s(self) -> float:
+        return self.start_s
 
     def clock_s(self) -> float:
         return self.live.clock_s()

@@ -70,6 +70,7 @@ from greenllm.backends.vllm.server import (
 from greenllm.config import ConfigKind, Configuration
 from greenllm.energy import ModelledSampler, PowerSampler, nvml_available, power_model
 from greenllm.errors import ConfigError, missing_extra
+from greenllm.serve.tasks import cancel_and_wait
 from greenllm.serve.upstream import (
     Device,
     GenerationRequest,
@@ -333,10 +334,7 @@ class VLLMUpstream(Upstream):
         """Stop the supervision and every server this upstream started (idempotent)."""
         self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(task, quiet=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
