@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config",),
     ("carbon", "workloads"),
     ("energy", "slo"),
-    ("scheduler",),
+    ("scheduler", "speculation"),
     ("engine",),
     ("backends",),
     ("profiler",),

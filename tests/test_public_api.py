@@ -138,6 +138,10 @@ PUBLIC_API: dict[str, list[str]] = {
         "schedule_with_margin", "select_rank", "surprise_available",
     ],
     "greenllm.scheduler.completion": [],
+    "greenllm.speculation": [
+        "AdaptiveK", "AheadKey", "DraftAheadCache", "ForwardCost", "ahead_hit_rate",
+        "expected_tokens",
+    ],
     "greenllm.workloads": [
         "APPLICATIONS", "Application", "RequestSet", "TRACES", "TraceSpec", "TraceStats",
         "approx_token_count", "get_application", "humaneval_prompts", "humaneval_requests",

@@ -154,6 +154,8 @@ def _print(report: Any, payload: dict[str, Any], figure: Path) -> None:
     print(table(["policy", "requests", "errors", "switches", "mg/token", "day kg (est.)",
                  "SLO att.", "wall s"], rows))  # fmt: skip
     for key, v in payload["savings"].items():
-        print(f"{key.replace('_', ' ')}: {v['per_token']:+.1%} per token, "
-              f"{v['day_estimate']:+.1%} over the day (switches included)")  # fmt: skip
+        p, q = key.split("_vs_")
+        per_token, day_estimate = v["per_token"], v["day_estimate"]
+        print(f"{p} saves {per_token:+.1%} of {q}'s carbon per token, {day_estimate:+.1%} "
+              "over the day (switches included; - is more carbon)")  # fmt: skip
     print(f"figure: {figure}")
