@@ -36,6 +36,13 @@ class WorkerCounters:
         self.fallback_requests = 0
         self.reruns = 0
         self.requests = 0
+        # draft-ahead (DSD draft): verdicts that found their proposal drafted ahead or not;
+        # drafting time before a hit's verdict (hidden), after it (exposed), on misses (wasted)
+        self.ahead_hits = 0
+        self.ahead_misses = 0
+        self.ahead_hidden_s = 0.0
+        self.ahead_exposed_s = 0.0
+        self.ahead_wasted_s = 0.0
         self.events: list[str] = []
         self._lock = threading.Lock()
 
@@ -62,6 +69,9 @@ class WorkerCounters:
                 "probs_wait_s": self.probs_wait_s, "row_fetches": self.row_fetches,
                 "fallback_requests": self.fallback_requests, "reruns": self.reruns,
                 "requests": self.requests, "events": list(self.events),
+                "ahead_hits": self.ahead_hits, "ahead_misses": self.ahead_misses,
+                "ahead_hidden_s": self.ahead_hidden_s, "ahead_exposed_s": self.ahead_exposed_s,
+                "ahead_wasted_s": self.ahead_wasted_s,
             }  # fmt: skip
         if transport is not None:
             snap["bytes_sent"] = dict(transport.bytes_sent)
@@ -91,6 +101,9 @@ class EngineStats:
     wire_s_new_to_old / wire_s_old_to_new: emulated wire seconds per category (link emulation).
     probs_wait_s: time the target spent blocked on draft probabilities after its verification
     forward (Disg-Spec-Decode); with the overlap this is the part of the transfer not hidden.
+    ahead_*: draft-ahead (DSD): verdicts whose next proposal was drafted ahead (hits) or not,
+    and the draft's drafting time before a hit's verdict (hidden behind the target's
+    verification), after it (exposed), and for outcomes that did not happen (wasted).
     """
 
     mode: str
@@ -106,6 +119,23 @@ class EngineStats:
     row_fetches: int = 0
     fallback_requests: int = 0
     reruns: int = 0
+    ahead_hits: int = 0
+    ahead_misses: int = 0
+    ahead_hidden_s: float = 0.0
+    ahead_exposed_s: float = 0.0
+    ahead_wasted_s: float = 0.0
+
+    @property
+    def ahead_hit_rate(self) -> float:
+        """Hits / verdicts of draft-ahead (NaN without it)."""
+        n = self.ahead_hits + self.ahead_misses
+        return self.ahead_hits / n if n else float("nan")
+
+    @property
+    def ahead_hidden_share(self) -> float:
+        """Share of the hits' drafting time done before their verdicts (NaN without hits)."""
+        total = self.ahead_hidden_s + self.ahead_exposed_s
+        return self.ahead_hidden_s / total if total else float("nan")
 
     @property
     def acceptance_rate(self) -> float:
@@ -128,6 +158,8 @@ class EngineStats:
         totals = dict.fromkeys(("proposed", "accepted", "steps", "row_fetches",
                                 "fallback_requests", "reruns"), 0)  # fmt: skip
         wait_s = 0.0
+        ahead = dict.fromkeys(("ahead_hits", "ahead_misses"), 0)
+        ahead_s = dict.fromkeys(("ahead_hidden_s", "ahead_exposed_s", "ahead_wasted_s"), 0.0)
         workers = []
         received = {side: snap.get("bytes_received", {}) for side, snap, _ in snaps}
         for side, snap, alive in snaps:
@@ -143,10 +175,14 @@ class EngineStats:
             for key in totals:
                 totals[key] += int(snap.get(key, 0))
             wait_s += float(snap.get("probs_wait_s", 0.0))
+            for key in ahead:
+                ahead[key] += int(snap.get(key, 0))
+            for key in ahead_s:
+                ahead_s[key] += float(snap.get(key, 0.0))
         return cls(mode, tuple(workers), out["new"], out["old"], out["wire_new"],
                    out["wire_old"], totals["proposed"], totals["accepted"], totals["steps"],
                    wait_s, totals["row_fetches"], totals["fallback_requests"],
-                   totals["reruns"])  # fmt: skip
+                   totals["reruns"], **ahead, **ahead_s)  # fmt: skip
 
 
 def _add(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ per-token acceptance rate alpha it emits (Leviathan et al., ICML 2023, Eq. 1)
 
     E[tokens](K, alpha) = (1 - alpha^(K+1)) / (1 - alpha)
 
-in the time ``K x draft_s + target(K + 1)``, against one token per ``target(1)`` without
+in the time ``draft(K) + target(K + 1)``, against one token per ``target(1)`` without
 speculation. :class:`AdaptiveK` picks the K in ``1..k_max`` with the highest rate and turns
 speculation off (K = 0) when even the best is not faster than plain decoding: speculation need
 never be slower than not speculating (Timor et al., DSI, ICLR 2025, make the same argument).
@@ -107,22 +107,27 @@ class AdaptiveK:
         a = self.prior_alpha * self.prior_weight + self.accepted
         return a / (self.prior_weight + self.accepted + self.rejected)
 
-    def gain(self, k: int, draft_s: float, target: ForwardCost) -> float:
-        """Tokens per second with ``k`` proposals over tokens per second without (k = 0: 1)."""
+    def gain(self, k: int, draft: ForwardCost | float, target: ForwardCost) -> float:
+        """Tokens per second with ``k`` proposals over tokens per second without (k = 0: 1).
+        ``draft``: what drafting ``k`` tokens adds to a round, as a cost line in ``k`` or
+        seconds per token."""
         if k <= 0:
             return 1.0
         plain_s = target.seconds(1)
-        round_s = k * draft_s + target.seconds(k + 1)
+        draft_s = draft.seconds(k) if isinstance(draft, ForwardCost) else k * draft
+        round_s = draft_s + target.seconds(k + 1)
         if round_s <= 0 or plain_s <= 0:
             return expected_tokens(self.alpha, k)  # no costs yet: tokens per round
         return expected_tokens(self.alpha, k) * plain_s / round_s
 
-    def next_k(self, draft_s: float, target: ForwardCost, limit: int | None = None) -> int:
+    def next_k(
+        self, draft: ForwardCost | float, target: ForwardCost, limit: int | None = None
+    ) -> int:
         """The K in ``1..min(k_max, limit)`` with the highest :meth:`gain`, or 0 (speculation
-        off) when none beats plain decoding by ``min_gain``; ``draft_s``: one draft forward's
-        time as the target sees it (what drafting adds to a round)."""
+        off) when none beats plain decoding by ``min_gain``; ``draft`` as for :meth:`gain`
+        (the time the target waits for the draft, not the draft's busy time)."""
         top = self.k_max if limit is None else min(self.k_max, limit)
         if top < 1:
             return 0
-        best = max(range(1, top + 1), key=lambda k: self.gain(k, draft_s, target))
-        return best if self.gain(best, draft_s, target) > self.min_gain else 0
+        best = max(range(1, top + 1), key=lambda k: self.gain(k, draft, target))
+        return best if self.gain(best, draft, target) > self.min_gain else 0

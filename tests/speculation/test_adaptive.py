@@ -40,27 +40,27 @@ def test_a_memory_bound_target_and_a_cheap_draft_take_long_rounds() -> None:
         policy.observe(8, 8)
     policy.observe(8, 3)
     assert policy.alpha > 0.9
-    assert policy.next_k(draft_s=0.001, target=_cost(0.02, 0.0)) == 8
+    assert policy.next_k(draft=0.001, target=_cost(0.02, 0.0)) == 8
 
 
 def test_a_compute_bound_target_turns_speculation_off() -> None:
     """On a CPU verifying K + 1 tokens costs K + 1 forwards (the base is small): no K pays, so
     the request decodes plainly (speculation need never be slower)."""
     policy = AdaptiveK(k_max=8)
-    assert policy.next_k(draft_s=0.004, target=_cost(0.001, 0.02)) == 0
+    assert policy.next_k(draft=0.004, target=_cost(0.001, 0.02)) == 0
 
 
 def test_a_request_whose_drafts_are_rejected_shortens_then_stops() -> None:
     target = _cost(0.02, 0.0005)
     policy = AdaptiveK(k_max=6)
-    first = policy.next_k(draft_s=0.004, target=target)
+    first = policy.next_k(draft=0.004, target=target)
     for _ in range(6):
         policy.observe(first, 0)
-    later = policy.next_k(draft_s=0.004, target=target)
+    later = policy.next_k(draft=0.004, target=target)
     assert first > later
     for _ in range(40):
         policy.observe(1, 0)
-    assert policy.next_k(draft_s=0.004, target=target) == 0
+    assert policy.next_k(draft=0.004, target=target) == 0
 
 
 @settings(max_examples=200, deadline=None)
@@ -95,3 +95,15 @@ def test_bad_settings_name_the_field(kwargs: dict[str, object], match: str) -> N
 def test_an_impossible_round_is_refused() -> None:
     with pytest.raises(ConfigError, match="accepted = 5 of proposed = 4"):
         AdaptiveK(k_max=4).observe(4, 5)
+
+
+def test_a_draft_cost_line_counts_its_fixed_latency() -> None:
+    """A link round trip of 10 ms per round (fixed, whatever K) makes short rounds worse."""
+    target = _cost(0.02, 0.0)
+    policy = AdaptiveK(k_max=8)
+    per_token = policy.gain(2, 0.001, target)
+    draft = ForwardCost()
+    for k in (1, 4, 8):
+        draft.add(k, 0.010 + 0.001 * k)
+    assert policy.gain(2, draft, target) < per_token
+    assert policy.next_k(draft, target) >= policy.next_k(0.001, target)

@@ -14,7 +14,7 @@ header's :class:`~greenllm.engine.comm.transport.Kind` names them (``ADMIT``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:  # pragma: no cover
     from greenllm.engine.comm.link import LinkDict
@@ -45,11 +45,14 @@ __all__ = [
 
 # -- shared parts ------------------------------------------------------------------------------
 class SpecDict(TypedDict):
-    """Per-request DSD overrides of the engine's ``k``, ``overlap`` and ``lean`` (None: keep)."""
+    """Per-request DSD overrides of the engine's ``k``, ``overlap``, ``lean``, ``ahead`` and
+    ``adaptive_k`` (None: keep)."""
 
     k: int | None
     overlap: bool | None
     lean: bool | None
+    ahead: NotRequired[bool | None]
+    adaptive_k: NotRequired[bool | None]
 
 
 class DistInfo(TypedDict):
@@ -74,6 +77,8 @@ class InitMsg(TypedDict):
     k: int
     overlap: bool
     lean: bool
+    ahead: NotRequired[bool]
+    adaptive_k: NotRequired[bool]
     timeout_s: float
     rendezvous_timeout_s: float
     threads: int
@@ -193,6 +198,7 @@ class DsdAdmit(TypedDict):
     k: int
     lean: bool
     overlap: bool
+    ahead: bool
     sampling: SamplingDict
 
 

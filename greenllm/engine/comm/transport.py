@@ -140,6 +140,11 @@ class Mailbox:
     def failed(self) -> bool:
         return self._failure is not None
 
+    @property
+    def waiting(self) -> bool:
+        """A message is waiting to be taken."""
+        return bool(self._items)
+
     def check(self) -> None:
         """Raise the :class:`PeerLostError` if the mailbox has failed."""
         if self._failure is not None:

@@ -66,6 +66,9 @@ class Engine:
     aliases of :func:`greenllm.engine.model.resolve.resolve_model_dir` (draft for
     spec_decode/dsd). k: draft tokens per step. overlap: DSD sends probabilities behind the
     target forward. lean: DSD sends draft-token probabilities only (full row on rejection).
+    ahead: DSD drafts the next round while the target verifies (draft-ahead,
+    :mod:`greenllm.speculation.ahead`). adaptive_k: DSD picks K per request from its running
+    acceptance and the measured costs, 0 (plain decoding) when speculation cannot pay.
     link: emulated link between the two workers. placement: "local" processes, "ray" actors
     (``ray_resources={"new": {"gpu_type:A100": 1}, "old": {"gpu_type:T4": 1}}``) or a placement
     object, e.g. :class:`~greenllm.engine.comm.placement.NetnsPlacement` (a real shaped link).
@@ -84,6 +87,8 @@ class Engine:
         device_old: str = "cpu",
         overlap: bool = True,
         lean: bool = False,
+        ahead: bool = False,
+        adaptive_k: bool = False,
         link: LinkEmulation | None = None,
         placement: Any = "local",
         ray_resources: dict[str, dict[str, float]] | None = None,
@@ -105,6 +110,7 @@ class Engine:
         self.mode, self.target, self.draft, self.k = mode, str(target), draft, k
         self.devices = {"new": device_new, "old": device_old}
         self.overlap, self.lean, self.link = overlap, lean, link
+        self.ahead, self.adaptive_k = bool(ahead), bool(adaptive_k)
         self.placement, self.ray_resources = placement, ray_resources
         self.timeout_s, self.rendezvous_timeout_s = timeout_s, rendezvous_timeout_s
         self.start_timeout_s, self.dtype, self.max_batch = start_timeout_s, dtype, max_batch
@@ -130,7 +136,8 @@ class Engine:
             self.tokenizer = load_tokenizer(self.target)
             settings = WorkerSettings(
                 target=self.target, draft=self.draft, devices=dict(self.devices),
-                dtype=self.dtype, k=self.k, overlap=self.overlap, lean=self.lean, link=self.link,
+                dtype=self.dtype, k=self.k, overlap=self.overlap, lean=self.lean,
+                ahead=self.ahead, adaptive_k=self.adaptive_k, link=self.link,
                 timeout_s=self.timeout_s, rendezvous_timeout_s=self.rendezvous_timeout_s,
                 threads=self.threads, max_batch=self.max_batch,
             )  # fmt: skip
@@ -184,12 +191,16 @@ class Engine:
         k: int | None = None,
         overlap: bool | None = None,
         lean: bool | None = None,
+        ahead: bool | None = None,
+        adaptive_k: bool | None = None,
     ) -> RequestOutput:
         """Serve one request; concurrent calls are batched / pipelined by the workers.
 
-        ``k``, ``overlap`` and ``lean`` override the engine's DSD settings for this request.
+        ``k``, ``overlap``, ``lean``, ``ahead`` and ``adaptive_k`` override the engine's DSD
+        settings for this request.
         """
-        pending = self._submit(prompt, sampling, k, overlap, lean, stream=False)
+        spec = {"k": k, "overlap": overlap, "lean": lean, "ahead": ahead, "adaptive_k": adaptive_k}
+        pending = self._submit(prompt, sampling, spec, stream=False)
         assert pending.future is not None
         try:
             async with asyncio.timeout(timeout_s):
@@ -210,6 +221,8 @@ class Engine:
         k: int | None = None,
         overlap: bool | None = None,
         lean: bool | None = None,
+        ahead: bool | None = None,
+        adaptive_k: bool | None = None,
     ) -> AsyncGenerator[TokenEvent, None]:
         """Serve one request and yield its tokens as they reach the driver.
 
@@ -219,10 +232,12 @@ class Engine:
         tokens equal :meth:`generate`'s. Closing the iterator before the end, cancelling the
         task that consumes it, or ``timeout_s`` (then WorkerError) aborts the request on every
         worker. A DPD re-run (decode worker died) never repeats a streamed token: it resumes
-        if greedy or seeded, else the stream ends with WorkerError. ``k``, ``overlap`` and
-        ``lean`` as for :meth:`generate`. Worker failures raise WorkerError.
+        if greedy or seeded, else the stream ends with WorkerError. ``k``, ``overlap``,
+        ``lean``, ``ahead`` and ``adaptive_k`` as for :meth:`generate`. Worker failures raise
+        WorkerError.
         """
-        pending = self._submit(prompt, sampling, k, overlap, lean, stream=True)
+        spec = {"k": k, "overlap": overlap, "lean": lean, "ahead": ahead, "adaptive_k": adaptive_k}
+        pending = self._submit(prompt, sampling, spec, stream=True)
         events = pending.events
         assert events is not None
         loop = asyncio.get_running_loop()
@@ -254,8 +269,8 @@ class Engine:
         finally:  # finished: forget it; closed early, cancelled or failed: abort it
             self._supervisor.release(pending.rid)
 
-    def _submit(self, prompt: str | Sequence[int], sampling: Any, k: int | None,
-                overlap: bool | None, lean: bool | None, stream: bool) -> Any:  # fmt: skip
+    def _submit(self, prompt: str | Sequence[int], sampling: Any, spec: dict[str, Any],
+                stream: bool) -> Any:  # fmt: skip
         from greenllm.engine.model.sampling import SamplingParams
 
         if not self._started or self._supervisor.closed:
@@ -263,7 +278,7 @@ class Engine:
         sampling = sampling or SamplingParams()
         ids = self._encode(prompt)
         return self._supervisor.submit(
-            ids, sampling.to_dict(), {"k": k, "overlap": overlap, "lean": lean},
+            ids, sampling.to_dict(), spec,
             asyncio.get_running_loop(), stream=stream,
         )  # fmt: skip
 

@@ -77,6 +77,8 @@ class WorkerSettings:
     k: int = 4
     overlap: bool = True
     lean: bool = False
+    ahead: bool = False
+    adaptive_k: bool = False
     link: LinkEmulation | None = None
     timeout_s: float = 60.0
     rendezvous_timeout_s: float = 30.0
@@ -149,8 +151,8 @@ class WorkerSupervisor:
             init: InitMsg = {
                 "type": "init", "role": role, "device": settings.devices[side], "model": model,
                 "draft_model": settings.draft, "dtype": settings.dtype, "k": settings.k,
-                "overlap": settings.overlap, "lean": settings.lean,
-                "timeout_s": settings.timeout_s,
+                "overlap": settings.overlap, "lean": settings.lean, "ahead": settings.ahead,
+                "adaptive_k": settings.adaptive_k, "timeout_s": settings.timeout_s,
                 "rendezvous_timeout_s": settings.rendezvous_timeout_s, "threads": n_threads,
                 "max_batch": settings.max_batch,
                 "link": settings.link.to_dict() if settings.link is not None else None,

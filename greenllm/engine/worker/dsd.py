@@ -16,6 +16,18 @@ Pipelining: the target leads. It admits every waiting request (prefill, first to
 to the draft) and then serves proposals in the order they were requested, so while it verifies
 request A the draft is already drafting request B. The draft only reacts, in FIFO order.
 
+Draft-ahead (``ahead``, beyond the paper): right after sending round r's proposal, the draft
+drafts round r + 1 for the outcome "all K accepted, bonus = the draft's own most likely token",
+one forward at a time while no message is waiting, with a generator seeded per round (the
+output does not depend on how far it got). A verdict with that outcome is a hit: the drafted
+tokens go out at once (drafting on demand only what is missing); any other verdict is a miss:
+the draft crops its cache back and drafts on demand. Verification is unchanged.
+
+Adaptive K (``adaptive_k``): the target picks each round's K with
+:class:`~greenllm.speculation.AdaptiveK` from the request's acceptance, its own forward times
+(a line in the number of tokens fed) and the time it waits for the draft's ids per proposed
+token; K = 0 ends speculation for the request (it decodes alone; the draft forgets it).
+
 Aborts: the target drops an aborted request at its next step (after taking a proposal in
 flight for it off the link) and sends the draft ``FINISH``, which frees the draft's KV cache.
 
@@ -44,6 +56,7 @@ from greenllm.engine.model.verifier import verify, verify_lean
 from greenllm.engine.stats import WorkerCounters
 from greenllm.engine.worker.context import SeqOutput, WorkerContext, make_generators
 from greenllm.errors import missing_extra
+from greenllm.speculation import AdaptiveK, AheadKey, DraftAheadCache, ForwardCost
 
 try:
     import torch
@@ -79,11 +92,13 @@ class _TargetSeq:
         self.on_draft = False
         spec = msg.get("spec") or {}
         self.k = int(spec.get("k") or defaults["k"])
-        self.overlap = bool(defaults["overlap"] if spec.get("overlap") is None else spec["overlap"])
-        self.lean = bool(defaults["lean"] if spec.get("lean") is None else spec["lean"])
 
-    def next_k(self) -> int:
-        return min(self.k, self.out.remaining - 1)
+        def choose(name: str) -> bool:
+            return bool(defaults[name] if spec.get(name) is None else spec[name])
+
+        self.overlap, self.lean, self.ahead = choose("overlap"), choose("lean"), choose("ahead")
+        self.policy = AdaptiveK(k_max=self.k) if choose("adaptive_k") else None
+        self.spec_off = False  # adaptive K found speculation does not pay for this request
 
 
 class _Target:
@@ -92,14 +107,28 @@ class _Target:
         self.t = ctx.peer
         self.defaults = {"k": int(ctx.init.get("k", 4)),
                          "overlap": bool(ctx.init.get("overlap", True)),
-                         "lean": bool(ctx.init.get("lean", False))}  # fmt: skip
+                         "lean": bool(ctx.init.get("lean", False)),
+                         "ahead": bool(ctx.init.get("ahead", False)),
+                         "adaptive_k": bool(ctx.init.get("adaptive_k", False))}  # fmt: skip
+        self.cost = ForwardCost()  # this worker's forward time by tokens fed (adaptive K)
+        self.draft_wait = ForwardCost()  # time blocked on the draft's ids, by K
         self.seqs: dict[int, _TargetSeq] = {}
         self.expect: collections.deque[int] = collections.deque()  # proposals in flight, in order
         self.peer_alive = True
 
     def feed(self, seq: _TargetSeq, tokens: list[int]) -> torch.Tensor:
+        start_s = time.perf_counter()
         with self.ctx.counters.busy():
-            return seq.lm.feed(tokens)
+            out = seq.lm.feed(tokens)
+        self.cost.add(len(tokens), time.perf_counter() - start_s)
+        return out
+
+    def next_k(self, seq: _TargetSeq) -> int:
+        """The next round's K: the request's own, or adaptive K's (0: speculation off)."""
+        limit = min(seq.k, seq.out.remaining - 1)
+        if seq.policy is None or limit < 1:
+            return limit
+        return seq.policy.next_k(self.draft_wait, self.cost, limit=limit)
 
     def abort(self, seq: _TargetSeq) -> None:
         """Drop an aborted request: answer ``finish`` (reason "abort") and free the draft's
@@ -141,14 +170,18 @@ class _Target:
         if seq.out.done:
             self.finish(seq)
             return
-        k_next = seq.next_k()
+        k_next = 0 if seq.spec_off else self.next_k(seq)
+        rid = seq.out.rid
+        if k_next < 1 and seq.policy is not None and seq.out.remaining > 1 and not seq.spec_off:
+            seq.spec_off = True  # for good: the draft frees its state of the request
+            if seq.on_draft and self.peer_alive:
+                self._send(Kind.FINISH, rid)
         if not self.peer_alive or k_next < 1:
             return  # served by solo_step
-        rid = seq.out.rid
         if not seq.on_draft:
             seq.on_draft = True
             info: DsdAdmit = {"prompt": seq.prompt, "first": seq.out.tokens[0], "k": k_next,
-                              "lean": seq.lean, "overlap": seq.overlap,
+                              "lean": seq.lean, "overlap": seq.overlap, "ahead": seq.ahead,
                               "sampling": seq.params.to_dict()}  # fmt: skip
             self._send(Kind.ADMIT, rid, encode_json_tensor(info))
         else:
@@ -174,7 +207,9 @@ class _Target:
             self.t.recv(probs_kind, rid, "draft probabilities")
             self.abort(seq)
             return
+        wait_start = time.perf_counter()
         ids = self.t.recv(Kind.IDS, rid, "draft token ids").tensor
+        self.draft_wait.add(k, time.perf_counter() - wait_start)
         proposal = [int(x) for x in ids]
         probs_msg = None
         if not seq.overlap:  # no overlap: the probabilities first, then the forward
@@ -204,6 +239,8 @@ class _Target:
         counters.proposed += k
         counters.accepted += result.n_accepted
         counters.steps += 1
+        if seq.policy is not None:
+            seq.policy.observe(k, result.n_accepted)
         seq.out.emit(self.ctx, result.tokens)
         self.after_step(seq, result.n_accepted)
 
@@ -244,6 +281,23 @@ def run_target(ctx: WorkerContext) -> None:
 
 
 # -- draft (old GPU) -------------------------------------------------------------------------
+_AHEAD_STREAM = 7_919  # the per-round generator of draft-ahead: seed + round x this
+
+
+class _Ahead:
+    """Round r + 1 drafted for "all of round r accepted, bonus = ``guess``": ``tokens``/``rows``
+    so far; the cache then holds the prefix, round r's last token, ``guess`` and all but the
+    last of ``tokens``."""
+
+    def __init__(self, base: int, gen: torch.Generator) -> None:
+        self.base = base  # the cache length when round r went out (its last token not fed)
+        self.gen = gen
+        self.guess: int | None = None
+        self.tokens: list[int] = []
+        self.rows: list[torch.Tensor] = []
+        self.busy_s = 0.0  # drafting time spent on it before the verdict
+
+
 class _DraftSeq:
     def __init__(self, info: DsdAdmit, model: Any, counters: WorkerCounters) -> None:
         self.params = SamplingParams.from_dict(info["sampling"])
@@ -254,6 +308,15 @@ class _DraftSeq:
         self.rows: list[torch.Tensor] = []
         self.lean = bool(info.get("lean", False))
         self.overlap = bool(info.get("overlap", True))
+        self.ahead_on = bool(info.get("ahead", False))
+        self.ahead: _Ahead | None = None  # the next round, being drafted ahead
+        self.round = 0
+        self.seed = self.gen.initial_seed()
+
+    def ahead_generator(self) -> torch.Generator:
+        """The next round's draft-ahead generator: seeded by the request and the round, so a
+        hit's tokens do not depend on when they were drafted."""
+        return torch.Generator().manual_seed((self.seed + self.round * _AHEAD_STREAM) % 2**63)
 
 
 def _propose(seq: _DraftSeq, k: int) -> None:
@@ -268,45 +331,115 @@ def _propose(seq: _DraftSeq, k: int) -> None:
     seq.proposal, seq.rows = proposal, rows
 
 
-def run_draft(ctx: WorkerContext) -> None:
-    """Role ``dsd_draft``: reacts to the target's messages in order, FIFO."""
-    t = ctx.peer
-    seqs: dict[int, _DraftSeq] = {}
+def _ahead_step(seq: _DraftSeq, ahead: _Ahead) -> bool:
+    """One more draft forward for the outcome drafted ahead: the bonus guess first (the draft's
+    most likely token after round r's last; True: it was this step), then the next proposal's
+    tokens."""
+    if ahead.guess is None:
+        row = probs_from_logits(seq.lm.feed(seq.proposal[-1:])[-1], seq.params)
+        ahead.guess = int(torch.argmax(row))
+        return True
+    feed = [ahead.tokens[-1]] if ahead.tokens else [ahead.guess]
+    row = probs_from_logits(seq.lm.feed(feed)[-1], seq.params)
+    ahead.tokens.append(sample_row(row, ahead.gen))
+    ahead.rows.append(row)
+    return False
 
-    def propose_and_send(rid: int, k: int) -> None:
-        seq = seqs[rid]
-        _propose(seq, k)
+
+class _Draft:
+    """Role ``dsd_draft``: reacts to the target's messages in order, FIFO; with draft-ahead,
+    drafts the next round between messages."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx, self.t = ctx, ctx.peer
+        self.seqs: dict[int, _DraftSeq] = {}
+        self.cache: DraftAheadCache[_Ahead] = DraftAheadCache(max_per_request=1)
+        """Rounds drafted ahead, by the outcome they were drafted for (once it is guessed)."""
+        self.idle: collections.deque[int] = collections.deque()  # requests to draft ahead
+
+    def send(self, rid: int) -> None:
+        seq = self.seqs[rid]
+        t = self.t
         t.send(Kind.IDS, rid, torch.tensor(seq.proposal, dtype=torch.int64))
         if seq.lean:
             token_probs = torch.stack([r[x] for r, x in zip(seq.rows, seq.proposal, strict=True)])
             t.send(Kind.TOKEN_PROBS, rid, token_probs, blocking=not seq.overlap)
         else:
             t.send(Kind.PROBS, rid, torch.stack(seq.rows), blocking=not seq.overlap)
+        if seq.ahead_on:
+            seq.ahead = _Ahead(seq.lm.lm.length, seq.ahead_generator())
+            self.idle.append(rid)
 
-    while not ctx.stopping.is_set():
-        try:
-            msg = t.recv_any(timeout_s=3600.0)
-        except PeerLostError:
-            return
-        if msg.kind == Kind.ADMIT:
-            info = cast(DsdAdmit, decode_json_tensor(msg.tensor))
-            seq = seqs[msg.rid] = _DraftSeq(info, ctx.model, ctx.counters)
-            ctx.counters.requests += 1
-            seq.lm.feed([int(x) for x in info["prompt"]])
-            propose_and_send(msg.rid, int(info["k"]))
-        elif msg.kind == Kind.FEEDBACK:
-            seq = seqs[msg.rid]
-            n_acc, token, k_next = msg.a, msg.b, msg.c
-            k_prev = len(seq.proposal)
-            if n_acc == k_prev:
-                seq.pending = [seq.proposal[-1], token]  # x_K was never fed to the draft
-            else:
-                seq.lm.lm.crop(seq.lm.lm.length - (k_prev - 1 - n_acc))
-                seq.pending = [token]
-            propose_and_send(msg.rid, k_next)
-        elif msg.kind == Kind.ROW_REQUEST:
-            t.send(Kind.ROW, msg.rid, seqs[msg.rid].rows[msg.a])
-        elif msg.kind == Kind.FINISH:
-            seqs.pop(msg.rid, None)
-        elif msg.kind == Kind.SHUTDOWN:
-            return
+    def feedback(self, rid: int, n_acc: int, token: int, k_next: int) -> None:
+        seq = self.seqs[rid]
+        k_prev = len(seq.proposal)
+        seq.round += 1
+        ahead, seq.ahead = seq.ahead, None
+        counters = self.ctx.counters
+        if ahead is not None:
+            if self.cache.take(AheadKey(rid, n_acc, token)) is ahead:  # a hit
+                counters.ahead_hits += 1
+                counters.ahead_hidden_s += ahead.busy_s
+                start_s = time.perf_counter()
+                while len(ahead.tokens) < k_next:  # what the verdict came too early for
+                    _ahead_step(seq, ahead)
+                counters.ahead_exposed_s += time.perf_counter() - start_s
+                seq.lm.lm.crop(ahead.base + 1 + k_next)  # prefix, x_K, guess, y_1..y_{k-1}
+                seq.proposal, seq.rows = ahead.tokens[:k_next], ahead.rows[:k_next]
+                self.send(rid)
+                return
+            counters.ahead_misses += 1
+            counters.ahead_wasted_s += ahead.busy_s
+            seq.lm.lm.crop(ahead.base)
+        if n_acc == k_prev:
+            seq.pending = [seq.proposal[-1], token]  # x_K was never fed to the draft
+        else:
+            seq.lm.lm.crop(seq.lm.lm.length - (k_prev - 1 - n_acc))
+            seq.pending = [token]
+        _propose(seq, k_next)
+        self.send(rid)
+
+    def draft_ahead(self) -> None:
+        """Draft ahead one forward at a time, oldest request first, while no message waits."""
+        while self.idle and not self.t.mailbox.waiting:
+            rid = self.idle[0]
+            seq = self.seqs.get(rid)
+            ahead = None if seq is None else seq.ahead
+            if seq is None or ahead is None or len(ahead.tokens) >= len(seq.proposal):
+                self.idle.popleft()  # finished, settled, or drafted in full
+                continue
+            start_s = time.perf_counter()
+            if _ahead_step(seq, ahead):
+                assert ahead.guess is not None
+                self.cache.put(AheadKey(rid, len(seq.proposal), ahead.guess), ahead)
+            ahead.busy_s += time.perf_counter() - start_s
+
+    def run(self) -> None:
+        ctx, t = self.ctx, self.t
+        while not ctx.stopping.is_set():
+            self.draft_ahead()
+            try:
+                msg = t.recv_any(timeout_s=3600.0)
+            except PeerLostError:
+                return
+            if msg.kind == Kind.ADMIT:
+                info = cast(DsdAdmit, decode_json_tensor(msg.tensor))
+                seq = self.seqs[msg.rid] = _DraftSeq(info, ctx.model, ctx.counters)
+                ctx.counters.requests += 1
+                seq.lm.feed([int(x) for x in info["prompt"]])
+                _propose(seq, int(info["k"]))
+                self.send(msg.rid)
+            elif msg.kind == Kind.FEEDBACK:
+                self.feedback(msg.rid, msg.a, msg.b, msg.c)
+            elif msg.kind == Kind.ROW_REQUEST:
+                t.send(Kind.ROW, msg.rid, self.seqs[msg.rid].rows[msg.a])
+            elif msg.kind == Kind.FINISH:
+                self.seqs.pop(msg.rid, None)
+                self.cache.drop(msg.rid)
+            elif msg.kind == Kind.SHUTDOWN:
+                return
+
+
+def run_draft(ctx: WorkerContext) -> None:
+    """Role ``dsd_draft``: reacts to the target's messages in order, FIFO."""
+    _Draft(ctx).run()
