@@ -27,6 +27,10 @@ def save_target_and_draft(target: Any, root: Path) -> dict[str, str]:
     return {"target": str(root / "target"), "draft": str(root / "draft")}
 
 
+REF_MAX_TOKENS = 24
+"""Tokens of the driver tests' greedy references (the ``refs`` fixture)."""
+
+
 def reference(model: Any, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
     """Greedy target-only outputs, computed in this process."""
     from greenllm.engine import SamplingParams, autoregressive_generate

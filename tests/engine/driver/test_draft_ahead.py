@@ -10,27 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.engine.helpers import reference, run_async
+from tests.engine.helpers import REF_MAX_TOKENS, run_async
 from tests.extras import require
 
 torch = require("torch")
 
 from scipy.stats import chisquare
 
-from greenllm.engine import Engine, SamplingParams
+from greenllm.engine import SamplingParams
 
-MAX_TOKENS = 24
-
-
-@pytest.fixture(scope="module")
-def dsd(tiny_dirs: dict[str, str]) -> Any:
-    with Engine("dsd", tiny_dirs["target"], tiny_dirs["draft"], k=4, timeout_s=30) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_target: Any, tiny_prompts: list[list[int]]) -> list[list[int]]:
-    return reference(tiny_target, tiny_prompts[:4], MAX_TOKENS)
+MAX_TOKENS = REF_MAX_TOKENS
 
 
 def _one_by_one(engine: Any, prompts: list[list[int]], sp: Any, **options: Any) -> list[Any]:

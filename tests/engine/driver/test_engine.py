@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.helpers import reference, run_async
+from tests.engine.helpers import REF_MAX_TOKENS, run_async
 from tests.extras import require
 
 torch = require("torch")
@@ -20,24 +20,7 @@ from greenllm.engine.comm.transport import HEADER_BYTES
 from greenllm.errors import ConfigError
 
 VOCAB = 256
-MAX_TOKENS = 24
-
-
-@pytest.fixture(scope="module")
-def dsd(tiny_dirs: dict[str, str]) -> Any:
-    with Engine("dsd", tiny_dirs["target"], tiny_dirs["draft"], k=4, timeout_s=30) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def dpd(tiny_dirs: dict[str, str]) -> Any:
-    with Engine("dpd", tiny_dirs["target"], timeout_s=30) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_target: Any, tiny_prompts: list[list[int]]) -> list[list[int]]:
-    return reference(tiny_target, tiny_prompts[:4], MAX_TOKENS)
+MAX_TOKENS = REF_MAX_TOKENS
 
 
 def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
