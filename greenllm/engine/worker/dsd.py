@@ -18,10 +18,12 @@ request A the draft is already drafting request B. The draft only reacts, in FIF
 
 Draft-ahead (``ahead``, beyond the paper): right after sending round r's proposal, the draft
 drafts round r + 1 for the outcome "all K accepted, bonus = the draft's own most likely token",
-one forward at a time while no message is waiting, with a generator seeded per round (the
-output does not depend on how far it got). A verdict with that outcome is a hit: the drafted
-tokens go out at once (drafting on demand only what is missing); any other verdict is a miss:
-the draft crops its cache back and drafts on demand. Verification is unchanged.
+one forward at a time while no message is waiting, and only while the request's rounds are
+often fully accepted (else nearly every round drafted ahead is thrown away). A verdict with
+that outcome is a hit: the drafted tokens go out at once (drafting on demand only what is
+missing); any other verdict is a miss: the draft crops its cache back and drafts on demand.
+Either way a proposal comes from a generator seeded by the request and the round, so seeded
+outputs do not depend on timing. Verification is unchanged.
 
 Adaptive K (``adaptive_k``): the target picks each round's K with
 :class:`~greenllm.speculation.AdaptiveK` from the request's acceptance, its own forward times
@@ -282,6 +284,10 @@ def run_target(ctx: WorkerContext) -> None:
 
 # -- draft (old GPU) -------------------------------------------------------------------------
 _AHEAD_STREAM = 7_919  # the per-round generator of draft-ahead: seed + round x this
+_AHEAD_MIN_FULL = 0.15
+"""Draft ahead only while a request's share of fully accepted rounds (posterior mean, uniform
+prior) is at least this: below it nearly every drafted-ahead round is thrown away, and the old
+GPU's energy with it."""
 
 
 class _Ahead:
@@ -311,21 +317,27 @@ class _DraftSeq:
         self.ahead_on = bool(info.get("ahead", False))
         self.ahead: _Ahead | None = None  # the next round, being drafted ahead
         self.round = 0
+        self.full_rounds = 0  # rounds with every proposal accepted
         self.seed = self.gen.initial_seed()
 
-    def ahead_generator(self) -> torch.Generator:
-        """The next round's draft-ahead generator: seeded by the request and the round, so a
-        hit's tokens do not depend on when they were drafted."""
-        return torch.Generator().manual_seed((self.seed + self.round * _AHEAD_STREAM) % 2**63)
+    def worth_ahead(self) -> bool:
+        return self.ahead_on and (1 + self.full_rounds) / (2 + self.round) >= _AHEAD_MIN_FULL
+
+    def round_generator(self, index: int) -> torch.Generator:
+        """With draft-ahead, proposal ``index``'s generator, seeded by the request and the
+        round: drafted ahead or on demand, a proposal is the same function of its context, so
+        seeded outputs do not depend on timing."""
+        return torch.Generator().manual_seed((self.seed + index * _AHEAD_STREAM) % 2**63)
 
 
-def _propose(seq: _DraftSeq, k: int) -> None:
+def _propose(seq: _DraftSeq, k: int, gen: torch.Generator | None = None) -> None:
     proposal: list[int] = []
     rows: list[torch.Tensor] = []
     feed = seq.pending
+    gen = seq.gen if gen is None else gen
     for _ in range(k):
         row = probs_from_logits(seq.lm.feed(feed)[-1], seq.params)
-        proposal.append(sample_row(row, seq.gen))
+        proposal.append(sample_row(row, gen))
         rows.append(row)
         feed = proposal[-1:]
     seq.proposal, seq.rows = proposal, rows
@@ -366,14 +378,15 @@ class _Draft:
             t.send(Kind.TOKEN_PROBS, rid, token_probs, blocking=not seq.overlap)
         else:
             t.send(Kind.PROBS, rid, torch.stack(seq.rows), blocking=not seq.overlap)
-        if seq.ahead_on:
-            seq.ahead = _Ahead(seq.lm.lm.length, seq.ahead_generator())
+        if seq.worth_ahead():
+            seq.ahead = _Ahead(seq.lm.lm.length, seq.round_generator(seq.round + 1))
             self.idle.append(rid)
 
     def feedback(self, rid: int, n_acc: int, token: int, k_next: int) -> None:
         seq = self.seqs[rid]
         k_prev = len(seq.proposal)
         seq.round += 1
+        seq.full_rounds += n_acc == k_prev
         ahead, seq.ahead = seq.ahead, None
         counters = self.ctx.counters
         if ahead is not None:
@@ -391,12 +404,15 @@ class _Draft:
             counters.ahead_misses += 1
             counters.ahead_wasted_s += ahead.busy_s
             seq.lm.lm.crop(ahead.base)
-        if n_acc == k_prev:
+        if n_acc == k_prev and seq.ahead_on:  # x_K alone, as drafting ahead feeds it
+            seq.lm.feed(seq.proposal[-1:])
+            seq.pending = [token]
+        elif n_acc == k_prev:
             seq.pending = [seq.proposal[-1], token]  # x_K was never fed to the draft
         else:
             seq.lm.lm.crop(seq.lm.lm.length - (k_prev - 1 - n_acc))
             seq.pending = [token]
-        _propose(seq, k_next)
+        _propose(seq, k_next, seq.round_generator(seq.round) if seq.ahead_on else None)
         self.send(rid)
 
     def draft_ahead(self) -> None:
@@ -427,7 +443,7 @@ class _Draft:
                 seq = self.seqs[msg.rid] = _DraftSeq(info, ctx.model, ctx.counters)
                 ctx.counters.requests += 1
                 seq.lm.feed([int(x) for x in info["prompt"]])
-                _propose(seq, int(info["k"]))
+                _propose(seq, int(info["k"]), seq.round_generator(0) if seq.ahead_on else None)
                 self.send(msg.rid)
             elif msg.kind == Kind.FEEDBACK:
                 self.feedback(msg.rid, msg.a, msg.b, msg.c)
