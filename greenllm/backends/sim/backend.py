@@ -44,9 +44,11 @@ class SimBackend(BackendBase):
     Parameters (all optional): ``acceptance_rate`` (a number for every draft/target pair, or a
     ``{(draft, target): rate}`` mapping; default :data:`.configs.ACCEPTANCE_RATES`),
     ``dsd_overlap`` (the paper's Figure 7 overlap of the probability transfer with the target
-    forward), ``link_latency_s`` (one way), ``engine`` (:class:`.engine.EngineParams`: token
-    budget, sequence cap, overload limits), ``gpu_memory_utilization`` (vLLM's 0.9) and
-    ``power_period_s`` (power-trace sampling period, NVML's 0.2 s in the paper).
+    forward), ``dsd_draft_ahead`` (DSD's draft drafts the next round while the target verifies,
+    :mod:`greenllm.speculation.ahead`), ``link_latency_s`` (one way), ``engine``
+    (:class:`.engine.EngineParams`: token budget, sequence cap, overload limits),
+    ``gpu_memory_utilization`` (vLLM's 0.9) and ``power_period_s`` (power-trace sampling
+    period, NVML's 0.2 s in the paper).
     """
 
     name = "sim"
@@ -56,19 +58,22 @@ class SimBackend(BackendBase):
         *,
         acceptance_rate: float | Mapping[tuple[str, str], float] | None = None,
         dsd_overlap: bool = True,
+        dsd_draft_ahead: bool = False,
         link_latency_s: float = DEFAULT_LINK_LATENCY_S,
         engine: EngineParams | None = None,
         gpu_memory_utilization: float = 0.9,
         power_period_s: float = NVML_PERIOD_S,
     ) -> None:
-        if not isinstance(dsd_overlap, bool):
-            raise ConfigError(f"dsd_overlap = {dsd_overlap!r}: must be True or False")
+        for name, flag in (("dsd_overlap", dsd_overlap), ("dsd_draft_ahead", dsd_draft_ahead)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} = {flag!r}: must be True or False")
         if not (isinstance(power_period_s, (int, float)) and 0 < power_period_s < math.inf):
             raise ConfigError(f"power_period_s = {power_period_s!r}: must be a number > 0")
         self.options = SimOptions(
             engine=engine or EngineParams(),
             acceptance_rate=acceptance_rate,
             dsd_overlap=dsd_overlap,
+            dsd_draft_ahead=dsd_draft_ahead,
             link_latency_s=link_latency_s,
             gpu_memory_utilization=gpu_memory_utilization,
         )

@@ -43,6 +43,7 @@ from greenllm.backends.sim.speculation import (
     SpecTwoGPUTimeline,
 )
 from greenllm.config import ConfigKind
+from greenllm.speculation import ahead_hit_rate
 from greenllm.workloads import RequestSet
 
 __all__ = ["SimOutcome", "simulate"]
@@ -121,6 +122,10 @@ def simulate(
             overlap=options.dsd_overlap,
             busy_new=busy[0],
             busy_old=busy[1],
+            ahead_hit_rate=ahead_hit_rate(sim.acceptance_rate, k)
+            if options.dsd_draft_ahead
+            else None,
+            seed=seed,
         )
     sampler = AcceptanceSampler(sim.acceptance_rate, k, seed)
     r = serve(
@@ -151,6 +156,8 @@ def simulate(
             link_bytes_draft_to_target=fwd.sent_bytes,
             link_bytes_target_to_draft=rev.sent_bytes,
         )
+        if isinstance(timeline, SpecTwoGPUTimeline) and timeline.hit_rate is not None:
+            extra.update({f"ahead_{k}": v for k, v in timeline.ahead.items()})
         _link_extra(extra, o, links, int(np.sum(np.isfinite(r.first_token_s))))
     return o
 

@@ -32,6 +32,9 @@ class SimOptions:
     engine: EngineParams = field(default_factory=EngineParams)
     acceptance_rate: float | Mapping[tuple[str, str], float] | None = None
     dsd_overlap: bool = True
+    dsd_draft_ahead: bool = False
+    """DSD's draft drafts the next round while the target verifies (draft-ahead), hitting at
+    :func:`greenllm.speculation.ahead_hit_rate` of the acceptance rate and K."""
     link_latency_s: float = DEFAULT_LINK_LATENCY_S
     gpu_memory_utilization: float = 0.9
 

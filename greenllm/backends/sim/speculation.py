@@ -166,7 +166,18 @@ class SpecOneGPUTimeline(_DraftThenVerify):
 
 
 class SpecTwoGPUTimeline(_DraftThenVerify):
-    """DSD iteration: verdicts to the draft GPU, K drafts, ids then probabilities back."""
+    """DSD iteration: verdicts to the draft GPU, K drafts, ids then probabilities back.
+
+    ``ahead_hit_rate`` (None: off) turns on draft-ahead (:mod:`greenllm.speculation.ahead`):
+    right after its drafts the draft GPU drafts the next round for every sequence (K + 1
+    forwards: the bonus guess, then K), until the next verdicts arrive. Each sequence is a hit
+    with probability ``ahead_hit_rate`` (a binomial draw per step, seeded by ``seed``): a hit
+    needs only the part of the drafting ahead not done when its verdict came (exposed), a
+    miss drafts on demand as without draft-ahead. The drafting ahead is busy time on the old
+    GPU, hit or not (:attr:`ahead` counts hits, misses and hidden, exposed, wasted seconds).
+    Drafting is batched: the misses' on-demand drafting carries the hits' rest in the same
+    forwards, so a step saves drafting time only when every sequence in it hits.
+    """
 
     def __init__(
         self,
@@ -179,6 +190,8 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
         overlap: bool,
         busy_new: BusyLog,
         busy_old: BusyLog,
+        ahead_hit_rate: float | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__(target, draft, k)
         self.ids_b, self.probs_b = k * _TOKEN_ID_BYTES, k * vocab * _PROB_BYTES
@@ -186,6 +199,42 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
         self.log_new = (busy_new.starts.append, busy_new.ends.append, busy_new.utils.append)
         self.log_old = (busy_old.starts.append, busy_old.ends.append, busy_old.utils.append)
         self.draft_free = 0.0
+        self.hit_rate = ahead_hit_rate
+        self._rng = np.random.default_rng([seed, 3])
+        self._pre = (0.0, 0.0, 0.0, 0)  # the drafting ahead: start, seconds, utilisation, batch
+        self.ahead = dict.fromkeys(("hits", "misses"), 0) | dict.fromkeys(
+            ("hidden_s", "exposed_s", "wasted_s"), 0.0)  # fmt: skip
+
+    def _ahead(
+        self, ds: float, b: int, ctx: int, ctok: int, cctx: int, nchunk: int
+    ) -> tuple[float, float, float]:
+        """The drafting of a step with draft-ahead: (start, seconds, seconds x utilisation),
+        after logging the part of the drafting ahead done before the verdicts came."""
+        start, pre_s, pre_u, pre_b = self._pre
+        self._pre = (0.0, 0.0, 0.0, 0)
+        done_s = min(pre_s, max(0.0, ds - start))
+        if done_s > 0:
+            log_s, log_e, log_u = self.log_old
+            log_s(start)
+            log_e(start + done_s)
+            log_u(pre_u)
+        ds = max(ds, start + done_s)
+        hits = int(self._rng.binomial(min(pre_b, b), self.hit_rate)) if pre_b else 0
+        share = hits / pre_b if pre_b else 0.0
+        exposed_s = (pre_s - done_s) * share  # the hits' drafting the verdicts came too early for
+        a = self.ahead
+        a["hits"] += hits
+        a["misses"] += b - hits
+        a["hidden_s"] += done_s * share
+        a["exposed_s"] += exposed_s
+        a["wasted_s"] += done_s * (1.0 - share)
+        miss = b - hits
+        dt, work = exposed_s, exposed_s * pre_u
+        if miss or ctok:  # the misses drafted on demand, the hits' rest riding in the batch
+            n = miss + (hits if exposed_s > 0 else 0)
+            d, w = self._draft(n, ctx * n // b if b else 0, ctok, cctx, nchunk)
+            dt, work = max(d, exposed_s), max(w, work)
+        return ds, dt, work
 
     def step(
         self, t0: float, b: int, ctx: int, ctok: int, cctx: int, nchunk: int
@@ -193,13 +242,21 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
         ds = self.rev(t0, _VERDICT_BYTES * b + _TOKEN_ID_BYTES * ctok)
         if ds < self.draft_free:
             ds = self.draft_free
-        dt, work = self._draft(b, ctx, ctok, cctx, nchunk)
-        de = ds + dt
         log_s, log_e, log_u = self.log_old
-        log_s(ds)
-        log_e(de)
-        log_u(work / dt)
+        if self.hit_rate is None or not (b or self._pre[3]):
+            dt, work = self._draft(b, ctx, ctok, cctx, nchunk)
+        else:
+            ds, dt, work = self._ahead(ds, b, ctx, ctok, cctx, nchunk)
+        de = ds + dt
+        if dt > 0:
+            log_s(ds)
+            log_e(de)
+            log_u(work / dt)
         self.draft_free = de
+        if self.hit_rate is not None and b:  # draft the next round ahead, until its verdicts
+            pre_s, pre_work = self._draft(b, ctx + b * self.k1, 0, 0, 0)
+            grow = self.k1 / (self.k1 - 1)  # K + 1 forwards: the bonus guess, then K
+            self._pre = (de, pre_s * grow, pre_work / pre_s if pre_s > 0 else 0.0, b)
         d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk)
         if b:
             t_ids = self.fwd(de, self.ids_b * b)
