@@ -3,8 +3,9 @@
 A GPU reaches a share of its data-sheet peaks (:class:`Efficiency`): ``K_COMPUTE`` x its
 measured fp16 GEMM ceiling (:data:`GEMM_TFLOPS`) over the dense tensor peak, and its achievable
 memory bandwidth (:data:`BANDWIDTH_GBS`) over the data sheet's; a GPU without a measurement
-borrows a sibling's ratio (:data:`LIKE`). ``K_COMPUTE``, ``OVERHEAD_S`` and ``ROOFLINE_P`` are
-fitted by :func:`greenllm.backends.sim.calibration.fit` (docs/simulator-model.md);
+borrows a sibling's ratio (:data:`LIKE`). ``K_COMPUTE``, ``LAYER_S``, ``OVERHEAD_S`` and
+``ROOFLINE_P`` are fitted by :func:`greenllm.backends.sim.calibration.fit`
+(docs/simulator-model.md);
 :data:`MEMORY_POWER_FRACTION` is the power model's share of the dynamic range drawn by a
 bandwidth-bound step. :mod:`.roofline` and :mod:`.calibration` both build on this module.
 """
@@ -20,6 +21,7 @@ __all__ = [
     "BANDWIDTH_GBS",
     "GEMM_TFLOPS",
     "K_COMPUTE",
+    "LAYER_S",
     "LIKE",
     "MEMORY_POWER_FRACTION",
     "OVERHEAD_S",
@@ -32,9 +34,10 @@ __all__ = [
 ]
 
 # --- fitted constants (reproduced by calibration.fit(); tests/backends/sim/test_roofline.py) ---
-K_COMPUTE = 0.8414  # share of the measured GEMM ceiling reached by a whole forward pass
-OVERHEAD_S = 0.003184  # per-step fixed time: kernel launches, scheduler, sampling
-ROOFLINE_P = 1.511  # soft roofline exponent (1 = no overlap of compute and memory, inf = max)
+K_COMPUTE = 0.8183  # share of the measured GEMM ceiling reached by a whole forward pass
+LAYER_S = 3.763e-5  # GPU time per layer per step that no roof explains: ~10 small kernels' latency
+OVERHEAD_S = 0.002287  # host time per serving step: scheduler, input preparation, sampling
+ROOFLINE_P = 2.046  # soft roofline exponent (1 = no overlap of compute and memory, inf = max)
 
 # Power: a step saturating memory bandwidth draws this share of the dynamic range (max - idle).
 # Ma et al., "The Illusion of Power Capping in LLM Decode" (arXiv:2605.11999): decode on a
@@ -83,12 +86,13 @@ LIKE: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Efficiency:
-    """Achieved shares of a GPU's data-sheet peaks, the per-step overhead and the roofline p."""
+    """Achieved shares of a GPU's data-sheet peaks, the fixed times and the roofline p."""
 
     compute: float  # of the dense fp16 tensor peak (tensor_tflops)
     memory: float  # of the data-sheet memory bandwidth
-    overhead_s: float = OVERHEAD_S
+    overhead_s: float = OVERHEAD_S  # host time per serving step
     roofline_p: float = ROOFLINE_P
+    layer_s: float = LAYER_S  # GPU time per layer per step beyond the roofline
 
 
 def tensor_tflops(gpu: GPUSpec) -> float:
@@ -121,6 +125,9 @@ def efficiency_for(
     k_compute: float = K_COMPUTE,
     overhead_s: float = OVERHEAD_S,
     roofline_p: float = ROOFLINE_P,
+    layer_s: float = LAYER_S,
 ) -> Efficiency:
     """The :class:`Efficiency` of ``gpu`` under the (fitted by default) global constants."""
-    return Efficiency(k_compute * gemm_ratio(gpu), bandwidth_ratio(gpu), overhead_s, roofline_p)
+    return Efficiency(
+        k_compute * gemm_ratio(gpu), bandwidth_ratio(gpu), overhead_s, roofline_p, layer_s
+    )

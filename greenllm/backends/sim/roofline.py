@@ -3,7 +3,8 @@
 One step (a forward pass of ``b`` sequences bringing ``N`` new tokens in total, on top of
 ``C`` tokens of earlier context summed over the batch) takes
 
-    t = (t_c^p + t_m^p)^(1/p) + t0,    t_c = F / (P x e_c),    t_m = B / (W x e_m)
+    t = (t_c^p + t_m^p)^(1/p) + L x t_layer + t_host
+    t_c = F / (P x e_c),    t_m = B / (W x e_m)
 
 * ``F`` FLOPs = 2 x P_lin x N (every linear layer) + 2 x V x h x min(N, b) (LM head, one row
   per sequence, as vLLM samples) + 4 x L x h x A (QK^T and AV), where ``A`` counts the
@@ -13,8 +14,11 @@ One step (a forward pass of ``b`` sequences bringing ``N`` new tokens in total, 
   + KV read (C x kv bytes/token) + KV written (N x kv bytes/token) + activations
   (N x L x (18 h + 2 kv + 6 I) x bytes/element: each kernel reads its input, writes its output).
 * ``P`` dense fp16 tensor peak and ``W`` memory bandwidth from the data sheet
-  (:func:`greenllm.carbon.get_gpu`); ``e_c``, ``e_m``, the per-step overhead ``t0`` and the
-  soft-roofline exponent ``p`` from :mod:`.efficiency` (p -> inf is the classical max).
+  (:func:`greenllm.carbon.get_gpu`); ``e_c``, ``e_m`` and the soft-roofline exponent ``p`` from
+  :mod:`.efficiency` (p -> inf is the classical max).
+* ``L x t_layer``: GPU time per layer that neither roof explains (the latency of a layer's ~10
+  small kernels); ``t_host``: host time per serving step (scheduler, inputs, sampling). Their
+  sum is :attr:`StepModel.overhead_s`; :meth:`StepModel.gpu_time_s` leaves ``t_host`` out.
 
 Everything is linear in ``C``, so the fast path takes the total context over the batch
 (decode sequences have different contexts): ``forward_time_s(context_tokens=c, batch=b)`` is
@@ -80,24 +84,28 @@ class StepModel:
     """
 
     __slots__ = ("_act_b", "_att_f", "_beta", "_emb_row_b", "_flops_per_s", "_head_f",
-                 "_inv_p", "_kv_b", "_lin_f", "_mem_bps", "_p", "_per_new_b", "_w_b",
-                 "efficiency", "gpu", "model", "overhead_s")  # fmt: skip
+                 "_inv_p", "_kv_b", "_layers_s", "_lin_f", "_mem_bps", "_p", "_per_new_b",
+                 "_w_b", "efficiency", "gpu", "model", "overhead_s")  # fmt: skip
 
     def __init__(
         self, model: str | ModelSpec, gpu: str | GPUSpec, efficiency: Efficiency | None = None
     ) -> None:
         m, g = get_model(model), get_gpu(gpu)
         eff = efficiency_for(g) if efficiency is None else efficiency
-        if not (eff.compute > 0 and eff.memory > 0 and eff.overhead_s >= 0 and eff.roofline_p >= 1):
+        if not (
+            eff.compute > 0 and eff.memory > 0 and eff.overhead_s >= 0 and eff.layer_s >= 0
+            and eff.roofline_p >= 1
+        ):  # fmt: skip
             raise ConfigError(
-                f"efficiency = {eff!r}: need compute, memory > 0, overhead_s >= 0, p >= 1"
+                f"efficiency = {eff!r}: need compute, memory > 0, overhead_s, layer_s >= 0, p >= 1"
             )
         self.model, self.gpu, self.efficiency = m, g, eff
         h, L, bpe = m.hidden_size, m.n_layers, m.bytes_per_param
         embed = m.vocab_size * h
         self._flops_per_s = tensor_tflops(g) * 1e12 * eff.compute
         self._mem_bps = g.mem_bw_gbs * 1e9 * eff.memory
-        self.overhead_s = float(eff.overhead_s)
+        self._layers_s = float(L * eff.layer_s)
+        self.overhead_s = float(eff.overhead_s) + self._layers_s  # fixed time of every step
         self._p = float(eff.roofline_p)
         self._inv_p = 1.0 / self._p
         self._beta = MEMORY_POWER_FRACTION
@@ -137,6 +145,13 @@ class StepModel:
         tm = (self._w_b + self._per_new_b * n + self._kv_b * c) / self._mem_bps
         p = self._p
         return (tc**p + tm**p) ** self._inv_p + self.overhead_s
+
+    def gpu_time_s(self, flops: float, bytes_moved: float) -> float:
+        """GPU seconds of kernels doing ``flops`` and moving ``bytes_moved`` over all layers:
+        the soft roofline plus the per-layer time, without the host's per-step overhead."""
+        tc = flops / self._flops_per_s
+        tm = bytes_moved / self._mem_bps
+        return (tc**self._p + tm**self._p) ** self._inv_p + self._layers_s
 
     def time_util(
         self, new_tokens: float, context_tokens_total: float = 0.0, batch: float = 1.0

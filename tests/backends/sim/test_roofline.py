@@ -141,12 +141,25 @@ def test_unknown_names_are_config_errors() -> None:
 
 def test_efficiency_override() -> None:
     base = StepModel("llama-2-7b", "A100")
-    fast = StepModel("llama-2-7b", "A100", eff.Efficiency(0.5, 1.0, 0.0, 50.0))
+    fast = StepModel("llama-2-7b", "A100", eff.Efficiency(0.5, 1.0, 0.0, 50.0, 0.0))
     assert fast.time_s(1, 0, 1) < base.time_s(1, 0, 1)
     read = step_cost("llama-2-7b", "A100", 1).bytes
     assert fast.time_s(1, 0, 1) == pytest.approx(read / 1555e9, rel=0.01)  # data-sheet roof
     with pytest.raises(ConfigError):
         StepModel("llama-2-7b", "A100", eff.Efficiency(0.0, 1.0))
+    with pytest.raises(ConfigError, match="layer_s"):
+        StepModel("llama-2-7b", "A100", eff.Efficiency(0.5, 1.0, layer_s=-1e-6))
+
+
+def test_fixed_time_is_host_plus_layers() -> None:
+    # the per-layer GPU time makes a model with more layers pay more fixed time per step
+    for m in MODELS:
+        sm = step_model(m, "A100")
+        layers = get_model(m).n_layers
+        assert sm.overhead_s == pytest.approx(eff.OVERHEAD_S + layers * eff.LAYER_S)
+        # gpu_time_s leaves the host's overhead out
+        f, b = sm.flops(16), sm.bytes(16)
+        assert sm.gpu_time_s(f, b) == pytest.approx(sm.time_s(16) - eff.OVERHEAD_S)
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -194,31 +207,41 @@ def test_bad_memory_utilisation(u: float) -> None:
 
 
 # --- fidelity ----------------------------------------------------------------------------------
-# docs/simulator-model.md: every calibration point within 15 %, held-out mean |error| <= 10 %.
+# docs/simulator-model.md: every per-operator point (GPU time of a forward pass, A100, H100,
+# A40, 1-2,048 tokens) within 15 %, every end-to-end point within 20 %, held-out mean
+# |error| <= 10 %.
 @pytest.mark.parametrize("point", cal.POINTS, ids=lambda p: p.name)
 def test_calibration_point_within_documented_error(point: cal.CalibrationPoint) -> None:
-    assert abs(cal.predict(point) / point.measured - 1) <= 0.15
+    bound = 0.15 if point.kind == "layers" else 0.20
+    assert abs(cal.predict(point) / point.measured - 1) <= bound
 
 
 def test_held_out_mean_error() -> None:
     held = [abs(cal.predict(p) / p.measured - 1) for p in cal.POINTS if p.held_out]
-    assert len(held) >= 8
+    assert len(held) >= 40
     assert sum(held) / len(held) <= 0.10
+    for gpu in ("A100-80GB", "H100", "A40"):  # each GPU has held-out per-operator points
+        assert any(p.held_out and p.kind == "layers" and p.gpu == gpu for p in cal.POINTS)
 
 
 def test_per_token_decode_latency_within_documented_error() -> None:
-    # gpt-fast 104.9 tok/s and LMDeploy 100.02 tok/s (Llama-2-7B, A100-80GB, batch 1):
-    # the model's tokens/s (one decode step at ~100 tokens of context) within 15 %
-    rate = 1 / forward_time_s("llama-2-7b", "A100-80GB", 1, 100)
+    # gpt-fast 104.9 tok/s and LMDeploy 100.02 tok/s (Llama-2-7B, A100-80GB, batch 1) decode
+    # with compiled loops / CUDA graphs: their per-token time lies between the model's GPU time
+    # of a decode step (~100 tokens of context) and that plus the host's per-step overhead,
+    # and within 15 % of the GPU time
+    step = forward_time_s("llama-2-7b", "A100-80GB", 1, 100)
+    gpu = step - eff.OVERHEAD_S
     for tok_s in (104.9, 100.02):
-        assert abs(rate / tok_s - 1) <= 0.15
+        assert gpu <= 1 / tok_s <= step
+        assert abs(gpu * tok_s - 1) <= 0.15
 
 
 def test_fit_reproduces_constants() -> None:
-    k, t0, p = cal.fit()
-    assert k == pytest.approx(eff.K_COMPUTE, rel=2e-3)
-    assert t0 == pytest.approx(eff.OVERHEAD_S, rel=2e-3)
-    assert p == pytest.approx(eff.ROOFLINE_P, rel=2e-3)
+    c = cal.fit()
+    assert c.k_compute == pytest.approx(eff.K_COMPUTE, rel=2e-3)
+    assert c.layer_s == pytest.approx(eff.LAYER_S, rel=2e-3)
+    assert c.overhead_s == pytest.approx(eff.OVERHEAD_S, rel=2e-3)
+    assert c.roofline_p == pytest.approx(eff.ROOFLINE_P, rel=2e-3)
 
 
 def test_every_catalog_gpu_has_plausible_efficiencies() -> None:
@@ -232,4 +255,9 @@ def test_every_catalog_gpu_has_plausible_efficiencies() -> None:
 
 def test_report_lists_every_point() -> None:
     text = cal.report()
-    assert all(p.name in text for p in cal.POINTS)
+    assert all(p.name in text for p in cal.POINTS if p.kind != "layers")
+    # per-operator points: one row of measured times per (GPU, model), one column per count
+    for p in cal.POINTS:
+        if p.kind == "layers":
+            assert f"| {p.gpu} | {p.model} | measured (ms) |" in text
+            assert f"| {1e3 * p.measured:.4g} |" in text
