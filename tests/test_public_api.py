@@ -101,7 +101,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "run_local", "run_ray", "run_sweep", "sample_cells", "sweep_measure",
     ],
     "greenllm.reproduce": [
-        "Experiment", "analyse", "run_cells", "summary_rows",
+        "Experiment", "analyse", "compare_draft_ahead", "run_cells", "summary_rows",
     ],
     "greenllm.serve": [
         "APIError", "ChatCompletionRequest", "CompletionRequest", "Controller",

@@ -63,5 +63,20 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path), "--requests", "150"]) == 0
     out = capsys.readouterr().out
     assert "Peak carbon savings vs Standalone A100" in out
+    assert "without and with draft-ahead" in out
     assert (tmp_path / "results.json").exists() and (tmp_path / "fig9_carbon_savings.png").exists()
     assert len(list(tmp_path.glob("fig*.png"))) == 7
+
+
+def test_draft_ahead_comparison_rows() -> None:
+    """One row per pair, K and load; draft-ahead hits near alpha^(K+1) (0.7 for the 1B draft,
+    0.6 for the 300M one) and costs old-GPU energy: never less energy per token with it."""
+    from greenllm.reproduce import compare_draft_ahead
+
+    rows = compare_draft_ahead(olds=("V100",), ks=(2,), qps_levels=(0.5,), n_requests=120)
+    assert [(r["draft"], r["k"]) for r in rows] == [("llama-1b", 2), ("llama-300m", 2)]
+    for r, alpha in zip(rows, (0.7, 0.6), strict=True):
+        assert r["hit_rate"] == pytest.approx(alpha**3, abs=0.06)
+        assert 0 < r["hidden_share"] <= 1
+        assert r["j_per_token"][1] > r["j_per_token"][0]
+        assert r["tpot_ms"][1] <= r["tpot_ms"][0] * 1.01
