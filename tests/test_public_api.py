@@ -139,8 +139,8 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "greenllm.scheduler.completion": [],
     "greenllm.speculation": [
-        "AdaptiveK", "AheadKey", "DraftAheadCache", "ForwardCost", "ahead_hit_rate",
-        "expected_tokens",
+        "AHEAD_MIN_FULL_ROUNDS", "AdaptiveK", "AheadKey", "DraftAheadCache", "ForwardCost",
+        "ahead_hit_rate", "expected_tokens", "worth_ahead",
     ],
     "greenllm.workloads": [
         "APPLICATIONS", "Application", "RequestSet", "TRACES", "TraceSpec", "TraceStats",

@@ -22,7 +22,7 @@ __all__ = ["compare_draft_ahead"]
 def compare_draft_ahead(
     olds: Sequence[str] = ("T4", "V100"),
     drafts: Sequence[str] = ("llama-1b", "llama-300m"),
-    ks: Sequence[int] = (2, 4),
+    ks: Sequence[int] = (1, 2),
     qps_levels: Sequence[float] = (0.5, 4.0),
     n_requests: int = 300,
     seed: int = 0,

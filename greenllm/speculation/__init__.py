@@ -7,13 +7,21 @@
 """
 
 from greenllm.speculation.adaptive import AdaptiveK, ForwardCost, expected_tokens
-from greenllm.speculation.ahead import AheadKey, DraftAheadCache, ahead_hit_rate
+from greenllm.speculation.ahead import (
+    AHEAD_MIN_FULL_ROUNDS,
+    AheadKey,
+    DraftAheadCache,
+    ahead_hit_rate,
+    worth_ahead,
+)
 
 __all__ = [
+    "AHEAD_MIN_FULL_ROUNDS",
     "AdaptiveK",
     "AheadKey",
     "DraftAheadCache",
     "ForwardCost",
     "ahead_hit_rate",
     "expected_tokens",
+    "worth_ahead",
 ]

@@ -19,9 +19,19 @@ from typing import Generic, NamedTuple, TypeVar
 
 from greenllm.errors import ConfigError
 
-__all__ = ["AheadKey", "DraftAheadCache", "ahead_hit_rate"]
+__all__ = ["AHEAD_MIN_FULL_ROUNDS", "AheadKey", "DraftAheadCache", "ahead_hit_rate", "worth_ahead"]
 
 V = TypeVar("V")
+
+AHEAD_MIN_FULL_ROUNDS = 0.15
+"""Draft ahead only where at least this share of rounds is fully accepted: below it nearly
+every round drafted ahead is thrown away (old-GPU energy), and a verdict that arrives while
+the draft is mid-forward on a round that will not happen waits for that forward."""
+
+
+def worth_ahead(full_round_share: float) -> bool:
+    """Whether drafting ahead can pay at this share of fully accepted rounds."""
+    return full_round_share >= AHEAD_MIN_FULL_ROUNDS
 
 
 class AheadKey(NamedTuple):

@@ -41,9 +41,9 @@ from greenllm.backends.sim.speculation import (
     AcceptanceSampler,
     SpecOneGPUTimeline,
     SpecTwoGPUTimeline,
+    ahead_rate,
 )
 from greenllm.config import ConfigKind
-from greenllm.speculation import ahead_hit_rate
 from greenllm.workloads import RequestSet
 
 __all__ = ["SimOutcome", "simulate"]
@@ -122,9 +122,7 @@ def simulate(
             overlap=options.dsd_overlap,
             busy_new=busy[0],
             busy_old=busy[1],
-            ahead_hit_rate=ahead_hit_rate(sim.acceptance_rate, k)
-            if options.dsd_draft_ahead
-            else None,
+            ahead_hit_rate=ahead_rate(sim.acceptance_rate, k, options.dsd_draft_ahead),
             seed=seed,
         )
     sampler = AcceptanceSampler(sim.acceptance_rate, k, seed)

@@ -69,11 +69,11 @@ from greenllm.backends.sim.speculation import (
     AcceptanceSampler,
     SpecOneGPUTimeline,
     SpecTwoGPUTimeline,
+    ahead_rate,
 )
 from greenllm.config import ConfigKind, Configuration
 from greenllm.energy import power_model
 from greenllm.errors import BackendClosedError, ConfigError
-from greenllm.speculation import ahead_hit_rate
 
 __all__ = ["CONTEXT_TOKENS", "LiveRequest", "LiveSim", "LiveStats", "TokenEvent"]
 
@@ -581,7 +581,7 @@ class LiveSim:
             overlap=opts.dsd_overlap,
             busy_new=busy[0],
             busy_old=busy[1],
-            ahead_hit_rate=ahead_hit_rate(p.acceptance_rate, p.k) if opts.dsd_draft_ahead else None,
+            ahead_hit_rate=ahead_rate(p.acceptance_rate, p.k, opts.dsd_draft_ahead),
             seed=self.seed,
         )
         self._instances = (_Instance(self, "dsd", tl2, min(caps), (0, 1), sampler=sampler),)

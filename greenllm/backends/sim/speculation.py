@@ -21,6 +21,7 @@ from greenllm.backends.sim.instance import BusyLog
 from greenllm.backends.sim.link import Link
 from greenllm.backends.sim.roofline import StepModel
 from greenllm.errors import ConfigError
+from greenllm.speculation import ahead_hit_rate, worth_ahead
 
 __all__ = [
     "ACCEPTANCE_RATES",
@@ -29,6 +30,7 @@ __all__ = [
     "SpecOneGPUTimeline",
     "SpecTwoGPUTimeline",
     "acceptance_rate_for",
+    "ahead_rate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,14 @@ def acceptance_rate_for(
         DEFAULT_ACCEPTANCE_RATE,
     )
     return DEFAULT_ACCEPTANCE_RATE
+
+
+def ahead_rate(acceptance_rate: float, k: int, enabled: bool) -> float | None:
+    """DSD's draft-ahead hit rate, or None (off): not ``enabled``, or too few rounds fully
+    accepted (alpha^K) for drafting ahead to pay (:func:`greenllm.speculation.worth_ahead`)."""
+    if not enabled or not worth_ahead(acceptance_rate**k):
+        return None
+    return ahead_hit_rate(acceptance_rate, k)
 
 
 def _rate(a: Any) -> float:
@@ -170,7 +180,9 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
 
     ``ahead_hit_rate`` (None: off) turns on draft-ahead (:mod:`greenllm.speculation.ahead`):
     right after its drafts the draft GPU drafts the next round for every sequence (K + 1
-    forwards: the bonus guess, then K), until the next verdicts arrive. Each sequence is a hit
+    forwards: the bonus guess, then K), as many forwards as end before the next verdicts are
+    expected (a running mean of the time from drafts sent to verdicts); a forward begun is
+    finished before the verdicts are read. Each sequence is a hit
     with probability ``ahead_hit_rate`` (a binomial draw per step, seeded by ``seed``): a hit
     needs only the part of the drafting ahead not done when its verdict came (exposed), a
     miss drafts on demand as without draft-ahead. The drafting ahead is busy time on the old
@@ -198,10 +210,12 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
         self.fwd, self.rev, self.overlap = fwd.send, rev.send, overlap
         self.log_new = (busy_new.starts.append, busy_new.ends.append, busy_new.utils.append)
         self.log_old = (busy_old.starts.append, busy_old.ends.append, busy_old.utils.append)
+        self._old = (busy_old.starts, busy_old.ends, busy_old.utils)
         self.draft_free = 0.0
         self.hit_rate = ahead_hit_rate
         self._rng = np.random.default_rng([seed, 3])
-        self._pre = (0.0, 0.0, 0.0, 0)  # the drafting ahead: start, seconds, utilisation, batch
+        self._pre = (0.0, 0.0, 0.0, 0, 0)  # drafting ahead: start, s/forward, util, batch, planned
+        self._verdict_s: float | None = None  # running mean: drafts sent -> next verdicts
         self.ahead = dict.fromkeys(("hits", "misses"), 0) | dict.fromkeys(
             ("hidden_s", "exposed_s", "wasted_s"), 0.0)  # fmt: skip
 
@@ -210,14 +224,21 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
     ) -> tuple[float, float, float]:
         """The drafting of a step with draft-ahead: (start, seconds, seconds x utilisation),
         after logging the part of the drafting ahead done before the verdicts came."""
-        start, pre_s, pre_u, pre_b = self._pre
-        self._pre = (0.0, 0.0, 0.0, 0)
-        done_s = min(pre_s, max(0.0, ds - start))
-        if done_s > 0:
-            log_s, log_e, log_u = self.log_old
-            log_s(start)
-            log_e(start + done_s)
-            log_u(pre_u)
+        start, fwd_s, pre_u, pre_b, planned = self._pre
+        self._pre = (0.0, 0.0, 0.0, 0, 0)
+        pre_s = fwd_s * self.k1
+        done_s = 0.0
+        if pre_b:
+            gap = ds - start
+            self._verdict_s = gap if self._verdict_s is None else 0.8 * self._verdict_s + 0.2 * gap
+        if planned:  # the forwards not begun when the verdicts came are not run
+            begun = min(planned, max(0, math.ceil((ds - start) / fwd_s - 1e-9)))
+            starts, ends, utils = self._old
+            for _ in range(planned - begun):
+                starts.pop()
+                ends.pop()
+                utils.pop()
+            done_s = begun * fwd_s  # a forward begun is finished
         ds = max(ds, start + done_s)
         hits = int(self._rng.binomial(min(pre_b, b), self.hit_rate)) if pre_b else 0
         share = hits / pre_b if pre_b else 0.0
@@ -255,8 +276,16 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
         self.draft_free = de
         if self.hit_rate is not None and b:  # draft the next round ahead, until its verdicts
             pre_s, pre_work = self._draft(b, ctx + b * self.k1, 0, 0, 0)
-            grow = self.k1 / (self.k1 - 1)  # K + 1 forwards: the bonus guess, then K
-            self._pre = (de, pre_s * grow, pre_work / pre_s if pre_s > 0 else 0.0, b)
+            pre_u = pre_work / pre_s if pre_s > 0 else 0.0
+            fwd_s = pre_s / (self.k1 - 1)  # K + 1 forwards: the bonus guess, then K
+            planned = self.k1  # as many as end before the verdicts are expected
+            if self._verdict_s is not None:
+                planned = min(planned, int(self._verdict_s / fwd_s)) if fwd_s > 0 else planned
+            for i in range(planned):  # logged now (the next step unlogs those not begun)
+                log_s(de + i * fwd_s)
+                log_e(de + (i + 1) * fwd_s)
+                log_u(pre_u)
+            self._pre = (de, fwd_s, pre_u, b, planned)
         d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk)
         if b:
             t_ids = self.fwd(de, self.ids_b * b)

@@ -26,6 +26,14 @@ a ``ready`` message (``host``, ``port``, ``device``, ``load_s``, ``pid``) on std
 Each connection has its own sequences; a dropped connection drops them. The KV cache of a row
 is cropped to the longest prefix it shares with the new context, so accepted tokens are never
 recomputed. The client is :class:`~greenllm.backends.vllm.proposer.DraftClient`.
+
+``--ahead`` (draft-ahead, :mod:`greenllm.speculation.ahead`): after answering a ``propose``,
+while its connection sends nothing, the server drafts each row's next proposal for the outcome
+"all K accepted, bonus = the draft's own next token", one forward at a time. A ``propose``
+whose context is exactly that (a hit) is answered from what was drafted (drafting only what
+is missing); any other context is a miss and is drafted as without ``--ahead``. Greedy drafts
+either way, so the ids are the same; ``stats`` counts ``ahead_hits``, ``ahead_misses`` and the
+seconds spent drafting ahead (``ahead_busy_s``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import argparse
 import contextlib
 import logging
 import os
+import select
 import socket
 import sys
 import threading
@@ -133,18 +142,26 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class _Sequence:
-    __slots__ = ("cache", "cached", "sent")
+    __slots__ = ("ahead", "ahead_tokens", "cache", "cached", "proposal", "sent")
 
     def __init__(self) -> None:
         self.sent: list[int] = []  # the context as the client last sent it
         self.cached: list[int] = []  # tokens whose KV is in ``cache``
         self.cache: Any = None
+        self.proposal: list[int] = []  # the last answer (cache: sent + proposal[:-1])
+        # draft-ahead: the context the next propose is expected to send (None: the bonus is not
+        # guessed yet) and the tokens drafted after it
+        self.ahead: list[int] | None = None
+        self.ahead_tokens: list[int] = []
 
 
 class DraftModel:
-    """A causal LM proposing greedy tokens for many sequences, each with its own KV cache."""
+    """A causal LM proposing greedy tokens for many sequences, each with its own KV cache;
+    ``ahead``: draft each sequence's next proposal ahead (:meth:`ahead_step`)."""
 
-    def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32") -> None:
+    def __init__(
+        self, model_dir: str, device: str = "cpu", dtype: str = "float32", ahead: bool = False
+    ) -> None:
         try:
             import torch
             import transformers
@@ -159,6 +176,9 @@ class DraftModel:
         self.model = model.to(device).eval()
         self.device = device
         self.lock = threading.Lock()
+        self.ahead = ahead
+        self.ahead_hits = self.ahead_misses = 0
+        self.ahead_busy_s = 0.0
 
     def warm_up(self, k: int = 4) -> None:
         """One proposal on a dummy context: the first forward of a model is slow."""
@@ -172,10 +192,61 @@ class DraftModel:
         seq.cached.extend(ids)
         return int(out.logits[0, -1].argmax())
 
+    def _ahead_forward(self, seq: _Sequence) -> None:
+        """One forward after :attr:`_Sequence.ahead`: the next token drafted ahead."""
+        assert seq.ahead is not None
+        last = seq.ahead_tokens[-1] if seq.ahead_tokens else seq.ahead[-1]
+        seq.ahead_tokens.append(self._forward(seq, [last]))
+
+    def ahead_step(self, seq: _Sequence) -> bool:
+        """One forward drafting ahead for ``seq``: first its last proposal's last token (whose
+        logits guess the bonus token), then the next proposal's tokens, as many as the last
+        proposal had; False when there is nothing left to draft."""
+        if not (self.ahead and seq.proposal and seq.cache is not None):
+            return False
+        if seq.ahead is not None and len(seq.ahead_tokens) >= len(seq.proposal):
+            return False
+        t0 = time.perf_counter()
+        with self.torch.inference_mode():
+            if seq.ahead is None:
+                guess = self._forward(seq, seq.proposal[-1:])
+                seq.ahead = [*seq.sent, *seq.proposal, guess]
+            else:
+                self._ahead_forward(seq)
+        self.ahead_busy_s += time.perf_counter() - t0
+        return True
+
+    def _take_ahead(self, seq: _Sequence, context: list[int], k: int) -> list[int] | None:
+        """The proposal drafted ahead for ``context`` (drafting what is missing), or None when
+        ``context`` is not the outcome it was drafted for."""
+        if seq.ahead is None or context != seq.ahead:
+            return None
+        while len(seq.ahead_tokens) < k:
+            self._ahead_forward(seq)
+        extra = len(seq.cached) - (len(context) + k - 1)
+        if extra > 0:  # drafted past this proposal: back to context + tokens[:-1]
+            seq.cache.crop(-extra)
+            del seq.cached[-extra:]
+        return seq.ahead_tokens[:k]
+
     def propose(self, seq: _Sequence, context: list[int], k: int) -> list[int]:
-        """K greedy draft tokens after ``context``, reusing ``seq``'s cache where it matches."""
+        """K greedy draft tokens after ``context``, reusing ``seq``'s cache where it matches
+        (and, with ``ahead``, what was drafted ahead for exactly this context)."""
         if not context:
             return []
+        with self.torch.inference_mode():
+            tokens = self._take_ahead(seq, context, k)
+        if self.ahead and seq.proposal:
+            if tokens is None:
+                self.ahead_misses += 1
+            else:
+                self.ahead_hits += 1
+        if tokens is None:
+            tokens = self._propose(seq, context, k)
+        seq.proposal, seq.ahead, seq.ahead_tokens = tokens, None, []
+        return tokens
+
+    def _propose(self, seq: _Sequence, context: list[int], k: int) -> list[int]:
         keep = min(_common_prefix(seq.cached, context), len(context) - 1)
         if seq.cache is None or keep == 0:
             seq.cache, seq.cached = self.transformers.DynamicCache(), []
@@ -239,11 +310,26 @@ class _Connection:
         if kind == "ping":
             return {"type": "pong", "pid": os.getpid()}
         if kind == "stats":
-            t = self.totals
+            t, m = self.totals, self.model
             return {"type": "stats", "calls": t["calls"], "busy_s": t["busy_s"],
                     "tokens": t["tokens"], "bytes_in": t["bytes_in"],
-                    "bytes_out": t["bytes_out"]}  # fmt: skip
+                    "bytes_out": t["bytes_out"], "ahead_hits": getattr(m, "ahead_hits", 0),
+                    "ahead_misses": getattr(m, "ahead_misses", 0),
+                    "ahead_busy_s": getattr(m, "ahead_busy_s", 0.0)}  # fmt: skip
         return {"type": "error", "message": f"unknown type {kind!r}; use propose, ping or stats"}
+
+    def draft_ahead(self) -> None:
+        """With ``ahead``: draft this connection's sequences ahead, one forward at a time (the
+        model lock taken per forward), until a request arrives or nothing is left to draft."""
+        if not getattr(self.model, "ahead", False):
+            return
+        pending = list(self.rows.values())
+        while pending and not select.select([self.conn], [], [], 0)[0]:
+            seq = pending[0]
+            with self.model.lock:
+                more = self.model.ahead_step(seq)
+            if not more:
+                pending.pop(0)
 
     def serve(self) -> None:
         """Answer requests until the client closes the connection, stays silent for
@@ -272,6 +358,7 @@ class _Connection:
                         logger.exception("draft request failed")
                         reply = ErrorReply(type="error", message=f"{type(err).__name__}: {err}")
                     self._reply(f, raw, reply)
+                    self.draft_ahead()
         except TimeoutError:
             logger.info("draft client %s idle for %s s: connection closed", peer, idle_timeout_s)
         except OSError as err:  # the client went away mid-line or mid-reply
@@ -370,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--cpus", default="", help="CPU cores to run on, e.g. 1 or 2-3 (Linux)")
+    ap.add_argument("--ahead", action="store_true",
+                    help="draft the next proposals while the target verifies")  # fmt: skip
     ap.add_argument("--idle-timeout-s", type=float, default=IDLE_TIMEOUT_S,
                     help="close a connection silent for this long (seconds)")  # fmt: skip
     ap.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
@@ -393,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    model = DraftModel(args.model, args.device, args.dtype)
+    model = DraftModel(args.model, args.device, args.dtype, ahead=args.ahead)
     model.torch.set_num_threads(max(1, args.threads))
     if args.cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, parse_cpus(args.cpus))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "MAX_DRAFT_TOKENS",
@@ -217,6 +217,9 @@ class StatsReply(TypedDict):
     tokens: float
     bytes_in: float
     bytes_out: float
+    ahead_hits: NotRequired[int]
+    ahead_misses: NotRequired[int]
+    ahead_busy_s: NotRequired[float]
 
 
 class ErrorReply(TypedDict):

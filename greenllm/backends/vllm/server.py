@@ -193,11 +193,12 @@ def draft_server_argv(
     device: str = "cpu",
     dtype: str = "float32",
     cpus: str = "",
+    ahead: bool = False,
 ) -> list[str]:
-    """The command line of the DSD draft server (:mod:`.draft_server`)."""
+    """The command line of the DSD draft server (:mod:`.draft_server`; ``ahead``: draft-ahead)."""
     argv = [str(python), "-m", DRAFT_SERVER_MODULE, "--model", str(model_dir), "--host", host,
             "--port", str(int(port)), "--device", device, "--dtype", dtype]  # fmt: skip
-    return argv + (["--cpus", cpus] if cpus else [])
+    return argv + (["--cpus", cpus] if cpus else []) + (["--ahead"] if ahead else [])
 
 
 _EXCEPTION_LINE = re.compile(r"^(\(\w+ pid=\d+\)\s*)?([\w.]+(Error|Exception)|ERROR)\b")
@@ -450,6 +451,7 @@ class DraftServerProcess(ServerProcess):
         device: str = "cpu",
         dtype: str = "float32",
         cpus: str = "",
+        ahead: bool = False,
         env: Mapping[str, str] | None = None,
         grace_s: float = 5.0,
     ) -> None:
@@ -457,7 +459,7 @@ class DraftServerProcess(ServerProcess):
         self.role = "draft"
         self.model_dir = str(model_dir)
         argv = draft_server_argv(python, model_dir, host=host, port=port, device=device,
-                                 dtype=dtype, cpus=cpus)  # fmt: skip
+                                 dtype=dtype, cpus=cpus, ahead=ahead)  # fmt: skip
         super().__init__("draft-server", argv, host=host, port=port, log_path=log_path, env=env,
                          grace_s=grace_s, python=python)  # fmt: skip
 

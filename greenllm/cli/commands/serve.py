@@ -78,6 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", type=path, default=None,
                    help="vllm: the target model folder (default SmolLM2)")  # fmt: skip
     p.add_argument("--draft-dir", type=path, default=None, help="vllm: the draft model folder")
+    p.add_argument("--draft-ahead", action="store_true",
+                   help="DSD: the draft drafts the next round while the target verifies")
+    p.add_argument("--adaptive-k", action="store_true",
+                   help="torch DSD: K per request from its acceptance (0: speculation off)")
     p.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     live = p.add_argument_group("live re-planning (docs/operate.md)")
     live.add_argument("--replan-every", type=duration_s(0.0, 7 * 86_400.0), default=None,
@@ -173,11 +177,17 @@ def build_upstream(args: argparse.Namespace, configuration: Any, origin: Any = N
         raise ConfigError("--upstream, --model-dir and --draft-dir are for --backend vllm")
     if args.backend != "sim" and args.time_scale != 1.0:
         raise ConfigError("--time-scale is for --backend sim")
+    if args.adaptive_k and args.backend != "torch":
+        raise ConfigError("--adaptive-k is for --backend torch")
     cls = upstream_class(args.backend)
     if args.backend == "sim":
-        return cls(configuration, time_scale=args.time_scale, origin=origin)
+        from greenllm.backends.sim import SimOptions
+
+        return cls(configuration, time_scale=args.time_scale, origin=origin,
+                   options=SimOptions(dsd_draft_ahead=args.draft_ahead))  # fmt: skip
     if args.backend == "torch":
-        return cls(configuration)
+        return cls(configuration, engine_options={"ahead": args.draft_ahead,
+                                                  "adaptive_k": args.adaptive_k})  # fmt: skip
     urls: dict[str, str] = {}
     for item in args.upstream or []:
         role, eq, url = item.partition("=")
@@ -190,7 +200,7 @@ def build_upstream(args: argparse.Namespace, configuration: Any, origin: Any = N
                 "draft=10.0.0.3:9000)"
             )
         urls[role] = url.rstrip("/")
-    kwargs: dict[str, Any] = {"upstream_urls": urls or None}
+    kwargs: dict[str, Any] = {"upstream_urls": urls or None, "draft_ahead": args.draft_ahead}
     if args.model_dir is not None:
         kwargs["model_dir"] = args.model_dir
     if args.draft_dir is not None:

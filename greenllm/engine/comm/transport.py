@@ -114,6 +114,8 @@ class Message:
     b: int = 0
     c: int = 0
     tensor: Any = None
+    received_s: float = 0.0
+    """``time.perf_counter()`` when the receiver thread had it (its arrival, not its taking)."""
 
 
 class Mailbox:
@@ -311,7 +313,8 @@ class Transport:
                     dist.irecv(tensor, src=self.peer).wait(_NO_TIMEOUT)
                     self.bytes_received[CATEGORY[kind]] += tensor.numel() * tensor.element_size()
                 self.bytes_received["header"] += HEADER_BYTES
-                self.mailbox.put(Message(kind, h[1], h[2], h[3], h[4], tensor))
+                self.mailbox.put(Message(kind, h[1], h[2], h[3], h[4], tensor,
+                                         time.perf_counter()))  # fmt: skip
                 if kind == Kind.SHUTDOWN:
                     return
         except Exception as err:  # the peer died or the group broke

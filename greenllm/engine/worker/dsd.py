@@ -58,7 +58,7 @@ from greenllm.engine.model.verifier import verify, verify_lean
 from greenllm.engine.stats import WorkerCounters
 from greenllm.engine.worker.context import SeqOutput, WorkerContext, make_generators
 from greenllm.errors import missing_extra
-from greenllm.speculation import AdaptiveK, AheadKey, DraftAheadCache, ForwardCost
+from greenllm.speculation import AdaptiveK, AheadKey, DraftAheadCache, ForwardCost, worth_ahead
 
 try:
     import torch
@@ -284,10 +284,6 @@ def run_target(ctx: WorkerContext) -> None:
 
 # -- draft (old GPU) -------------------------------------------------------------------------
 _AHEAD_STREAM = 7_919  # the per-round generator of draft-ahead: seed + round x this
-_AHEAD_MIN_FULL = 0.15
-"""Draft ahead only while a request's share of fully accepted rounds (posterior mean, uniform
-prior) is at least this: below it nearly every drafted-ahead round is thrown away, and the old
-GPU's energy with it."""
 
 
 class _Ahead:
@@ -297,6 +293,7 @@ class _Ahead:
 
     def __init__(self, base: int, gen: torch.Generator) -> None:
         self.base = base  # the cache length when round r went out (its last token not fed)
+        self.sent_s = time.perf_counter()  # when round r went out
         self.gen = gen
         self.guess: int | None = None
         self.tokens: list[int] = []
@@ -321,7 +318,9 @@ class _DraftSeq:
         self.seed = self.gen.initial_seed()
 
     def worth_ahead(self) -> bool:
-        return self.ahead_on and (1 + self.full_rounds) / (2 + self.round) >= _AHEAD_MIN_FULL
+        """Draft ahead while the request's share of fully accepted rounds (posterior mean,
+        uniform prior) says it can pay (:func:`~greenllm.speculation.worth_ahead`)."""
+        return self.ahead_on and worth_ahead((1 + self.full_rounds) / (2 + self.round))
 
     def round_generator(self, index: int) -> torch.Generator:
         """With draft-ahead, proposal ``index``'s generator, seeded by the request and the
@@ -368,6 +367,11 @@ class _Draft:
         self.cache: DraftAheadCache[_Ahead] = DraftAheadCache(max_per_request=1)
         """Rounds drafted ahead, by the outcome they were drafted for (once it is guessed)."""
         self.idle: collections.deque[int] = collections.deque()  # requests to draft ahead
+        # what drafting ahead must fit in: the time from a proposal sent to its verdict, and
+        # one draft forward (running means); a forward that would end after the expected
+        # verdict is not begun (a verdict for another outcome would wait for it)
+        self.verdict_s: float | None = None
+        self.forward_s: float | None = None
 
     def send(self, rid: int) -> None:
         seq = self.seqs[rid]
@@ -382,8 +386,10 @@ class _Draft:
             seq.ahead = _Ahead(seq.lm.lm.length, seq.round_generator(seq.round + 1))
             self.idle.append(rid)
 
-    def feedback(self, rid: int, n_acc: int, token: int, k_next: int) -> None:
+    def feedback(self, rid: int, n_acc: int, token: int, k_next: int, at_s: float) -> None:
         seq = self.seqs[rid]
+        if seq.ahead is not None:
+            self.verdict_s = _mean(self.verdict_s, at_s - seq.ahead.sent_s)
         k_prev = len(seq.proposal)
         seq.round += 1
         seq.full_rounds += n_acc == k_prev
@@ -425,10 +431,16 @@ class _Draft:
                 self.idle.popleft()  # finished, settled, or drafted in full
                 continue
             start_s = time.perf_counter()
+            if (self.verdict_s is not None and self.forward_s is not None
+                    and start_s + self.forward_s > ahead.sent_s + self.verdict_s):  # fmt: skip
+                self.idle.popleft()  # it would not end before the verdict: leave it
+                continue
             if _ahead_step(seq, ahead):
                 assert ahead.guess is not None
                 self.cache.put(AheadKey(rid, len(seq.proposal), ahead.guess), ahead)
-            ahead.busy_s += time.perf_counter() - start_s
+            took_s = time.perf_counter() - start_s
+            ahead.busy_s += took_s
+            self.forward_s = _mean(self.forward_s, took_s)
 
     def run(self) -> None:
         ctx, t = self.ctx, self.t
@@ -446,7 +458,7 @@ class _Draft:
                 _propose(seq, int(info["k"]), seq.round_generator(0) if seq.ahead_on else None)
                 self.send(msg.rid)
             elif msg.kind == Kind.FEEDBACK:
-                self.feedback(msg.rid, msg.a, msg.b, msg.c)
+                self.feedback(msg.rid, msg.a, msg.b, msg.c, msg.received_s)
             elif msg.kind == Kind.ROW_REQUEST:
                 t.send(Kind.ROW, msg.rid, self.seqs[msg.rid].rows[msg.a])
             elif msg.kind == Kind.FINISH:
@@ -454,6 +466,11 @@ class _Draft:
                 self.cache.drop(msg.rid)
             elif msg.kind == Kind.SHUTDOWN:
                 return
+
+
+def _mean(old: float | None, new: float, weight: float = 0.2) -> float:
+    """A running mean (exponentially weighted; the first value as is)."""
+    return new if old is None else (1 - weight) * old + weight * new
 
 
 def run_draft(ctx: WorkerContext) -> None:

@@ -114,7 +114,8 @@ class VLLMUpstream(Upstream):
     vLLM venv's Python (default ``$GREENLLM_VLLM_PYTHON``). ``connector``: DPD's KV connector.
     ``request_timeout_s``: read timeout (the longest wait for the next chunk);
     ``connect_timeout_s``: connect/write/pool timeout. ``restart_backoff_s``: first and
-    largest delay between restarts of a dead server.
+    largest delay between restarts of a dead server. ``draft_ahead``: DSD's draft server drafts
+    the next proposals while the target verifies (``--ahead``).
     """
 
     backend = "vllm"
@@ -140,6 +141,7 @@ class VLLMUpstream(Upstream):
         split_cpus: bool = True,
         scratch_dir: str | os.PathLike[str] | None = None,
         power_period_s: float = 0.2,
+        draft_ahead: bool = False,
     ) -> None:
         if connector not in ("ExampleConnector", "NixlConnector"):
             raise ConfigError(f"connector {connector!r}: use 'ExampleConnector' or 'NixlConnector'")
@@ -163,6 +165,7 @@ class VLLMUpstream(Upstream):
         self.draft_timeout_s = float(draft_timeout_s)
         self.split_cpus = bool(split_cpus)
         self.power_period_s = float(power_period_s)
+        self.draft_ahead = bool(draft_ahead)
         self.attached = upstream_urls is not None
         self.legs = self._legs()
         if self.attached:
@@ -261,7 +264,7 @@ class VLLMUpstream(Upstream):
         draft = DraftServerProcess(self.draft_dir or "", python=python,
                                    log_path=logs / "draft.log", device=old.device,
                                    dtype=self.settings.dtype, cpus=old.cpu_cores or "",
-                                   env=self._env(old, 1))  # fmt: skip
+                                   ahead=self.draft_ahead, env=self._env(old, 1))  # fmt: skip
         env = {ADDR_ENV: draft.address, TIMEOUT_ENV: str(self.draft_timeout_s),
                RETRY_ENV: "1.0", LOG_ENV: str(self.proposer_log)}  # fmt: skip
         return {"draft": draft, "target": server("target", dsd_kwargs(target, self.k, new), new, 0,

@@ -37,15 +37,24 @@ def test_every_round_a_hit_hides_drafting() -> None:
     assert np.array_equal(on.requests.output_tokens, off.requests.output_tokens)  # type: ignore[attr-defined]
 
 
-def test_no_hit_changes_no_timing_and_costs_energy() -> None:
-    """Acceptance 0: no round is fully accepted, so every verdict is a miss: the timeline is
-    the one without draft-ahead, and the drafting ahead is wasted energy on the old GPU."""
-    off, on = _pair(0.0)
+def test_draft_ahead_stays_off_where_too_few_rounds_are_fully_accepted() -> None:
+    """Acceptance 0.3 at K = 2: 9% of rounds fully accepted, below AHEAD_MIN_FULL_ROUNDS, so
+    the draft does not draft ahead: the same run, no ahead counters."""
+    off, on = _pair(0.3)
+    assert not any(k.startswith("ahead_") for k in on.extra)  # type: ignore[attr-defined]
+    assert np.array_equal(on.requests.finish_s, off.requests.finish_s)  # type: ignore[attr-defined]
+    assert _energy_j(on, "draft") == _energy_j(off, "draft")
+
+
+def test_a_miss_waits_for_the_forward_in_progress_and_drafting_ahead_costs_energy() -> None:
+    """Acceptance 0.45 at K = 2 (20% of rounds fully accepted: on, 9% hits): the old GPU's
+    energy grows with the rounds drafted for nothing, and no request finishes sooner on
+    average, as a verdict that comes mid-forward waits for it."""
+    off, on = _pair(0.45)
     a = on.extra  # type: ignore[attr-defined]
-    assert a["ahead_hits"] == 0 and a["ahead_misses"] > 0 and a["ahead_wasted_s"] > 0
-    assert np.allclose(on.requests.finish_s, off.requests.finish_s)  # type: ignore[attr-defined]
+    assert a["ahead_wasted_s"] > a["ahead_hidden_s"] > 0
     assert _energy_j(on, "draft") > _energy_j(off, "draft")
-    assert _energy_j(on, "target") == pytest.approx(_energy_j(off, "target"))
+    assert _energy_j(on, "target") == pytest.approx(_energy_j(off, "target"), rel=0.05)
 
 
 def test_the_hit_rate_follows_the_model() -> None:

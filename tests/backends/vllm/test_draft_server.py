@@ -52,6 +52,49 @@ def greedy(model: object, context: list[int], k: int) -> list[int]:
     return ids[len(context) :]
 
 
+def test_draft_ahead_answers_the_expected_context_from_what_it_drafted(tiny_dir: Path) -> None:
+    """With ``ahead`` the server drafts each row's next proposal for "all accepted, bonus = its
+    own next token" while the connection is quiet: that context is a hit, any other a miss,
+    and both get exactly the greedy drafts (the cache stays consistent across hits)."""
+    from greenllm.backends.vllm.draft_server import DraftModel
+
+    model = DraftModel(str(tiny_dir), ahead=True)
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(srv, model), kwargs={"stop": stop},
+                              daemon=True)  # fmt: skip
+    thread.start()
+    try:
+        client = DraftClient(srv.getsockname()[:2], timeout_s=30.0, retry_s=0.0)
+        a = [5, 17, 99, 3, 42]
+        first = client.propose([a], 4)[0]
+        assert first == greedy(model.model, a, 4)
+        hit = [*a, *first, greedy(model.model, [*a, *first], 1)[0]]  # all 4 accepted + bonus
+        time.sleep(0.5)  # the connection is quiet: the server drafts ahead
+        assert model.ahead_busy_s > 0
+        second = client.propose([hit], 4)[0]
+        assert second == greedy(model.model, hit, 4)
+        assert (model.ahead_hits, model.ahead_misses) == (1, 0)
+        miss = [*hit, *second[:1], 7]  # one accepted, then a correction
+        time.sleep(0.5)
+        assert client.propose([miss], 3)[0] == greedy(model.model, miss, 3)
+        assert (model.ahead_hits, model.ahead_misses) == (1, 1)
+        again = [*miss, *greedy(model.model, miss, 3)]  # all accepted, a bonus unlike its guess
+        guess = greedy(model.model, again, 1)[0]
+        other = [*again, (guess + 1) % 256]
+        time.sleep(0.5)
+        assert client.propose([other], 2)[0] == greedy(model.model, other, 2)
+        assert (model.ahead_hits, model.ahead_misses) == (1, 2)
+        with _connect(srv.getsockname()[:2]) as sock:
+            sock.sendall(encode({"type": "stats"}))
+            stats = decode(sock.makefile("rb").readline())
+        assert (stats["ahead_hits"], stats["ahead_misses"]) == (1, 2)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        srv.close()
+
+
 @pytest.mark.slow
 def test_the_server_proposes_greedy_drafts_and_dying_means_no_proposals(tiny_dir: Path) -> None:
     from transformers import AutoModelForCausalLM

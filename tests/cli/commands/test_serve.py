@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="module")
 def dsd_server() -> Iterator[Serve]:
     srv = Serve("--backend", "sim", "--config", "dsd:T4:llama-1b", "--time-scale", "50",
-                "--region", "MISO")  # fmt: skip
+                "--region", "MISO", "--draft-ahead")  # fmt: skip
     try:
         yield srv
     finally:
@@ -201,6 +201,7 @@ def test_port_in_use_is_one_line_exit_1() -> None:
           "sharegpt"], "missing.sqlite"),
         (["--backend", "sim", "--config", "standalone", "--intensity-provider", "coal"],
          "--intensity-provider"),
+        (["--backend", "sim", "--config", "dsd:T4:llama-1b", "--adaptive-k"], "--adaptive-k"),
     ],
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
