@@ -53,6 +53,8 @@ def show(name: str, result: dict) -> float | None:
     print(f"\n{name}")
     print(f"  {'deployment':15} {'g CO2e/h':>9} {'$/h':>7} {'fits':>5} {'SLO att.':>8}  GPUs")
     for key, r in result.items():
+        if not isinstance(r, dict):  # the Pareto points (a list): not a deployment
+            continue
         if "error" in r:
             print(f"  {key:15} {r['error'][:90]}")
             continue
