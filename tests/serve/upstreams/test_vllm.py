@@ -16,6 +16,7 @@ import asyncio
 import http.server
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -301,9 +302,11 @@ class TestDSD:
     def served(cls, vllm_python: str) -> Iterator[tuple[VLLMUpstream, Run]]:
         _ensure_reference(vllm_python)
         cfg = Configuration(kind="dsd", old_gpu="T4", target_model=TARGET, draft_model=TARGET)
-        yield from _started(cfg, vllm_python)
+        yield from _started(cfg, vllm_python, draft_ahead=True)
 
     def test_greedy_equals_standalone_and_drafts_are_accepted(self, served: Any) -> None:
+        """With draft-ahead on the draft server: the draft is the target itself, so every
+        round is accepted and its bonus guessed, and proposals come from drafting ahead."""
         up, run = served
         assert [d.key for d in up.devices] == ["target:A100", "draft:T4"]
         assert set(up.servers) == {"draft", "target"}
@@ -312,6 +315,12 @@ class TestDSD:
         stats = run(up.refresh_stats())
         print(f"\n[dsd] accepted {stats.spec_accepted_tokens}/{stats.spec_proposed_tokens}")
         assert stats.spec_proposed_tokens > 0 and stats.acceptance_rate > 0.5
+        host, _, port = up.servers["draft"].address.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b'{"type": "stats"}\n')
+            draft = json.loads(sock.makefile("rb").readline())
+        print(f"[dsd] draft-ahead hits {draft['ahead_hits']}, misses {draft['ahead_misses']}")
+        assert draft["ahead_hits"] > 0 and draft["ahead_busy_s"] > 0
 
     def test_openai_client_through_greenllm_serve(self, served: Any) -> None:
         _through_greenllm_serve(served, f"dsd:T4:{TARGET}", ("target",))
