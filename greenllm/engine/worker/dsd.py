@@ -61,9 +61,9 @@ class _Busy:
     def __init__(self, lm: CachedLM, counters: WorkerCounters) -> None:
         self.lm, self.counters = lm, counters
 
-    def feed(self, tokens: list[int]) -> torch.Tensor:
+    def feed(self, tokens: list[int], last_only: bool = False) -> torch.Tensor:
         with self.counters.busy():
-            return self.lm.feed(tokens)
+            return self.lm.feed(tokens, last_only=last_only)
 
 
 # -- target (new GPU) ------------------------------------------------------------------------
@@ -97,9 +97,9 @@ class _Target:
         self.expect: collections.deque[int] = collections.deque()  # proposals in flight, in order
         self.peer_alive = True
 
-    def feed(self, seq: _TargetSeq, tokens: list[int]) -> torch.Tensor:
+    def feed(self, seq: _TargetSeq, tokens: list[int], last_only: bool = False) -> torch.Tensor:
         with self.ctx.counters.busy():
-            return seq.lm.feed(tokens)
+            return seq.lm.feed(tokens, last_only=last_only)
 
     def abort(self, seq: _TargetSeq) -> None:
         """Drop an aborted request: answer ``finish`` (reason "abort") and free the draft's
@@ -131,7 +131,8 @@ class _Target:
     def admit(self, msg: GenerateMsg) -> None:
         seq = _TargetSeq(msg, self.ctx.model, self.defaults)
         self.ctx.counters.requests += 1
-        first = sample_row(probs_from_logits(self.feed(seq, seq.prompt)[-1], seq.params), seq.gen)
+        logits = self.feed(seq, seq.prompt, last_only=True)[-1]
+        first = sample_row(probs_from_logits(logits, seq.params), seq.gen)
         seq.out.emit(self.ctx, [first])  # the cache holds the prompt; `first` is fed later
         self.seqs[seq.out.rid] = seq
         self.after_step(seq, n_accepted=0)
@@ -292,7 +293,7 @@ def run_draft(ctx: WorkerContext) -> None:
             info = cast(DsdAdmit, decode_json_tensor(msg.tensor))
             seq = seqs[msg.rid] = _DraftSeq(info, ctx.model, ctx.counters)
             ctx.counters.requests += 1
-            seq.lm.feed([int(x) for x in info["prompt"]])
+            seq.lm.feed([int(x) for x in info["prompt"]], last_only=True)
             propose_and_send(msg.rid, int(info["k"]))
         elif msg.kind == Kind.FEEDBACK:
             seq = seqs[msg.rid]
