@@ -83,12 +83,22 @@ LIKE: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Efficiency:
-    """Achieved shares of a GPU's data-sheet peaks, the per-step overhead and the roofline p."""
+    """Achieved shares of a GPU's data-sheet peaks, the per-step overhead and the roofline p.
+
+    ``overhead_per_layer_s`` adds a fixed time per decoder layer to every step (an eager
+    framework dispatching each layer's kernels from Python, as on the ``cpu`` device,
+    :mod:`.cpu`). ``gemv_rows`` and ``pack_factor``: a step of more than ``gemv_rows`` new
+    tokens moves the weights ``1 + pack_factor`` times (a CPU BLAS multiplies a few rows as
+    matrix-vector products that stream the weights once, more rows as a GEMM that first packs
+    them into blocks). All three are 0 for the GPUs, whose fit has none of them."""
 
     compute: float  # of the dense fp16 tensor peak (tensor_tflops)
     memory: float  # of the data-sheet memory bandwidth
     overhead_s: float = OVERHEAD_S
     roofline_p: float = ROOFLINE_P
+    overhead_per_layer_s: float = 0.0
+    gemv_rows: int = 0
+    pack_factor: float = 0.0
 
 
 def tensor_tflops(gpu: GPUSpec) -> float:

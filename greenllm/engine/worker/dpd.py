@@ -42,7 +42,7 @@ try:
 except ImportError as _err:  # pragma: no cover - exercised only without torch
     raise missing_extra("torch", "torch") from _err
 
-__all__ = ["run_decode", "run_prefill"]
+__all__ = ["receive_kv", "run_decode", "run_prefill", "send_kv"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_prefill(ctx: WorkerContext) -> None:
                 sent = False
                 if peer_alive and not msg.get("local"):
                     try:
-                        _hand_off(t, rid, out, gen, kv_layers(cache))
+                        send_kv(t, rid, out, gen, kv_layers(cache))
                         ctx.handoff(rid)
                         sent = True
                     except PeerLostError as err:
@@ -91,7 +91,7 @@ def run_prefill(ctx: WorkerContext) -> None:
         t.send(Kind.SHUTDOWN, 0)
 
 
-def _hand_off(t: Transport, rid: int, out: SeqOutput, gen: torch.Generator,
+def send_kv(t: Transport, rid: int, out: SeqOutput, gen: torch.Generator,
               kv: KVLayers) -> None:  # fmt: skip
     state = None if out.params.greedy else base64.b64encode(bytes(gen.get_state().numpy())).decode()
     info: DpdAdmit = {"first": out.tokens[0], "sampling": out.params.to_dict(),
@@ -102,7 +102,7 @@ def _hand_off(t: Transport, rid: int, out: SeqOutput, gen: torch.Generator,
         t.send(Kind.KV, rid, values, layer, 1)
 
 
-def _receive(
+def receive_kv(
     t: Transport, admit: Message, device: torch.device
 ) -> tuple[SeqOutput, torch.Generator, KVLayers]:
     info = cast(DpdAdmit, decode_json_tensor(admit.tensor))
@@ -138,7 +138,7 @@ def run_decode(ctx: WorkerContext) -> None:
             if admit.kind == Kind.SHUTDOWN:
                 return
             ctx.counters.requests += 1
-            out, gen, kv = _receive(t, admit, device)
+            out, gen, kv = receive_kv(t, admit, device)
             if ctx.is_aborted(out.rid):  # aborted while its KV cache was on the way
                 ctx.finish(out.rid, "abort")
             else:
