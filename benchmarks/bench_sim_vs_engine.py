@@ -27,39 +27,35 @@ from greenllm.backends.torch.sim_check import (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=5, help="rounds (check) / repeats (--fit)")
     ap.add_argument("--gbps", type=float, default=1.0)
     ap.add_argument("--fit", action="store_true", help="measure the fit points and refit")
-    ap.add_argument("--runs", type=int, default=3, help="--fit: rounds of measurements")
     args = ap.parse_args()
     load = os.getloadavg()[0]
-    c = measure_cpu(1, refresh=True)
+    c = measure_cpu(1)
     print(f"{c.cpu_model}: {c.gemm_gflops:.1f} GFLOP/s float32 GEMM, {c.bandwidth_gbs:.2f} GB/s "
           f"GEMV read (1 thread)")  # fmt: skip
     if args.fit:
-        # --runs rounds of (ceilings, overheads, forwards); each point's median over the rounds
-        gemm, bw, overs, runs = [c.gemm_gflops], [c.bandwidth_gbs], [], []
-        for i in range(args.runs):
-            if i:
-                c = measure_cpu(1, refresh=True)
-                gemm.append(c.gemm_gflops)
-                bw.append(c.bandwidth_gbs)
+        # rounds of (ceilings, overheads, samples); each round's samples are predicted with the
+        # ceilings measured just before them
+        overs, rounds = [], []
+        for _ in range(args.reps):
+            c = measure_cpu(1, refresh=True)
             overs.append(overhead_samples())
-            runs.append(fit_samples(args.reps))
-        over = [(o[0][0], statistics.median(x[j][1] for x in overs)) for j, o in
-                enumerate(zip(*overs, strict=True))]  # fmt: skip
-        samples = [(*s[0][:3], statistics.median(x[3] for x in s)) for s in zip(*runs, strict=True)]
-        print(f"ceilings per round: GEMM {[round(g, 1) for g in gemm]} GFLOP/s, bandwidth "
-              f"{[round(b, 2) for b in bw]} GB/s")  # fmt: skip
-        print("overheads (layers, ms):", [(n, round(t * 1e3, 3)) for n, t in over])
-        for m, n, ctx, t in samples:
-            print(f"  {m} n={n} context={ctx}: {t * 1e3:.1f} ms")
-        print("fitted:", fit_cpu_efficiency(over, samples, ceilings=(statistics.median(gemm),
-                                                                     statistics.median(bw))))
+            rounds.append(((c.gemm_gflops, c.bandwidth_gbs), fit_samples(1)))
+        over = [(o[0][0], statistics.median(x[1] for x in o)) for o in zip(*overs, strict=True)]
+        print("ceilings per round (GFLOP/s, GB/s):", [(round(g, 1), round(b, 2))
+                                                      for (g, b), _ in rounds])  # fmt: skip
+        print("overheads (layers, ms, median of rounds):",
+              [(n, round(t * 1e3, 3)) for n, t in over])  # fmt: skip
+        for j, (m, n, ctx, _) in enumerate(rounds[0][1]):
+            ms = [round(r[1][j][3] * 1e3, 1) for r in rounds]
+            print(f"  {m} n={n} context={ctx}: {ms} ms")
+        print("fitted:", fit_cpu_efficiency(over, rounds))
         print("in use:", CPU_EFFICIENCY)
     else:
-        rows = check_cpu(reps=args.reps, gbps=args.gbps)
-        print("| quantity | engine (ms) | simulator (ms) | sim / engine |")
+        rows = check_cpu(rounds=args.reps, gbps=args.gbps)
+        print("| quantity | engine (ms) | simulator (ms) | sim / engine (median of rounds) |")
         print("|---|---|---|---|")
         for r in rows:
             print(f"| {r.quantity} | {r.measured_s * 1e3:.1f} | {r.predicted_s * 1e3:.1f} | "

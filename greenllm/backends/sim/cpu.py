@@ -63,20 +63,26 @@ _DIE_MM2_PER_VCPU = 10.0  # assumption (see the module docstring)
 
 # Efficiency of greenllm's engine (transformers, eager, float32, one torch thread) on the cpu
 # device, against the measured ceilings. ``overhead_s`` and ``overhead_per_layer_s``: linear
-# fit of the forward time of tiny Llamas (hidden 64, vocab 256: no FLOPs or bytes to speak of)
-# over 1-30 layers; ``compute``, ``memory`` and ``roofline_p``: least squares (log-ratio
-# residuals) on SmolLM2-135M forwards of 1-256 new tokens at context 0 and the 4-layer draft's
-# single-token forward, with the overheads fixed. Points and fit:
-# ``benchmarks/bench_sim_vs_engine.py --fit`` (docs/simulator-model.md, "The simulator against
-# this CPU"); the checked quantities are other points.
+# fit of the one-token forward time of tiny Llamas (hidden 64, vocab 256: next to no FLOPs or
+# bytes) over 1-30 layers; ``gemv_rows``: the forward time of SmolLM2-135M jumps between 3 and
+# 4 new tokens (the BLAS leaves matrix-vector kernels); ``compute``, ``memory``, ``roofline_p``,
+# ``pack_factor`` and ``attention_cost``: least squares (log-ratio residuals) on SmolLM2-135M
+# forwards of 1-512 new tokens at context 0, a decode step after 600 tokens and the 4-layer
+# draft's one-token forward, 8 rounds, each predicted with the ceilings measured just before
+# it. ``compute`` > 1: torch's float32 kernels beat numpy's 1024^3 GEMM here; p = 1: on one
+# core compute and memory traffic do not overlap; attention FLOPs cost 6.8 GEMM FLOPs (the
+# SDPA kernel computes the full causal square, then softmax, at a lower rate). Points and fit:
+# ``benchmarks/bench_sim_vs_engine.py --fit --reps 8`` (docs/simulator-model.md, "The simulator
+# against this CPU"); the checked quantities are other points.
 CPU_EFFICIENCY = Efficiency(
-    compute=0.912,
-    memory=0.831,
-    overhead_s=0.00042,
+    compute=1.416,
+    memory=0.757,
+    overhead_s=0.00077,
     roofline_p=1.0,
-    overhead_per_layer_s=0.00027,
+    overhead_per_layer_s=0.000351,
     gemv_rows=3,
-    pack_factor=0.379,
+    pack_factor=0.499,
+    attention_cost=6.78,
 )
 
 _GEMM_N = 1024

@@ -90,7 +90,9 @@ class Efficiency:
     :mod:`.cpu`). ``gemv_rows`` and ``pack_factor``: a step of more than ``gemv_rows`` new
     tokens moves the weights ``1 + pack_factor`` times (a CPU BLAS multiplies a few rows as
     matrix-vector products that stream the weights once, more rows as a GEMM that first packs
-    them into blocks). All three are 0 for the GPUs, whose fit has none of them."""
+    them into blocks). ``attention_cost``: the time of an attention FLOP (QK^T, AV) in GEMM
+    FLOPs (a CPU's attention kernels run below its GEMM rate). The GPUs have the defaults
+    (0, 0, 0, 1): their fit has none of these terms."""
 
     compute: float  # of the dense fp16 tensor peak (tensor_tflops)
     memory: float  # of the data-sheet memory bandwidth
@@ -99,6 +101,7 @@ class Efficiency:
     overhead_per_layer_s: float = 0.0
     gemv_rows: int = 0
     pack_factor: float = 0.0
+    attention_cost: float = 1.0
 
 
 def tensor_tflops(gpu: GPUSpec) -> float:

@@ -16,8 +16,9 @@ One step (a forward pass of ``b`` sequences bringing ``N`` new tokens in total, 
 * ``P`` dense fp16 tensor peak and ``W`` memory bandwidth from the data sheet
   (:func:`greenllm.carbon.get_gpu`); ``e_c``, ``e_m``, the per-step overhead ``t0`` and the
   soft-roofline exponent ``p`` from :mod:`.efficiency` (p -> inf is the classical max);
-  ``t0`` = overhead_s + L x overhead_per_layer_s, and a step of N > gemv_rows new tokens reads
-  the weights 1 + pack_factor times (these three terms are 0 on GPUs). The ``cpu`` device
+  ``t0`` = overhead_s + L x overhead_per_layer_s, a step of N > gemv_rows new tokens reads
+  the weights 1 + pack_factor times, and ``t_c`` counts each attention FLOP attention_cost
+  times (on GPUs the first three are 0 and attention_cost is 1). The ``cpu`` device
   (:mod:`.cpu`) has measured ceilings and its own efficiency.
 
 Everything is linear in ``C``, so the fast path takes the total context over the batch
@@ -84,8 +85,8 @@ class StepModel:
     calibrated factors (as :func:`.calibration.fit` does).
     """
 
-    __slots__ = ("_act_b", "_att_f", "_beta", "_emb_row_b", "_flops_per_s", "_gemv_n", "_head_f",
-                 "_inv_p", "_kv_b", "_lin_f", "_mem_bps", "_p", "_per_new_b", "_w_b",
+    __slots__ = ("_act_b", "_att_f", "_att_t", "_beta", "_emb_row_b", "_flops_per_s", "_gemv_n",
+                 "_head_f", "_inv_p", "_kv_b", "_lin_f", "_mem_bps", "_p", "_per_new_b", "_w_b",
                  "_w_gemm_b", "efficiency", "gpu", "model", "overhead_s")  # fmt: skip
 
     def __init__(
@@ -98,10 +99,10 @@ class StepModel:
             eff = CPU_EFFICIENCY if g.name == CPU_DEVICE else efficiency_for(g)
         if not (eff.compute > 0 and eff.memory > 0 and eff.overhead_s >= 0 and eff.roofline_p >= 1
                 and eff.overhead_per_layer_s >= 0 and eff.gemv_rows >= 0
-                and eff.pack_factor >= 0):  # fmt: skip
+                and eff.pack_factor >= 0 and eff.attention_cost > 0):  # fmt: skip
             raise ConfigError(
                 f"efficiency = {eff!r}: need compute, memory > 0, overheads >= 0, p >= 1, "
-                f"gemv_rows >= 0, pack_factor >= 0"
+                f"gemv_rows >= 0, pack_factor >= 0, attention_cost > 0"
             )
         self.model, self.gpu, self.efficiency = m, g, eff
         h, L, bpe = m.hidden_size, m.n_layers, m.bytes_per_param
@@ -116,6 +117,7 @@ class StepModel:
         self._lin_f = 2.0 * (m.n_params - embed * (1 if m.tie_embeddings else 2))
         self._head_f = 2.0 * embed
         self._att_f = 4.0 * L * h
+        self._att_t = self._att_f * eff.attention_cost  # attention FLOPs as GEMM-FLOP time
         self._w_b = float(m.weight_bytes - (0 if m.tie_embeddings else embed * bpe))
         self._w_gemm_b = self._w_b * (1.0 + eff.pack_factor)  # a GEMM step (N > gemv_rows)
         self._emb_row_b = 0.0 if m.tie_embeddings else float(h * bpe)
@@ -157,7 +159,7 @@ class StepModel:
         n, c, b = new_tokens, context_tokens_total, batch
         rows = (n if n < b else b) if logit_rows is None else logit_rows
         f = self._lin_f * n + self._head_f * rows
-        f += self._att_f * ((n / b) * c + n * (n / b + 1.0) * 0.5)
+        f += self._att_t * ((n / b) * c + n * (n / b + 1.0) * 0.5)
         tc = f / self._flops_per_s
         w = self._w_b if n <= self._gemv_n else self._w_gemm_b
         tm = (w + self._per_new_b * n + self._kv_b * c) / self._mem_bps
@@ -175,7 +177,7 @@ class StepModel:
         n, c, b = new_tokens, context_tokens_total, batch
         rows = (n if n < b else b) if logit_rows is None else logit_rows
         f = self._lin_f * n + self._head_f * rows
-        f += self._att_f * ((n / b) * c + n * (n / b + 1.0) * 0.5)
+        f += self._att_t * ((n / b) * c + n * (n / b + 1.0) * 0.5)
         tc = f / self._flops_per_s
         w = self._w_b if n <= self._gemv_n else self._w_gemm_b
         tm = (w + self._per_new_b * n + self._kv_b * c) / self._mem_bps
@@ -195,7 +197,10 @@ class StepModel:
         f = self.flops(new_tokens, context_tokens_total, batch, logit_rows)
         byt = self.bytes(new_tokens, context_tokens_total, batch)
         t, u = self.time_util(new_tokens, context_tokens_total, batch, logit_rows)
-        tc, tm = f / self._flops_per_s, byt / self._mem_bps
+        n, b = new_tokens, batch
+        attended = (n / b) * context_tokens_total + n * (n / b + 1.0) / 2.0
+        tc = (f + (self._att_t - self._att_f) * attended) / self._flops_per_s
+        tm = byt / self._mem_bps
         return StepCost(t, f, byt, tc >= tm, u, tc, tm)
 
 

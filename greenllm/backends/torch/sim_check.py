@@ -53,16 +53,20 @@ _VOCAB = 49152
 
 @dataclass(frozen=True)
 class CheckRow:
-    """One quantity: what the engine took, what the simulator predicts (seconds)."""
+    """One quantity: what the engine took, what the simulator predicts (seconds, medians over
+    the rounds) and ``ratio``, the median over the rounds of predicted / measured (each round's
+    prediction uses the ceilings measured just before it)."""
 
     quantity: str
     measured_s: float
     predicted_s: float
+    ratio: float
 
-    @property
-    def ratio(self) -> float:
-        """Predicted / measured."""
-        return self.predicted_s / self.measured_s
+    @classmethod
+    def of(cls, quantity: str, measured: Sequence[float], predicted: Sequence[float]) -> CheckRow:
+        """The row of paired per-round ``measured`` and ``predicted`` seconds."""
+        ratios = [p / m for m, p in zip(measured, predicted, strict=True)]
+        return cls(quantity, _median(measured), _median(predicted), _median(ratios))
 
 
 class _NoCounters:
@@ -180,10 +184,10 @@ def _transfer_worker(rank: int, port: int, gbps: float, latency_s: float,
 
 def measure_kv_transfer_s(
     sizes: Sequence[int], gbps: float, latency_s: float = 0.0, reps: int = 3, port: int = 0
-) -> dict[int, float]:
-    """Median seconds from the prefill worker's hand-off of an ``n``-token SmolLM2 KV cache to
-    the decode worker holding it, per ``n`` in ``sizes``, over the emulated link (two processes).
-    """
+) -> dict[int, list[float]]:
+    """Seconds from the prefill worker's hand-off of an ``n``-token SmolLM2 KV cache to the
+    decode worker holding it, ``reps`` transfers (after a warm-up) per ``n`` in ``sizes``, over
+    the emulated link (two processes)."""
     import socket
 
     if not port:
@@ -212,7 +216,7 @@ def measure_kv_transfer_s(
     result = {}
     for n in sizes:
         rids = sorted(r for r, m in sizes_of.items() if m == n)[1:]  # the first is a warm-up
-        result[n] = _median([events[("end", r)] - events[("start", r)] for r in rids])
+        result[n] = [events[("end", r)] - events[("start", r)] for r in rids]
     return result
 
 
@@ -231,16 +235,18 @@ def overhead_samples(
     return samples
 
 
-def fit_samples(reps: int = 3) -> list[tuple[str, int, int, float]]:
+def fit_samples(reps: int = 1) -> list[tuple[str, int, int, float]]:
     """``(model, new_tokens, context, seconds)`` the ``cpu`` efficiency is fitted on: target
-    forwards of 1, 2, 3, 4, 8, 16, 64 and 256 new tokens at context 0 and the draft's
-    one-token forward."""
+    forwards of 1, 2, 3, 4, 8, 16, 64, 256 and 512 new tokens at context 0, a target decode step
+    after 600 tokens and the draft's one-token forward (none of them a checked quantity)."""
     from greenllm.engine import load_model
 
     torch.set_num_threads(1)
     target, _ = load_model(TARGET)
     draft, _ = load_model(DRAFT + "-layerskip")
-    samples = [(TARGET, n, 0, prefill_s(target, n, reps)) for n in (1, 2, 3, 4, 8, 16, 64, 256)]
+    sizes = (1, 2, 3, 4, 8, 16, 64, 256, 512)
+    samples = [(TARGET, n, 0, prefill_s(target, n, reps)) for n in sizes]
+    samples.append((TARGET, 1, 600, decode_s(target, 600, 4 * reps)))
     samples.append((DRAFT, 1, 0, prefill_s(draft, 1, 4 * reps)))
     return samples
 
@@ -252,14 +258,15 @@ def check_cpu(
     k: int = 4,
     gbps: float = 1.0,
     kv_tokens: Sequence[int] = (300,),
-    reps: int = 3,
+    rounds: int = 3,
     threads: int = 1,
 ) -> list[CheckRow]:
     """Measure the engine and predict it with the simulator's ``cpu`` device (module docstring).
 
-    The CPU's ceilings are measured three times, before the prefills, before decode and the
-    DSD step, and after them (the load of a shared machine changes: both sides of the
-    comparison are measured back to back); the device takes their medians."""
+    The load of a shared machine changes, so both sides are measured back to back: each of
+    ``rounds`` rounds measures the CPU's ceilings, then times every compute quantity once (after
+    a warm-up round), and predicts them with that round's ceilings; the KV transfer (wall time
+    of the emulated link, ``rounds`` transfers) is predicted by the link model alone."""
     import dataclasses
 
     from greenllm.backends.sim import Link, StepModel, get_model, measure_cpu, register_cpu
@@ -270,46 +277,49 @@ def check_cpu(
     torch.set_num_threads(threads)
     target, _ = load_model(TARGET)
     draft, _ = load_model(DRAFT + "-layerskip")
-    ceilings = [measure_cpu(threads, refresh=True)]
-    prefills = {n: prefill_s(target, n, reps) for n in prompt_lengths}
-    ceilings.append(measure_cpu(threads, refresh=True))
-    decode = decode_s(target, context, 4 * reps)
-    step = dsd_step_s(target, draft, k, context, reps)
-    ceilings.append(measure_cpu(threads, refresh=True))
-    transfers = measure_kv_transfer_s(kv_tokens, gbps, reps=reps)
-
-    spec = dataclasses.replace(
-        register_cpu(threads),
-        fp16_tflops=statistics.median(c.gemm_gflops for c in ceilings) / 1000,
-        mem_bw_gbs=statistics.median(c.bandwidth_gbs for c in ceilings),
-    )
-    tgt_sim, drf_sim = StepModel(TARGET, spec), StepModel(DRAFT, spec)
-    rows = [CheckRow(f"prefill {n} tokens", t, tgt_sim.time_s(n, 0, 1))
-            for n, t in prefills.items()]  # fmt: skip
-    rows.append(CheckRow(f"decode per token (context {context})", decode,
-                         tgt_sim.time_s(1, context, 1)))  # fmt: skip
-    timeline = SpecOneGPUTimeline(tgt_sim, drf_sim, k, BusyLog())
-    rows.append(CheckRow(f"DSD step, draft {k} + verify {k + 1} (context {context})", step,
-                         timeline.step(0.0, 1, context, 0, 0, 0)[0]))  # fmt: skip
+    base = register_cpu(threads)
+    names = [f"prefill {n} tokens" for n in prompt_lengths]
+    names += [f"decode per token (context {context})",
+              f"DSD step, draft {k} + verify {k + 1} (context {context})"]  # fmt: skip
+    measured: dict[str, list[float]] = {name: [] for name in names}
+    predicted: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds + 1):
+        c = measure_cpu(threads, refresh=True)
+        spec = dataclasses.replace(base, fp16_tflops=c.gemm_gflops / 1000,
+                                   mem_bw_gbs=c.bandwidth_gbs)  # fmt: skip
+        tgt_sim, drf_sim = StepModel(TARGET, spec), StepModel(DRAFT, spec)
+        timeline = SpecOneGPUTimeline(tgt_sim, drf_sim, k, BusyLog())
+        times = [prefill_s(target, n, 1) for n in prompt_lengths]
+        times += [decode_s(target, context, 4), dsd_step_s(target, draft, k, context, 1)]
+        preds = [tgt_sim.time_s(n, 0, 1) for n in prompt_lengths]
+        preds += [tgt_sim.time_s(1, context, 1), timeline.step(0.0, 1, context, 0, 0, 0)[0]]
+        if r == 0:
+            continue  # warm-up round
+        for name, t, p in zip(names, times, preds, strict=True):
+            measured[name].append(t)
+            predicted[name].append(p)
+    rows = [CheckRow.of(name, measured[name], predicted[name]) for name in names]
+    transfers = measure_kv_transfer_s(kv_tokens, gbps, reps=rounds)
     kv_model = get_model(TARGET)
     for n in kv_tokens:
-        rows.append(CheckRow(f"DPD KV transfer {n} tokens at {gbps:g} Gbit/s", transfers[n],
-                             Link(gbps, 0.0).send(0.0, kv_model.kv_cache_bytes(n))))  # fmt: skip
+        link_s = Link(gbps, 0.0).send(0.0, kv_model.kv_cache_bytes(n))
+        rows.append(CheckRow.of(f"DPD KV transfer {n} tokens at {gbps:g} Gbit/s", transfers[n],
+                                [link_s] * len(transfers[n])))  # fmt: skip
     return rows
 
 
 def fit_cpu_efficiency(
     overheads: Sequence[tuple[int, float]],
-    samples: Sequence[tuple[str, int, int, float]],
+    rounds: Sequence[tuple[tuple[float, float], Sequence[tuple[str, int, int, float]]]],
     threads: int = 1,
-    ceilings: tuple[float, float] | None = None,
     gemv_rows: int = 3,
 ) -> Any:
     """The ``cpu`` device's :class:`~greenllm.backends.sim.efficiency.Efficiency`: overheads by
     a linear fit of ``overheads`` (seconds against layers), then ``compute``, ``memory``,
-    ``roofline_p`` and ``pack_factor`` by least squares on the log-ratios of ``samples``
-    (:func:`fit_samples`) against the measured ``ceilings`` (default: this process's
-    measurement); ``gemv_rows`` is where the forward time jumps in ``samples`` (3 -> 4 here)."""
+    ``roofline_p``, ``pack_factor`` and ``attention_cost`` by least squares on the log-ratios
+    of the samples (:func:`fit_samples`) of every round, each predicted with the ceilings
+    measured just before it (``rounds``: ``((GEMM GFLOP/s, bandwidth GB/s), samples)``);
+    ``gemv_rows`` is where the forward time jumps in the samples (3 -> 4 here)."""
     import dataclasses
     import math
 
@@ -319,20 +329,22 @@ def fit_cpu_efficiency(
     from greenllm.backends.sim import StepModel, register_cpu
     from greenllm.backends.sim.efficiency import Efficiency
 
-    spec = register_cpu(threads)
-    if ceilings is not None:  # (GEMM GFLOP/s, bandwidth GB/s), e.g. medians of several rounds
-        spec = dataclasses.replace(spec, fp16_tflops=ceilings[0] / 1000, mem_bw_gbs=ceilings[1])
+    base_spec = register_cpu(threads)
+    specs = [dataclasses.replace(base_spec, fp16_tflops=g / 1000, mem_bw_gbs=bw)
+             for (g, bw), _ in rounds]  # fmt: skip
     per_layer, base = np.polyfit([x for x, _ in overheads], [t for _, t in overheads], 1)
     base, per_layer = max(float(base), 0.0), max(float(per_layer), 0.0)
 
     def eff(x: np.ndarray) -> Efficiency:
         return Efficiency(float(x[0]), float(x[1]), base, float(x[2]), per_layer, gemv_rows,
-                          float(x[3]))  # fmt: skip
+                          float(x[3]), float(x[4]))  # fmt: skip
 
     def residuals(x: np.ndarray) -> list[float]:
         e = eff(x)
-        return [math.log(StepModel(m, spec, e).time_s(n, c, 1) / t) for m, n, c, t in samples]
+        return [math.log(StepModel(m, spec, e).time_s(n, c, 1) / t)
+                for spec, (_, samples) in zip(specs, rounds, strict=True)
+                for m, n, c, t in samples]  # fmt: skip
 
-    res = least_squares(residuals, [0.8, 0.8, 2.0, 0.5],
-                        bounds=([0.05, 0.05, 1.0, 0.0], [2.0, 2.0, 16.0, 4.0]))  # fmt: skip
+    lo, hi = [0.05, 0.05, 1.0, 0.0, 1.0], [2.0, 2.0, 16.0, 4.0, 64.0]
+    res = least_squares(residuals, [0.8, 0.8, 2.0, 0.5, 2.0], bounds=(lo, hi))
     return eff(res.x)

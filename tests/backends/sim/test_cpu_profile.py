@@ -25,7 +25,7 @@ def test_the_cpu_device_predicts_the_engine_within_15_percent() -> None:
     except BackendUnavailableError as err:
         pytest.skip(str(err))
     rows = check_cpu(prompt_lengths=(100, 400), context=300, k=4, gbps=1.0, kv_tokens=(300,),
-                     reps=3)  # fmt: skip
+                     rounds=3)  # fmt: skip
     table = "\n".join(
         f"{r.quantity}: engine {r.measured_s * 1e3:.1f} ms, sim {r.predicted_s * 1e3:.1f} ms, "
         f"ratio {r.ratio:.3f}"
