@@ -35,12 +35,21 @@ def test_the_cpu_step_uses_the_same_roofline_with_its_own_efficiency() -> None:
     m = get_model("smollm2-135m")
     assert sm.efficiency == e
     assert sm.overhead_s == pytest.approx(e.overhead_s + m.n_layers * e.overhead_per_layer_s)
-    # decode: bandwidth-bound, the weights once over the measured bandwidth
+    # decode: bandwidth-bound, the weights once over the measured bandwidth; attention FLOPs
+    # (4 L h per attended pair) count attention_cost times
     tm = sm.bytes(1) / (9.0e9 * e.memory)
-    tc = sm.flops(1) / (120e9 * e.compute)
+    attention = 4 * m.n_layers * m.hidden_size * (e.attention_cost - 1)
+    tc = (sm.flops(1) + attention) / (120e9 * e.compute)
     p = e.roofline_p
     assert sm.time_s(1) == pytest.approx((tc**p + tm**p) ** (1 / p) + sm.overhead_s)
+    cost = sm.cost(1)
+    assert (cost.compute_s, cost.memory_s) == (pytest.approx(tc), pytest.approx(tm))
     assert tm > tc
+    # a GEMM step (more than gemv_rows new tokens) moves the weights 1 + pack_factor times
+    n = e.gemv_rows + 1
+    assert sm.bytes(n) - sm.bytes(n - 1) == pytest.approx(
+        sm._w_b * e.pack_factor + sm._per_new_b
+    )
 
 
 def test_the_per_layer_overhead_is_zero_on_gpus_and_validated() -> None:
