@@ -31,5 +31,6 @@ def test_the_cpu_device_predicts_the_engine_within_15_percent() -> None:
         f"ratio {r.ratio:.3f}"
         for r in rows
     )
+    print(table)
     assert len(rows) == 5
     assert all(abs(r.ratio - 1) <= TOLERANCE for r in rows), table
