@@ -55,7 +55,7 @@ def main() -> None:
         print("in use:", CPU_EFFICIENCY)
     else:
         rows = check_cpu(rounds=args.reps, gbps=args.gbps)
-        print("| quantity | engine (ms) | simulator (ms) | sim / engine (median of rounds) |")
+        print("| quantity | engine (ms) | simulator (ms) | sim / engine |")
         print("|---|---|---|---|")
         for r in rows:
             print(f"| {r.quantity} | {r.measured_s * 1e3:.1f} | {r.predicted_s * 1e3:.1f} | "

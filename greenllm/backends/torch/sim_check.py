@@ -53,20 +53,16 @@ _VOCAB = 49152
 
 @dataclass(frozen=True)
 class CheckRow:
-    """One quantity: what the engine took, what the simulator predicts (seconds, medians over
-    the rounds) and ``ratio``, the median over the rounds of predicted / measured (each round's
-    prediction uses the ceilings measured just before it)."""
+    """One quantity: what the engine took and what the simulator predicts (seconds)."""
 
     quantity: str
     measured_s: float
     predicted_s: float
-    ratio: float
 
-    @classmethod
-    def of(cls, quantity: str, measured: Sequence[float], predicted: Sequence[float]) -> CheckRow:
-        """The row of paired per-round ``measured`` and ``predicted`` seconds."""
-        ratios = [p / m for m, p in zip(measured, predicted, strict=True)]
-        return cls(quantity, _median(measured), _median(predicted), _median(ratios))
+    @property
+    def ratio(self) -> float:
+        """Predicted / measured."""
+        return self.predicted_s / self.measured_s
 
 
 class _NoCounters:
@@ -264,9 +260,11 @@ def check_cpu(
     """Measure the engine and predict it with the simulator's ``cpu`` device (module docstring).
 
     The load of a shared machine changes, so both sides are measured back to back: each of
-    ``rounds`` rounds measures the CPU's ceilings, then times every compute quantity once (after
-    a warm-up round), and predicts them with that round's ceilings; the KV transfer (wall time
-    of the emulated link, ``rounds`` transfers) is predicted by the link model alone."""
+    ``rounds`` rounds (after a warm-up round) measures the CPU's ceilings, then times every
+    compute quantity (prefills once, 8 decode steps, 3 DSD steps); the device takes the medians
+    of the rounds' ceilings, the engine's times are the medians of the rounds. The KV transfer
+    (wall time of the emulated link, ``rounds`` transfers) is predicted by the link model
+    alone."""
     import dataclasses
 
     from greenllm.backends.sim import Link, StepModel, get_model, measure_cpu, register_cpu
@@ -277,34 +275,33 @@ def check_cpu(
     torch.set_num_threads(threads)
     target, _ = load_model(TARGET)
     draft, _ = load_model(DRAFT + "-layerskip")
-    base = register_cpu(threads)
+    gemm, bandwidth, times = [], [], []
+    for r in range(rounds + 1):
+        c = measure_cpu(threads, refresh=True)
+        t = [prefill_s(target, n, 1) for n in prompt_lengths]
+        t += [decode_s(target, context, 8), dsd_step_s(target, draft, k, context, 3)]
+        if r:  # the first round warms up
+            gemm.append(c.gemm_gflops)
+            bandwidth.append(c.bandwidth_gbs)
+            times.append(t)
+    spec = dataclasses.replace(register_cpu(threads),
+                               fp16_tflops=statistics.median(gemm) / 1000,
+                               mem_bw_gbs=statistics.median(bandwidth))  # fmt: skip
+    tgt_sim, drf_sim = StepModel(TARGET, spec), StepModel(DRAFT, spec)
+    timeline = SpecOneGPUTimeline(tgt_sim, drf_sim, k, BusyLog())
     names = [f"prefill {n} tokens" for n in prompt_lengths]
     names += [f"decode per token (context {context})",
               f"DSD step, draft {k} + verify {k + 1} (context {context})"]  # fmt: skip
-    measured: dict[str, list[float]] = {name: [] for name in names}
-    predicted: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds + 1):
-        c = measure_cpu(threads, refresh=True)
-        spec = dataclasses.replace(base, fp16_tflops=c.gemm_gflops / 1000,
-                                   mem_bw_gbs=c.bandwidth_gbs)  # fmt: skip
-        tgt_sim, drf_sim = StepModel(TARGET, spec), StepModel(DRAFT, spec)
-        timeline = SpecOneGPUTimeline(tgt_sim, drf_sim, k, BusyLog())
-        times = [prefill_s(target, n, 1) for n in prompt_lengths]
-        times += [decode_s(target, context, 4), dsd_step_s(target, draft, k, context, 1)]
-        preds = [tgt_sim.time_s(n, 0, 1) for n in prompt_lengths]
-        preds += [tgt_sim.time_s(1, context, 1), timeline.step(0.0, 1, context, 0, 0, 0)[0]]
-        if r == 0:
-            continue  # warm-up round
-        for name, t, p in zip(names, times, preds, strict=True):
-            measured[name].append(t)
-            predicted[name].append(p)
-    rows = [CheckRow.of(name, measured[name], predicted[name]) for name in names]
+    preds = [tgt_sim.time_s(n, 0, 1) for n in prompt_lengths]
+    preds += [tgt_sim.time_s(1, context, 1), timeline.step(0.0, 1, context, 0, 0, 0)[0]]
+    rows = [CheckRow(name, _median([t[i] for t in times]), preds[i])
+            for i, name in enumerate(names)]  # fmt: skip
     transfers = measure_kv_transfer_s(kv_tokens, gbps, reps=rounds)
     kv_model = get_model(TARGET)
     for n in kv_tokens:
-        link_s = Link(gbps, 0.0).send(0.0, kv_model.kv_cache_bytes(n))
-        rows.append(CheckRow.of(f"DPD KV transfer {n} tokens at {gbps:g} Gbit/s", transfers[n],
-                                [link_s] * len(transfers[n])))  # fmt: skip
+        rows.append(CheckRow(f"DPD KV transfer {n} tokens at {gbps:g} Gbit/s",
+                             _median(transfers[n]),
+                             Link(gbps, 0.0).send(0.0, kv_model.kv_cache_bytes(n))))  # fmt: skip
     return rows
 
 
