@@ -2,7 +2,8 @@
 
 A GPU's ceilings come from public micro-benchmarks (:mod:`.efficiency`); the CPU's are measured
 here by :func:`measure_cpu`, in a fresh subprocess limited to ``threads`` BLAS threads (the
-engine's workers run one torch thread each when two share this machine), median of repeats:
+engine's workers run one torch thread each when two share this machine), median of repeats in
+CPU seconds (time-slicing by other jobs on a shared machine does not count):
 
 * **peak**: float32 GEMM, numpy ``a @ b`` of two 1024 x 1024 matrices (the engine runs float32
   on the CPU), in GFLOP/s, median of 31;
