@@ -2,12 +2,14 @@
 
 ``SimBackend().run(configuration, workload, duration_s=...)`` simulates Standalone,
 SpecDecode, Disg-Pref-Decode and Disg-Spec-Decode on catalog GPUs without a GPU; see
-docs/simulator.md for how it works, its parameters and its limits.
+docs/simulator.md for how it works, its parameters and its limits. :func:`register_cpu` adds
+this machine's CPU as the device ``cpu`` (ceilings measured here, docs/simulator-model.md).
 """
 
 from __future__ import annotations
 
 from greenllm.backends.sim.backend import SimBackend
+from greenllm.backends.sim.cpu import CPU_DEVICE, CpuCeilings, measure_cpu, register_cpu
 from greenllm.backends.sim.instance import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S, Link
 from greenllm.backends.sim.live import LiveSim
@@ -23,9 +25,11 @@ from greenllm.backends.sim.speculation import (
 
 __all__ = [
     "ACCEPTANCE_RATES",
+    "CPU_DEVICE",
     "DEFAULT_ACCEPTANCE_RATE",
     "DEFAULT_LINK_LATENCY_S",
     "AcceptanceSampler",
+    "CpuCeilings",
     "EngineParams",
     "Link",
     "LiveSim",
@@ -35,4 +39,6 @@ __all__ = [
     "acceptance_rate_for",
     "forward_time_s",
     "get_model",
+    "measure_cpu",
+    "register_cpu",
 ]

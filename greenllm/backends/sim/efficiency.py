@@ -86,13 +86,25 @@ LIKE: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Efficiency:
-    """Achieved shares of a GPU's data-sheet peaks, the fixed times and the roofline p."""
+    """Achieved shares of a device's data-sheet peaks, the fixed times and the roofline p.
+
+    ``layer_s``: time per decoder layer per step that neither roof explains (on a GPU the
+    latency of a layer's small kernels; on the ``cpu`` device, :mod:`.cpu`, an eager framework
+    dispatching each layer's kernels from Python). ``gemv_rows`` and ``pack_factor``: a step of
+    more than ``gemv_rows`` new tokens moves the weights ``1 + pack_factor`` times (a CPU BLAS
+    multiplies a few rows as matrix-vector products that stream the weights once, more rows as
+    a GEMM that first packs them into blocks). ``attention_cost``: the time of an attention
+    FLOP (QK^T, AV) in GEMM FLOPs (a CPU's attention kernels run below its GEMM rate). The GPUs
+    have the defaults (0, 0, 1) of the last three: their fit has none of these terms."""
 
     compute: float  # of the dense fp16 tensor peak (tensor_tflops)
     memory: float  # of the data-sheet memory bandwidth
     overhead_s: float = OVERHEAD_S  # host time per serving step
     roofline_p: float = ROOFLINE_P
-    layer_s: float = LAYER_S  # GPU time per layer per step beyond the roofline
+    layer_s: float = LAYER_S  # time per layer per step beyond the roofline
+    gemv_rows: int = 0
+    pack_factor: float = 0.0
+    attention_cost: float = 1.0
 
 
 def tensor_tflops(gpu: GPUSpec) -> float:

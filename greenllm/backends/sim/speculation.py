@@ -137,7 +137,8 @@ class AcceptanceSampler:
 
 
 class _DraftThenVerify:
-    """K draft forwards over the batch (prompt chunks ride on the first), then the target's."""
+    """K draft forwards over the batch (prompt chunks ride on the first), then the target's,
+    whose LM head scores all K + 1 rows of each sequence (a prompt chunk: its last row)."""
 
     def __init__(self, target: StepModel, draft: StepModel, k: int) -> None:
         self.tgt, self.drf, self.k1, self.js = target.time_util, draft.time_util, k + 1, range(1, k)
@@ -166,7 +167,7 @@ class SpecOneGPUTimeline(_DraftThenVerify):
         self, t0: float, b: int, ctx: int, ctok: int, cctx: int, nchunk: int
     ) -> tuple[float, float]:
         dt, work = self._draft(b, ctx, ctok, cctx, nchunk)
-        d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk)
+        d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk, b * self.k1 + nchunk)
         t1 = t0 + dt + d
         log_s, log_e, log_u = self.log
         log_s(t0)
@@ -286,7 +287,7 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
                 log_e(de + (i + 1) * fwd_s)
                 log_u(pre_u)
             self._pre = (de, fwd_s, pre_u, b, planned)
-        d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk)
+        d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk, b * self.k1 + nchunk)
         if b:
             t_ids = self.fwd(de, self.ids_b * b)
             t_probs = self.fwd(de, self.probs_b * b)  # queued behind the ids

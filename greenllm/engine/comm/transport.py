@@ -270,10 +270,14 @@ class Transport:
         self.bytes_sent[CATEGORY[kind]] += nbytes
 
         def do_send() -> None:
+            # Runs in the caller's thread, or in the link shaper's thread once the message's
+            # wire time is up. Only a blocking send waits for delivery: waiting in the shaper
+            # would also hold every later message until the receiver has taken this one (on a
+            # loaded machine, a few ms per message: the link could not reach its rate).
             works = [dist.isend(header, dst=self.peer)]
             if payload is not None:
                 works.append(dist.isend(payload, dst=self.peer))
-            if blocking or self._shaper is not None:
+            if blocking:
                 for w in works:
                     w.wait(_NO_TIMEOUT)
             else:

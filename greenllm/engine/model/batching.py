@@ -34,11 +34,12 @@ def kv_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def prefill(model: Any, prompt: list[int], counters: Any) -> tuple[torch.Tensor, Any]:
-    """Run ``prompt`` through ``model``; (last-position logits float32 on CPU, DynamicCache)."""
+    """Run ``prompt`` through ``model``; (last-position logits float32 on CPU, DynamicCache).
+    The LM head runs on the last position only."""
     device = next(model.parameters()).device
     ids = torch.tensor([prompt], dtype=torch.long, device=device)
     with torch.inference_mode(), counters.busy():
-        out = model(input_ids=ids, use_cache=True)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
     return out.logits[0, -1].float().cpu(), out.past_key_values
 
 

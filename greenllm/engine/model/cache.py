@@ -45,15 +45,20 @@ class CachedLM:
     def vocab_size(self) -> int:
         return int(self.model.config.vocab_size)
 
-    def feed(self, token_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """Run the model over ``token_ids`` after the cached prefix; logits (n, vocab) float32."""
+    def feed(
+        self, token_ids: Sequence[int] | torch.Tensor, *, last_only: bool = False
+    ) -> torch.Tensor:
+        """Run the model over ``token_ids`` after the cached prefix; logits (n, vocab) float32,
+        or (1, vocab) of the last position with ``last_only`` (a prompt: the LM head then runs
+        on one row, not n, as vLLM's prefill does)."""
         ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(1, -1)
         if ids.shape[1] == 0:
             raise ConfigError("feed() got no tokens: pass at least one token id")
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             out = self.model(
-                input_ids=ids.to(device), past_key_values=self.cache, use_cache=True
+                input_ids=ids.to(device), past_key_values=self.cache, use_cache=True,
+                logits_to_keep=1 if last_only else 0,
             )
         self.cache = out.past_key_values
         self.length += ids.shape[1]

@@ -72,7 +72,7 @@ def autoregressive_generate(
     lm = CachedLM(model)
     out: list[int] = []
     times: list[float] = []
-    logits = lm.feed(as_token_list(input_ids))[-1]
+    logits = lm.feed(as_token_list(input_ids), last_only=True)[-1]
     steps = 0
     while True:
         steps += 1
@@ -114,11 +114,11 @@ def speculative_generate(
     start_s = time.perf_counter()
     prompt = as_token_list(input_ids)
     tgt, drf = CachedLM(target), CachedLM(draft)
-    first = sample_row(probs_from_logits(tgt.feed(prompt)[-1], params), gen)
+    first = sample_row(probs_from_logits(tgt.feed(prompt, last_only=True)[-1], params), gen)
     out: list[int] = []
     _, done = _emit(out, [first], params)
     times = [time.perf_counter() - start_s]
-    drf.feed(prompt)
+    drf.feed(prompt, last_only=True)
     draft_pending = [first]  # emitted tokens not yet in the draft's cache
     n_proposed = n_accepted = steps = 0
     while not done:

@@ -3,10 +3,11 @@ decode on the old GPU, the KV cache moved over the link.
 
 The prefill worker runs the prompt, samples the first token (so TTFT is the new GPU's) and
 sends the decode worker an ``ADMIT`` (JSON: first token, sampling parameters, the sampling
-generator's state, layer count) followed by the KV cache as tensors, per layer keys then
-values, shapes in each message header. The decode worker rebuilds a ``DynamicCache`` and
-decodes with continuous batching (:class:`~greenllm.engine.model.batching.BatchDecoder`), sending
-tokens straight to the driver. Greedy output equals standalone's.
+generator's state, layer count) followed by the KV cache in chunks of whole layers (about
+1 MiB: the chunk's keys stacked, then its values), shapes in each message header. The decode
+worker rebuilds a ``DynamicCache`` and decodes with continuous batching
+(:class:`~greenllm.engine.model.batching.BatchDecoder`), sending tokens straight to the driver.
+Greedy output equals standalone's.
 
 Aborts (the driver sends ``abort`` to both workers): the prefill worker skips an aborted
 request still queued and drops one it decodes locally; the decode worker drops an aborted
@@ -35,18 +36,20 @@ from greenllm.engine.comm.transport import (
 from greenllm.engine.model.batching import BatchDecoder, kv_layers, prefill
 from greenllm.engine.model.sampling import SamplingParams, probs_from_logits, sample_row
 from greenllm.engine.worker.context import SeqOutput, WorkerContext, make_generators
-from greenllm.errors import missing_extra
+from greenllm.errors import WorkerError, missing_extra
 
 try:
     import torch
 except ImportError as _err:  # pragma: no cover - exercised only without torch
     raise missing_extra("torch", "torch") from _err
 
-__all__ = ["run_decode", "run_prefill"]
+__all__ = ["KV_MESSAGE_BYTES", "receive_kv", "run_decode", "run_prefill", "send_kv"]
 
 logger = logging.getLogger(__name__)
 
 KVLayers = list[tuple[torch.Tensor, torch.Tensor]]  # (keys, values) per layer
+#: Target size of one KV message (whole layers; at least one layer).
+KV_MESSAGE_BYTES = 1 << 20
 
 
 def run_prefill(ctx: WorkerContext) -> None:
@@ -74,7 +77,7 @@ def run_prefill(ctx: WorkerContext) -> None:
                 sent = False
                 if peer_alive and not msg.get("local"):
                     try:
-                        _hand_off(t, rid, out, gen, kv_layers(cache))
+                        send_kv(t, rid, out, gen, kv_layers(cache))
                         ctx.handoff(rid)
                         sent = True
                     except PeerLostError as err:
@@ -91,20 +94,29 @@ def run_prefill(ctx: WorkerContext) -> None:
         t.send(Kind.SHUTDOWN, 0)
 
 
-def _hand_off(t: Transport, rid: int, out: SeqOutput, gen: torch.Generator,
-              kv: KVLayers) -> None:  # fmt: skip
+def send_kv(t: Transport, rid: int, out: SeqOutput, gen: torch.Generator,
+            kv: KVLayers) -> None:  # fmt: skip
+    """Hand a request to the decode worker: ``ADMIT``, then the KV cache in chunks of whole
+    layers of about :data:`KV_MESSAGE_BYTES` (keys of the chunk's layers stacked, then their
+    values). Few messages: each costs the receiver a wake-up, which on a loaded host took
+    longer than a small layer's wire time; not one huge one: an emulated link delivers a
+    message whole, so the last one's copy is not hidden behind the wire."""
     state = None if out.params.greedy else base64.b64encode(bytes(gen.get_state().numpy())).decode()
     info: DpdAdmit = {"first": out.tokens[0], "sampling": out.params.to_dict(),
                       "generator_state": state, "n_layers": len(kv)}  # fmt: skip
     t.send(Kind.ADMIT, rid, encode_json_tensor(info))
-    for layer, (keys, values) in enumerate(kv):
-        t.send(Kind.KV, rid, keys, layer, 0)
-        t.send(Kind.KV, rid, values, layer, 1)
+    layer_bytes = kv[0][0].numel() * kv[0][0].element_size() if kv else 1
+    per = max(1, KV_MESSAGE_BYTES // max(layer_bytes, 1))
+    for first in range(0, len(kv), per):
+        chunk = kv[first : first + per]
+        t.send(Kind.KV, rid, torch.stack([keys for keys, _ in chunk]), first, 0)
+        t.send(Kind.KV, rid, torch.stack([values for _, values in chunk]), first, 1)
 
 
-def _receive(
+def receive_kv(
     t: Transport, admit: Message, device: torch.device
 ) -> tuple[SeqOutput, torch.Generator, KVLayers]:
+    """The request :func:`send_kv` handed over: its output so far, generator and KV cache."""
     info = cast(DpdAdmit, decode_json_tensor(admit.tensor))
     params = SamplingParams.from_dict(info["sampling"])
     gen = torch.Generator()
@@ -113,11 +125,19 @@ def _receive(
         gen.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
     out = SeqOutput(admit.rid, params)
     out.add([int(info["first"])])
-    kv = []
-    for layer in range(int(info["n_layers"])):
-        keys = t.recv(Kind.KV, admit.rid, f"layer {layer} keys").tensor
-        values = t.recv(Kind.KV, admit.rid, f"layer {layer} values").tensor
-        kv.append((keys.to(device), values.to(device)))
+    kv: KVLayers = []
+    n_layers = int(info["n_layers"])
+    while len(kv) < n_layers:
+        keys = t.recv(Kind.KV, admit.rid, f"keys from layer {len(kv)}")
+        values = t.recv(Kind.KV, admit.rid, f"values from layer {len(kv)}")
+        if (keys.a, keys.b, values.a, values.b) != (len(kv), 0, len(kv), 1) or (
+            keys.tensor.shape != values.tensor.shape
+        ):
+            raise WorkerError(f"KV cache of request {admit.rid}: unexpected chunk at layer "
+                              f"{len(kv)} (keys {tuple(keys.tensor.shape)}, values "
+                              f"{tuple(values.tensor.shape)})")  # fmt: skip
+        kv.extend(zip(keys.tensor.to(device).unbind(0), values.tensor.to(device).unbind(0),
+                      strict=True))  # fmt: skip
     return out, gen, kv
 
 
@@ -138,7 +158,7 @@ def run_decode(ctx: WorkerContext) -> None:
             if admit.kind == Kind.SHUTDOWN:
                 return
             ctx.counters.requests += 1
-            out, gen, kv = _receive(t, admit, device)
+            out, gen, kv = receive_kv(t, admit, device)
             if ctx.is_aborted(out.rid):  # aborted while its KV cache was on the way
                 ctx.finish(out.rid, "abort")
             else:

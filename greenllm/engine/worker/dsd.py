@@ -76,9 +76,9 @@ class _Busy:
     def __init__(self, lm: CachedLM, counters: WorkerCounters) -> None:
         self.lm, self.counters = lm, counters
 
-    def feed(self, tokens: list[int]) -> torch.Tensor:
+    def feed(self, tokens: list[int], last_only: bool = False) -> torch.Tensor:
         with self.counters.busy():
-            return self.lm.feed(tokens)
+            return self.lm.feed(tokens, last_only=last_only)
 
 
 # -- target (new GPU) ------------------------------------------------------------------------
@@ -118,10 +118,10 @@ class _Target:
         self.expect: collections.deque[int] = collections.deque()  # proposals in flight, in order
         self.peer_alive = True
 
-    def feed(self, seq: _TargetSeq, tokens: list[int]) -> torch.Tensor:
+    def feed(self, seq: _TargetSeq, tokens: list[int], last_only: bool = False) -> torch.Tensor:
         start_s = time.perf_counter()
         with self.ctx.counters.busy():
-            out = seq.lm.feed(tokens)
+            out = seq.lm.feed(tokens, last_only=last_only)
         self.cost.add(len(tokens), time.perf_counter() - start_s)
         return out
 
@@ -162,7 +162,8 @@ class _Target:
     def admit(self, msg: GenerateMsg) -> None:
         seq = _TargetSeq(msg, self.ctx.model, self.defaults)
         self.ctx.counters.requests += 1
-        first = sample_row(probs_from_logits(self.feed(seq, seq.prompt)[-1], seq.params), seq.gen)
+        logits = self.feed(seq, seq.prompt, last_only=True)[-1]
+        first = sample_row(probs_from_logits(logits, seq.params), seq.gen)
         seq.out.emit(self.ctx, [first])  # the cache holds the prompt; `first` is fed later
         self.seqs[seq.out.rid] = seq
         self.after_step(seq, n_accepted=0)
@@ -454,7 +455,7 @@ class _Draft:
                 info = cast(DsdAdmit, decode_json_tensor(msg.tensor))
                 seq = self.seqs[msg.rid] = _DraftSeq(info, ctx.model, ctx.counters)
                 ctx.counters.requests += 1
-                seq.lm.feed([int(x) for x in info["prompt"]])
+                seq.lm.feed([int(x) for x in info["prompt"]], last_only=True)
                 _propose(seq, int(info["k"]), seq.round_generator(0) if seq.ahead_on else None)
                 self.send(msg.rid)
             elif msg.kind == Kind.FEEDBACK:

@@ -237,7 +237,8 @@ def test_dsd_single_step_timeline_exact() -> None:
         de = ds + sum(forward_time_s("llama-1b", "T4", 1, 100 + j) for j in range(k))
         ids = ids_at(de)
         probs = de + k * 4 * wire + k * vocab * 2 * wire + lat
-        target = forward_time_s("llama-2-7b", "A100", k + 1, 100)
+        # the verification scores all K + 1 rows (its LM head runs on each)
+        target = step_model("llama-2-7b", "A100").time_s(k + 1, 100, 1, k + 1)
         end = max(ids + target, probs) if overlap else probs + target
         assert r.requests.finish_s[0] == pytest.approx(end, rel=1e-9)
 
@@ -270,8 +271,9 @@ def test_dsd_overlap_step_is_never_slower(gbps, b, ctx, ctok, k, old) -> None:
     assert ends[True][0] <= ends[False][0]
     if b:  # the overlap hides min(target forward, probability transfer)
         probs_s = k * TARGET.vocab_size * 2 * b * 8 / (gbps * 1e9)
+        chunks = 1 if ctok else 0  # the verification scores K + 1 rows per sequence
         target_s = step_model("llama-2-7b", "A100").time_util(
-            b * (k + 1) + ctok, ctx + ctok // 2, b + (1 if ctok else 0)
+            b * (k + 1) + ctok, ctx + ctok // 2, b + chunks, b * (k + 1) + chunks
         )[0]
         saved = ends[False][0] - ends[True][0]
         assert saved == pytest.approx(min(target_s, probs_s), rel=1e-6, abs=1e-12)
