@@ -46,6 +46,7 @@ DEFAULT_ACCEPTANCE_RATE = 0.6
 _TOKEN_ID_BYTES = 4  # int32 token ids
 _VERDICT_BYTES = 8  # per sequence and step: accepted count + next token id
 _PROB_BYTES = 2  # fp16 draft probabilities
+_TIME_EPS_S = 1e-6  # above the rounding of epoch-based times (the live simulator's ~2.4e-7 s)
 
 
 def acceptance_rate_for(
@@ -211,7 +212,6 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
         self.fwd, self.rev, self.overlap = fwd.send, rev.send, overlap
         self.log_new = (busy_new.starts.append, busy_new.ends.append, busy_new.utils.append)
         self.log_old = (busy_old.starts.append, busy_old.ends.append, busy_old.utils.append)
-        self._old = (busy_old.starts, busy_old.ends, busy_old.utils)
         self.draft_free = 0.0
         self.hit_rate = ahead_hit_rate
         self._rng = np.random.default_rng([seed, 3])
@@ -232,14 +232,14 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
         if pre_b:
             gap = ds - start
             self._verdict_s = gap if self._verdict_s is None else 0.8 * self._verdict_s + 0.2 * gap
-        if planned:  # the forwards not begun when the verdicts came are not run
-            begun = min(planned, max(0, math.ceil((ds - start) / fwd_s - 1e-9)))
-            starts, ends, utils = self._old
-            for _ in range(planned - begun):
-                starts.pop()
-                ends.pop()
-                utils.pop()
-            done_s = begun * fwd_s  # a forward begun is finished
+        if planned:  # the forwards begun before the verdicts came (a forward begun is finished)
+            begun = min(planned, max(0, math.ceil((ds - start - _TIME_EPS_S) / fwd_s)))
+            log_s, log_e, log_u = self.log_old
+            for i in range(begun):  # logged now that it is known (a live sim drains its logs)
+                log_s(start + i * fwd_s)
+                log_e(start + (i + 1) * fwd_s)
+                log_u(pre_u)
+            done_s = begun * fwd_s
         ds = max(ds, start + done_s)
         hits = int(self._rng.binomial(min(pre_b, b), self.hit_rate)) if pre_b else 0
         share = hits / pre_b if pre_b else 0.0
@@ -281,11 +281,7 @@ class SpecTwoGPUTimeline(_DraftThenVerify):
             fwd_s = pre_s / (self.k1 - 1)  # K + 1 forwards: the bonus guess, then K
             planned = self.k1  # as many as end before the verdicts are expected
             if self._verdict_s is not None:
-                planned = min(planned, int(self._verdict_s / fwd_s)) if fwd_s > 0 else planned
-            for i in range(planned):  # logged now (the next step unlogs those not begun)
-                log_s(de + i * fwd_s)
-                log_e(de + (i + 1) * fwd_s)
-                log_u(pre_u)
+                planned = min(planned, int((self._verdict_s + _TIME_EPS_S) / fwd_s))
             self._pre = (de, fwd_s, pre_u, b, planned)
         d, u = self.tgt(b * self.k1 + ctok, ctx + cctx, b + nchunk, b * self.k1 + nchunk)
         if b:
