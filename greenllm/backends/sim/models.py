@@ -44,6 +44,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_SMOLLM2 = ModelSpec(
+    name="smollm2-135m",
+    n_layers=30,
+    hidden_size=576,
+    n_heads=9,
+    n_kv_heads=3,
+    intermediate_size=1536,
+    vocab_size=49152,
+    bytes_per_param=4,
+    tie_embeddings=True,
+)
+"""greenllm's engine's target in float32; its draft is the first 4 layers (layer-skip)."""
+
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="llama-2-7b",
@@ -81,28 +94,8 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         intermediate_size=14336,
         vocab_size=128256,
     ),
-    ModelSpec(
-        name="smollm2-135m",
-        n_layers=30,
-        hidden_size=576,
-        n_heads=9,
-        n_kv_heads=3,
-        intermediate_size=1536,
-        vocab_size=49152,
-        bytes_per_param=4,
-        tie_embeddings=True,
-    ),
-    ModelSpec(
-        name="smollm2-135m-draft",
-        n_layers=4,
-        hidden_size=576,
-        n_heads=9,
-        n_kv_heads=3,
-        intermediate_size=1536,
-        vocab_size=49152,
-        bytes_per_param=4,
-        tie_embeddings=True,
-    ),
+    _SMOLLM2,
+    ModelSpec(**{**_SMOLLM2.model_dump(), "name": "smollm2-135m-draft", "n_layers": 4}),
 )
 
 MODEL_SOURCES: dict[str, str] = {
