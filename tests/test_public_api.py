@@ -22,10 +22,10 @@ PUBLIC_API: dict[str, list[str]] = {
         "list_backends", "register_backend", "unregister_backend",
     ],
     "greenllm.backends.sim": [
-        "ACCEPTANCE_RATES", "AcceptanceSampler", "CPU_DEVICE", "CpuCeilings",
+        "ACCEPTANCE_RATES", "AcceptanceSampler", "CPU_DEVICE", "CpuProfile",
         "DEFAULT_ACCEPTANCE_RATE", "DEFAULT_LINK_LATENCY_S", "EngineParams", "Link", "LiveSim",
         "SimBackend", "SimOptions", "StepModel", "acceptance_rate_for", "forward_time_s",
-        "get_model", "measure_cpu", "register_cpu",
+        "get_model", "register_cpu",
     ],
     "greenllm.backends.torch": [
         "TorchBackend",

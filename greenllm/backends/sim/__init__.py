@@ -3,13 +3,14 @@
 ``SimBackend().run(configuration, workload, duration_s=...)`` simulates Standalone,
 SpecDecode, Disg-Pref-Decode and Disg-Spec-Decode on catalog GPUs without a GPU; see
 docs/simulator.md for how it works, its parameters and its limits. :func:`register_cpu` adds
-this machine's CPU as the device ``cpu`` (ceilings measured here, docs/simulator-model.md).
+this machine's CPU as the device ``cpu`` (a profile measured here by
+:func:`greenllm.backends.torch.cpu_profile.measure_cpu`, docs/simulator-model.md).
 """
 
 from __future__ import annotations
 
 from greenllm.backends.sim.backend import SimBackend
-from greenllm.backends.sim.cpu import CPU_DEVICE, CpuCeilings, measure_cpu, register_cpu
+from greenllm.backends.sim.cpu import CPU_DEVICE, CpuProfile, register_cpu
 from greenllm.backends.sim.instance import EngineParams
 from greenllm.backends.sim.link import DEFAULT_LINK_LATENCY_S, Link
 from greenllm.backends.sim.live import LiveSim
@@ -29,7 +30,7 @@ __all__ = [
     "DEFAULT_ACCEPTANCE_RATE",
     "DEFAULT_LINK_LATENCY_S",
     "AcceptanceSampler",
-    "CpuCeilings",
+    "CpuProfile",
     "EngineParams",
     "Link",
     "LiveSim",
@@ -39,6 +40,5 @@ __all__ = [
     "acceptance_rate_for",
     "forward_time_s",
     "get_model",
-    "measure_cpu",
     "register_cpu",
 ]

@@ -19,7 +19,7 @@ One step (a forward pass of ``b`` sequences bringing ``N`` new tokens in total, 
   :mod:`.efficiency` (p -> inf is the classical max); a step of N > gemv_rows new tokens reads
   the weights 1 + pack_factor times, and ``t_c`` counts each attention FLOP attention_cost
   times (on GPUs gemv_rows and pack_factor are 0 and attention_cost is 1). The ``cpu`` device
-  (:mod:`.cpu`) has measured ceilings and its own efficiency.
+  (:mod:`.cpu`) has measured ceilings and its own efficiency, from its registered profile.
 * ``L x t_layer``: time per layer that neither roof explains (on a GPU the latency of a layer's
   ~10 small kernels); ``t_host``: host time per serving step (scheduler, inputs, sampling).
   Their sum is :attr:`StepModel.overhead_s`; :meth:`StepModel.gpu_time_s` leaves ``t_host``
@@ -37,7 +37,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from greenllm.backends.sim.cpu import CPU_DEVICE, CPU_EFFICIENCY
+from greenllm.backends.sim.cpu import CPU_DEVICE, cpu_efficiency
 from greenllm.backends.sim.efficiency import (
     MEMORY_POWER_FRACTION,
     Efficiency,
@@ -101,7 +101,7 @@ class StepModel:
         if efficiency is not None:
             eff = efficiency
         else:
-            eff = CPU_EFFICIENCY if g.name == CPU_DEVICE else efficiency_for(g)
+            eff = cpu_efficiency() if g.name == CPU_DEVICE else efficiency_for(g)
         if not (eff.compute > 0 and eff.memory > 0 and eff.overhead_s >= 0 and eff.roofline_p >= 1
                 and eff.layer_s >= 0 and eff.gemv_rows >= 0 and eff.pack_factor >= 0
                 and eff.attention_cost > 0):  # fmt: skip
@@ -218,13 +218,14 @@ class StepModel:
 
 
 @functools.lru_cache(maxsize=256)
-def _cached(model: ModelSpec, gpu: GPUSpec) -> StepModel:
-    return StepModel(model, gpu)
+def _cached(model: ModelSpec, gpu: GPUSpec, efficiency: Efficiency | None) -> StepModel:
+    return StepModel(model, gpu, efficiency)
 
 
 def step_model(model: str | ModelSpec, gpu: str | GPUSpec) -> StepModel:
     """The cached, calibrated :class:`StepModel` of ``model`` on ``gpu`` (names or specs)."""
-    return _cached(get_model(model), get_gpu(gpu))
+    g = get_gpu(gpu)  # the cpu device's efficiency is its registered profile's (keyed by it)
+    return _cached(get_model(model), g, cpu_efficiency() if g.name == CPU_DEVICE else None)
 
 
 def _check(new_tokens: int, context_tokens: int, batch: int) -> None:

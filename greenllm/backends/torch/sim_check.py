@@ -18,12 +18,13 @@ two share the machine), median of ``reps``:
   sim: :class:`~greenllm.backends.sim.link.Link` sending ``kv_cache_bytes(n)``.
 
 ``benchmarks/bench_sim_vs_engine.py`` prints the table; tests/backends/sim/test_cpu_profile.py
-asserts each ratio within +-15 %. :func:`fit_samples` measures the (different) points the
-``cpu`` device's efficiency is fitted on.
+asserts each ratio within +-15 %. The ``cpu`` device is measured by micro-benchmarks of the
+engine's kernels (:mod:`.cpu_profile`), none of them a checked quantity; nothing is fitted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import statistics
 import time
@@ -31,6 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from greenllm.backends.torch.timing import (
+    cached_lm,
+    decode_s,
+    median,
+    random_prompt,
+    thread_clock,
+)
 from greenllm.errors import missing_extra
 
 try:
@@ -41,10 +49,10 @@ except ImportError as _err:  # pragma: no cover - exercised only without torch
 __all__ = [
     "CheckRow",
     "check_cpu",
-    "fit_cpu_efficiency",
-    "fit_samples",
+    "dsd_step_s",
     "measure_kv_transfer_s",
-    "overhead_samples",
+    "median_profile",
+    "prefill_s",
 ]
 
 TARGET, DRAFT = "smollm2-135m", "smollm2-135m-draft"
@@ -72,54 +80,17 @@ class _NoCounters:
         return contextlib.nullcontext()
 
 
-def _clock() -> float:
-    """CPU seconds of the calling thread: with one torch thread every forward computes in it,
-    so time-slicing by other jobs on a shared machine does not count (a quiet machine's wall
-    time is the same)."""
-    return time.thread_time()
-
-
-def _median(times: Sequence[float]) -> float:
-    return float(statistics.median(times))
-
-
-def _prompt(n: int, seed: int = 0, vocab: int = _VOCAB) -> list[int]:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(2, vocab, (n,), generator=gen).tolist()
-
-
 def prefill_s(model: Any, n: int, reps: int) -> float:
     """Median seconds of the engine's prefill of ``n`` tokens (after one warm-up)."""
     from greenllm.engine.model.batching import prefill
 
     times = []
     for i in range(reps + 1):
-        prompt = _prompt(n, i, int(model.config.vocab_size))
-        start = _clock()
+        prompt = random_prompt(n, i, int(model.config.vocab_size))
+        start = thread_clock()
         prefill(model, prompt, _NoCounters())
-        times.append(_clock() - start)
-    return _median(times[1:])
-
-
-def _cached(model: Any, context: int) -> Any:
-    from greenllm.engine.model.cache import CachedLM
-
-    lm = CachedLM(model)
-    lm.feed(_prompt(context, vocab=int(model.config.vocab_size)), last_only=True)
-    return lm
-
-
-def decode_s(model: Any, context: int, tokens: int) -> float:
-    """Median seconds per greedy decode step after ``context`` tokens (``tokens`` steps)."""
-    from greenllm.engine import SamplingParams, probs_from_logits
-    from greenllm.engine.model.sampling import sample_row
-
-    params, lm, token, times = SamplingParams(), _cached(model, context), 7, []
-    for _ in range(tokens + 1):
-        start = _clock()
-        token = sample_row(probs_from_logits(lm.feed([token])[-1], params))
-        times.append(_clock() - start)
-    return _median(times[1:])
+        times.append(thread_clock() - start)
+    return median(times[1:])
 
 
 def dsd_step_s(target: Any, draft: Any, k: int, context: int, reps: int) -> float:
@@ -128,19 +99,19 @@ def dsd_step_s(target: Any, draft: Any, k: int, context: int, reps: int) -> floa
     from greenllm.engine.model.sampling import sample_row
 
     params = SamplingParams()
-    tgt, drf = _cached(target, context), _cached(draft, context)
+    tgt, drf = cached_lm(target, context), cached_lm(draft, context)
     times = []
     for _ in range(reps + 1):
-        start = _clock()
+        start = thread_clock()
         feed, proposal = [7], []
         for _ in range(k):
             proposal.append(sample_row(probs_from_logits(drf.feed(feed)[-1], params)))
             feed = proposal[-1:]
         probs_from_logits(tgt.feed([7, *proposal]), params)
-        times.append(_clock() - start)
+        times.append(thread_clock() - start)
         drf.crop(context)
         tgt.crop(context)
-    return _median(times[1:])
+    return median(times[1:])
 
 
 def _transfer_worker(rank: int, port: int, gbps: float, latency_s: float,
@@ -216,35 +187,14 @@ def measure_kv_transfer_s(
     return result
 
 
-def overhead_samples(
-    layers: Sequence[int] = (1, 10, 20, 30), reps: int = 15
-) -> list[tuple[int, float]]:
-    """``(layers, seconds)`` of one-token forwards of tiny Llamas (hidden 64, vocab 256) after
-    8 tokens: a step's fixed time, nearly without FLOPs or bytes."""
-    from greenllm.engine import tiny_llama
-
-    torch.set_num_threads(1)
-    samples = []
-    for n_layers in layers:
-        model = tiny_llama(vocab_size=256, hidden_size=64, n_layers=n_layers, seed=0)
-        samples.append((n_layers, decode_s(model, 8, reps)))
-    return samples
-
-
-def fit_samples(reps: int = 1) -> list[tuple[str, int, int, float]]:
-    """``(model, new_tokens, context, seconds)`` the ``cpu`` efficiency is fitted on: target
-    forwards of 1, 2, 3, 4, 8, 16, 64, 256 and 512 new tokens at context 0, a target decode step
-    after 600 tokens and the draft's one-token forward (none of them a checked quantity)."""
-    from greenllm.engine import load_model
-
-    torch.set_num_threads(1)
-    target, _ = load_model(TARGET)
-    draft, _ = load_model(DRAFT + "-layerskip")
-    sizes = (1, 2, 3, 4, 8, 16, 64, 256, 512)
-    samples = [(TARGET, n, 0, prefill_s(target, n, reps)) for n in sizes]
-    samples.append((TARGET, 1, 600, decode_s(target, 600, 4 * reps)))
-    samples.append((DRAFT, 1, 0, prefill_s(draft, 1, 4 * reps)))
-    return samples
+def median_profile(profiles: Sequence[Any]) -> Any:
+    """The field-wise median of :class:`~greenllm.backends.sim.CpuProfile` s of one machine."""
+    first = profiles[0]
+    numeric = {f.name: statistics.median(getattr(p, f.name) for p in profiles)
+               for f in dataclasses.fields(first)
+               if isinstance(getattr(first, f.name), float)}  # fmt: skip
+    numeric["gemv_rows"] = int(statistics.median_low(p.gemv_rows for p in profiles))
+    return dataclasses.replace(first, **numeric)
 
 
 def check_cpu(
@@ -260,33 +210,30 @@ def check_cpu(
     """Measure the engine and predict it with the simulator's ``cpu`` device (module docstring).
 
     The load of a shared machine changes, so both sides are measured back to back: each of
-    ``rounds`` rounds (after a warm-up round) measures the CPU's ceilings, then times every
-    compute quantity (prefills once, 8 decode steps, 3 DSD steps); the device takes the medians
-    of the rounds' ceilings, the engine's times are the medians of the rounds. The KV transfer
+    ``rounds`` rounds (after a warm-up round) measures the CPU's profile
+    (:func:`~greenllm.backends.torch.cpu_profile.measure_cpu`), then times every compute
+    quantity (prefills once, 8 decode steps, 3 DSD steps); the device is the field-wise median
+    of the rounds' profiles, the engine's times are the medians of the rounds. The KV transfer
     (wall time of the emulated link, ``rounds`` transfers) is predicted by the link model
-    alone."""
-    import dataclasses
-
-    from greenllm.backends.sim import Link, StepModel, get_model, measure_cpu, register_cpu
+    alone. Registers the median profile as the ``cpu`` device."""
+    from greenllm.backends.sim import Link, StepModel, get_model, register_cpu
     from greenllm.backends.sim.instance import BusyLog
     from greenllm.backends.sim.speculation import SpecOneGPUTimeline
+    from greenllm.backends.torch.cpu_profile import measure_cpu
     from greenllm.engine import load_model
 
     torch.set_num_threads(threads)
     target, _ = load_model(TARGET)
     draft, _ = load_model(DRAFT + "-layerskip")
-    gemm, bandwidth, times = [], [], []
+    profiles, times = [], []
     for r in range(rounds + 1):
-        c = measure_cpu(threads, refresh=True)
+        profile = measure_cpu(TARGET, threads, refresh=True, reps=3)
         t = [prefill_s(target, n, 1) for n in prompt_lengths]
         t += [decode_s(target, context, 8), dsd_step_s(target, draft, k, context, 3)]
         if r:  # the first round warms up
-            gemm.append(c.gemm_gflops)
-            bandwidth.append(c.bandwidth_gbs)
+            profiles.append(profile)
             times.append(t)
-    spec = dataclasses.replace(register_cpu(threads),
-                               fp16_tflops=statistics.median(gemm) / 1000,
-                               mem_bw_gbs=statistics.median(bandwidth))  # fmt: skip
+    spec = register_cpu(median_profile(profiles))
     tgt_sim, drf_sim = StepModel(TARGET, spec), StepModel(DRAFT, spec)
     timeline = SpecOneGPUTimeline(tgt_sim, drf_sim, k, BusyLog())
     names = [f"prefill {n} tokens" for n in prompt_lengths]
@@ -294,54 +241,12 @@ def check_cpu(
               f"DSD step, draft {k} + verify {k + 1} (context {context})"]  # fmt: skip
     preds = [tgt_sim.time_s(n, 0, 1) for n in prompt_lengths]
     preds += [tgt_sim.time_s(1, context, 1), timeline.step(0.0, 1, context, 0, 0, 0)[0]]
-    rows = [CheckRow(name, _median([t[i] for t in times]), preds[i])
+    rows = [CheckRow(name, median([t[i] for t in times]), preds[i])
             for i, name in enumerate(names)]  # fmt: skip
     transfers = measure_kv_transfer_s(kv_tokens, gbps, reps=rounds)
     kv_model = get_model(TARGET)
     for n in kv_tokens:
         rows.append(CheckRow(f"DPD KV transfer {n} tokens at {gbps:g} Gbit/s",
-                             _median(transfers[n]),
+                             median(transfers[n]),
                              Link(gbps, 0.0).send(0.0, kv_model.kv_cache_bytes(n))))  # fmt: skip
     return rows
-
-
-def fit_cpu_efficiency(
-    overheads: Sequence[tuple[int, float]],
-    rounds: Sequence[tuple[tuple[float, float], Sequence[tuple[str, int, int, float]]]],
-    threads: int = 1,
-    gemv_rows: int = 3,
-) -> Any:
-    """The ``cpu`` device's :class:`~greenllm.backends.sim.efficiency.Efficiency`: overheads by
-    a linear fit of ``overheads`` (seconds against layers), then ``compute``, ``memory``,
-    ``roofline_p``, ``pack_factor`` and ``attention_cost`` by least squares on the log-ratios
-    of the samples (:func:`fit_samples`) of every round, each predicted with the ceilings
-    measured just before it (``rounds``: ``((GEMM GFLOP/s, bandwidth GB/s), samples)``);
-    ``gemv_rows`` is where the forward time jumps in the samples (3 -> 4 here)."""
-    import dataclasses
-    import math
-
-    import numpy as np
-    from scipy.optimize import least_squares
-
-    from greenllm.backends.sim import StepModel, register_cpu
-    from greenllm.backends.sim.efficiency import Efficiency
-
-    base_spec = register_cpu(threads)
-    specs = [dataclasses.replace(base_spec, fp16_tflops=g / 1000, mem_bw_gbs=bw)
-             for (g, bw), _ in rounds]  # fmt: skip
-    per_layer, base = np.polyfit([x for x, _ in overheads], [t for _, t in overheads], 1)
-    base, per_layer = max(float(base), 0.0), max(float(per_layer), 0.0)
-
-    def eff(x: np.ndarray) -> Efficiency:
-        return Efficiency(float(x[0]), float(x[1]), base, float(x[2]), per_layer, gemv_rows,
-                          float(x[3]), float(x[4]))  # fmt: skip
-
-    def residuals(x: np.ndarray) -> list[float]:
-        e = eff(x)
-        return [math.log(StepModel(m, spec, e).time_s(n, c, 1) / t)
-                for spec, (_, samples) in zip(specs, rounds, strict=True)
-                for m, n, c, t in samples]  # fmt: skip
-
-    lo, hi = [0.05, 0.05, 1.0, 0.0, 1.0], [2.0, 2.0, 16.0, 4.0, 64.0]
-    res = least_squares(residuals, [0.8, 0.8, 2.0, 0.5, 2.0], bounds=(lo, hi))
-    return eff(res.x)

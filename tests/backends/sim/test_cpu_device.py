@@ -4,7 +4,7 @@ K + 1 logit rows."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import pytest
 
@@ -12,26 +12,72 @@ from greenllm.backends.sim import cpu
 from greenllm.backends.sim.efficiency import Efficiency
 from greenllm.backends.sim.models import get_model
 from greenllm.backends.sim.roofline import StepModel, step_model
-from greenllm.carbon import get_gpu, unregister_gpu
+from greenllm.carbon import unregister_gpu
 from greenllm.errors import ConfigError
 
-CEILINGS = cpu.CpuCeilings(gemm_gflops=120.0, bandwidth_gbs=9.0, threads=1,
-                           cpu_model="test cpu", vcpus=2, ram_gb=16.0)  # fmt: skip
+PROFILE = cpu.CpuProfile(
+    model="smollm2-135m", threads=1, cpu_model="test cpu", vcpus=2, ram_gb=16.0,
+    kernels="torch 0", gemm_gflops=120.0, stream_gbs=9.0, gemv_rows=3, pack_factor=0.5,
+    attention_cost=2.5, step_s=3e-4, layer_s=2.5e-4,
+)  # fmt: skip
 
 
-def test_cpu_spec_holds_the_measured_ceilings_and_cloud_power() -> None:
-    spec = cpu.cpu_spec(CEILINGS)
+@pytest.fixture
+def registered():  # type: ignore[no-untyped-def]
+    spec = cpu.register_cpu(PROFILE)
+    yield spec
+    unregister_gpu("cpu")
+
+
+def test_cpu_spec_holds_the_measured_rates_and_cloud_power() -> None:
+    spec = cpu.cpu_spec(PROFILE)
     assert spec.name == "cpu"
     assert spec.fp16_tflops == pytest.approx(0.12) and spec.mem_bw_gbs == 9.0
     assert spec.max_power_w == pytest.approx(2 * 3.80)
     assert spec.idle_power_w == pytest.approx(2 * 0.64)
     assert spec.embodied_kg > 0 and "measured at 1 thread" in spec.source
+    assert "torch 0" in spec.source and "smollm2-135m" in spec.source
 
 
-def test_the_cpu_step_uses_the_same_roofline_with_its_own_efficiency() -> None:
-    spec = cpu.cpu_spec(CEILINGS)
-    sm = StepModel("smollm2-135m", spec)
-    e = cpu.CPU_EFFICIENCY
+def test_a_profile_is_validated_and_round_trips() -> None:
+    assert cpu.CpuProfile.from_dict(PROFILE.to_dict()) == PROFILE
+    with pytest.raises(ConfigError, match="stream_gbs"):
+        dataclasses.replace(PROFILE, stream_gbs=0.0)
+    with pytest.raises(ConfigError, match="layer_s"):
+        dataclasses.replace(PROFILE, layer_s=-1.0)
+    with pytest.raises(ConfigError, match="missing gemm_gflops"):
+        cpu.CpuProfile.from_dict({k: v for k, v in PROFILE.to_dict().items()
+                                  if k != "gemm_gflops"})  # fmt: skip
+
+
+def test_the_cpu_device_needs_a_registered_profile() -> None:
+    from greenllm.carbon import register_gpu
+
+    register_gpu(cpu.cpu_spec(PROFILE), replace=True)
+    monkey = cpu._REGISTERED[:]
+    cpu._REGISTERED.clear()
+    try:
+        with pytest.raises(ConfigError, match="register_cpu"):
+            StepModel("smollm2-135m", "cpu")
+    finally:
+        cpu._REGISTERED[:] = monkey
+        unregister_gpu("cpu")
+
+
+def test_reregistering_replaces_the_cached_step_model(registered) -> None:  # type: ignore[no-untyped-def]
+    first = step_model("smollm2-135m", "cpu")
+    assert first.efficiency == PROFILE.efficiency
+    slower = dataclasses.replace(PROFILE, layer_s=1e-3)
+    cpu.register_cpu(slower)
+    again = step_model("smollm2-135m", "cpu")
+    assert again.efficiency == slower.efficiency
+    assert again.time_s(1) - first.time_s(1) == pytest.approx(30 * (1e-3 - 2.5e-4))
+
+
+def test_the_cpu_step_uses_the_same_roofline_with_its_own_efficiency(registered) -> None:  # type: ignore[no-untyped-def]
+    sm = StepModel("smollm2-135m", registered)
+    e = PROFILE.efficiency
+    assert (e.compute, e.memory, e.roofline_p) == (1.0, 1.0, 1.0)
     m = get_model("smollm2-135m")
     assert sm.efficiency == e
     assert sm.overhead_s == pytest.approx(e.overhead_s + m.n_layers * e.layer_s)
@@ -67,37 +113,3 @@ def test_a_verification_scores_every_row() -> None:
     assert sm.flops(5, 100, 1, logit_rows=5) - sm.flops(5, 100, 1) == pytest.approx(4 * head)
     assert sm.time_s(5, 100, 1, 5) > sm.time_s(5, 100, 1)
     assert sm.cost(5, 100, 1, 5).flops == pytest.approx(sm.flops(5, 100, 1, 5))
-
-
-def test_measure_cpu_caches_on_disk_and_register_cpu_adds_the_device(
-    tmp_path, monkeypatch  # type: ignore[no-untyped-def]
-) -> None:
-    calls = []
-
-    def fake(threads: int) -> dict[str, float]:
-        calls.append(threads)
-        return {"gemm_gflops": 100.0, "bandwidth_gbs": 8.0}
-
-    monkeypatch.setenv("GREENLLM_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu, "_run_benchmark", fake)
-    monkeypatch.setattr(cpu, "_MEASURED", {})
-    first = cpu.measure_cpu(1)
-    assert (first.gemm_gflops, first.bandwidth_gbs, calls) == (100.0, 8.0, [1])
-    monkeypatch.setattr(cpu, "_MEASURED", {})  # a new process: the file answers
-    assert cpu.measure_cpu(1) == first and calls == [1]
-    stored = json.loads((tmp_path / "cpu-profile-v1.json").read_text())
-    assert list(stored.values()) == [{"gemm_gflops": 100.0, "bandwidth_gbs": 8.0}]
-    cpu.measure_cpu(1, refresh=True)
-    assert calls == [1, 1]
-    try:
-        spec = cpu.register_cpu(1)
-        assert get_gpu("cpu") == spec and get_gpu("CPU").mem_bw_gbs == 8.0
-    finally:
-        unregister_gpu("cpu")
-    with pytest.raises(ConfigError, match="threads"):
-        cpu.measure_cpu(0)
-
-
-def test_the_micro_benchmark_runs() -> None:
-    out = cpu._run_benchmark(1)
-    assert out["gemm_gflops"] > 1 and out["bandwidth_gbs"] > 0.1
