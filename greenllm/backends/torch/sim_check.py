@@ -147,6 +147,9 @@ def _transfer_worker(rank: int, port: int, gbps: float, latency_s: float,
     else:
         t.recv(Kind.FINISH, 0)
     t.close()
+    # both peers are alive here, so the group can be torn down (left to process exit, gloo's
+    # threads abort with "terminate called without an active exception")
+    torch.distributed.destroy_process_group()
 
 
 def measure_kv_transfer_s(
