@@ -36,7 +36,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -82,18 +82,27 @@ from greenllm.serve.upstream import (
 
 __all__ = ["VLLMUpstream", "parse_prometheus", "sse_chunks"]
 
+# the families :meth:`VLLMUpstream.stats` reads (a scrape parses only these)
+_SCRAPED = (SPEC_DRAFTS, SPEC_PROPOSED, SPEC_ACCEPTED, TOKENS_BY_SOURCE)
+
 logger = logging.getLogger(__name__)
 
 Snapshot = list[dict[str, Any]]
 
 
-def parse_prometheus(text: str) -> Snapshot:
+def parse_prometheus(text: str, names: Collection[str] | None = None) -> Snapshot:
     """Prometheus text exposition as rows ``{"name", "labels", "value"}`` (the form of
     :mod:`greenllm.backends.vllm.metrics`), read by prometheus_client's parser: a counter's
     ``_total`` suffix is dropped, its ``_created`` samples are skipped; text the parser refuses
-    gives the rows before it (metrics are best effort)."""
+    gives the rows before it (metrics are best effort). ``names``: only these families (their
+    lines are picked before parsing: vLLM's page is mostly histogram buckets)."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    if names is not None:
+        keep = tuple(names)
+        text = "".join(line for line in text.splitlines(keepends=True)
+                       if line.startswith(keep)
+                       or (line.startswith("# ") and line[7:].startswith(keep)))  # fmt: skip
     rows: Snapshot = []
     with contextlib.suppress(ValueError):
         for family in text_string_to_metric_families(text):
@@ -429,7 +438,9 @@ class VLLMUpstream(Upstream):
             return []
         try:
             resp = await self._client.get(self.url(leg) + "/metrics", timeout=10.0)
-            return parse_prometheus(resp.text) if resp.status_code == 200 else []
+            if resp.status_code != 200:
+                return []
+            return parse_prometheus(resp.text, _SCRAPED)
         except Exception as err:  # metrics are best effort
             logger.debug("cannot scrape %s metrics: %s", leg, err)
             return []
@@ -599,14 +610,18 @@ _FINISH: dict[str, Literal["stop", "length"]] = {"stop": "stop", "length": "leng
 
 async def sse_chunks(resp: Any, chat: bool, clock: Any) -> AsyncIterator[TokenChunk]:
     """vLLM's SSE stream as TokenChunks; the finishing chunk is held until the usage chunk
-    so it carries the token counts."""
+    so it carries the token counts, and until the stream's end: a response read to its end
+    gives its keep-alive connection back to the pool (a consumer that stops at the finishing
+    chunk would otherwise close it, and every request would open a new one)."""
     pending: TokenChunk | None = None
+    final: TokenChunk | None = None
     async for line in resp.aiter_lines():
-        if not line.startswith("data:"):
-            continue
+        if final is not None or not line.startswith("data:"):
+            continue  # read on to the end: ``[DONE]`` and the body's terminator
         data = line[5:].strip()
         if data == "[DONE]":
-            break
+            final, pending = pending, None
+            continue
         event = json.loads(data)
         if "error" in event and not event.get("choices"):
             err = event["error"]
@@ -628,16 +643,15 @@ async def sse_chunks(resp: Any, chat: bool, clock: Any) -> AsyncIterator[TokenCh
             else:
                 yield chunk
         if usage and pending is not None:
-            yield dataclasses.replace(
+            final, pending = dataclasses.replace(
                 pending,
                 prompt_tokens=int(usage["prompt_tokens"]),
                 completion_tokens=int(usage["completion_tokens"]),
-            )
-            return
-    if pending is not None:
-        yield pending
-        return
-    raise UpstreamError("vLLM stream ended without a finish reason", retryable=True)
+            ), None  # fmt: skip
+    final = final or pending
+    if final is None:
+        raise UpstreamError("vLLM stream ended without a finish reason", retryable=True)
+    yield final
 
 
 def _resolve(name: str | os.PathLike[str]) -> str:
