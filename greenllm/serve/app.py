@@ -203,12 +203,15 @@ def create_app(gateway: Gateway, controller: Controller | None = None) -> Any:
         shape = _Shape(chat, ("chatcmpl-" if chat else "cmpl-") + rid, parsed.model)
         if parsed.stream:
             events = gateway.generate(gen)
-            first = await _first_event(events)  # admission errors become HTTP errors
-            return StreamingResponse(
-                _sse(shape, first, events, parsed.include_usage()),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            # the request starts now and the headers go out while the upstream computes the
+            # first token (as vLLM's server does): they are off the time to first token. Its
+            # first step (admission) has run after one loop turn: its errors are HTTP errors.
+            first: asyncio.Future[TokenChunk | Finished] = asyncio.ensure_future(anext(events))
+            await asyncio.sleep(0)
+            if first.done() and first.exception() is not None:
+                await _close_events(first, events)
+                _raise_first(first.exception())
+            return _EventStream(_sse(shape, first, events, parsed.include_usage()), first, events)
         return JSONResponse(await _collect(shape, gateway.generate(gen), request))
 
     @app.post("/v1/completions")
@@ -264,18 +267,46 @@ class _Shape:
         return {**self._base("text_completion"), "choices": [choice], "usage": self.usage(done)}
 
 
-async def _first_event(
-    events: AsyncIterator[TokenChunk | Finished],
-) -> TokenChunk | Finished | None:
-    """Start a stream: the admission check runs here, so its APIError is an HTTP error. An
-    upstream failure before any token is an HTTP error too (503, nothing was streamed)."""
-    try:
-        return await anext(events)
-    except StopAsyncIteration:
-        return None
-    except UpstreamError as err:
-        raise APIError(503, f"the upstream failed: {err}", type="server_error",
-                       code="upstream_error") from None  # fmt: skip
+def _raise_first(err: BaseException | None) -> None:
+    """A stream that failed before its headers: an admission APIError as is, an upstream
+    failure as 503/502 (nothing was streamed)."""
+    if isinstance(err, UpstreamError):
+        raise APIError(503 if err.retryable else 502, f"the upstream failed: {err}",
+                       type="server_error", code="upstream_error") from None  # fmt: skip
+    if err is not None and not isinstance(err, StopAsyncIteration):
+        raise err
+
+
+async def _close_events(
+    first: asyncio.Future[Any], events: AsyncIterator[TokenChunk | Finished]
+) -> None:
+    """End one request's stream however its response ended (idempotent): the pending first
+    step is cancelled, then the iterator closed, which cancels the upstream's work."""
+    if not first.done():
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+    elif not first.cancelled():
+        first.exception()  # retrieved: its error was reported to the client
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _EventStream(StreamingResponse):
+    """The SSE response of one request; it owns the request's events, so a response that
+    never started its body (the client left during the headers) still ends them."""
+
+    def __init__(self, body: AsyncIterator[bytes], first: asyncio.Future[Any],
+                 events: AsyncIterator[TokenChunk | Finished]) -> None:  # fmt: skip
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self._first, self._events = first, events
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await _close_events(self._first, self._events)
 
 
 def _data(obj: Any) -> bytes:
@@ -284,17 +315,21 @@ def _data(obj: Any) -> bytes:
 
 async def _sse(
     shape: _Shape,
-    first: TokenChunk | Finished | None,
+    first: asyncio.Future[TokenChunk | Finished],
     events: AsyncIterator[TokenChunk | Finished],
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    """Server-sent events of one request; closing this generator (the client left) closes
-    ``events``, which cancels the upstream work."""
+    """Server-sent events of one request, its first event from the already running ``first``
+    step; closing this generator (the client left) closes ``events``, which cancels the
+    upstream work. An upstream failure, before the first token or after, ends the stream with
+    an ``error`` chunk and event (the headers are out)."""
     sent_role = False
 
     async def items() -> AsyncIterator[TokenChunk | Finished]:
-        if first is not None:
-            yield first
+        try:
+            yield await first
+        except StopAsyncIteration:
+            return
         async for e in events:
             yield e
 
@@ -316,9 +351,7 @@ async def _sse(
         yield _data(APIError(500, f"the upstream failed mid-stream: {err}",
                              type="server_error", code="upstream_error").body())  # fmt: skip
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close_events(first, events)
     yield b"data: [DONE]\n\n"
 
 

@@ -54,6 +54,7 @@ class ScriptedUpstream(Upstream):
         idle_w: float = 50.0,
         active_w: float = 40.0,
         fail_before_first: int = 0,
+        fail_delay_s: float = 0.0,
         fail_after_tokens: int | None = None,
         hang_after_tokens: int | None = None,
     ) -> None:
@@ -62,6 +63,7 @@ class ScriptedUpstream(Upstream):
         self.ttft_s, self.token_s = ttft_s, token_s
         self.idle_w, self.active_w = idle_w, active_w
         self.fail_before_first = fail_before_first
+        self.fail_delay_s = fail_delay_s  # a failure before the first token comes this late
         self.fail_after_tokens = fail_after_tokens
         self.hang_after_tokens = hang_after_tokens
         self.active = 0
@@ -118,6 +120,8 @@ class ScriptedUpstream(Upstream):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
         self.attempts += 1
         if self.attempts <= self.fail_before_first:
+            if self.fail_delay_s:
+                await asyncio.sleep(self.fail_delay_s)
             raise UpstreamError("scripted failure before the first token", retryable=True)
         prompt = request.prompt if request.prompt is not None else request.messages
         n_prompt = len(prompt) if isinstance(prompt, tuple) else len(str(prompt).split())

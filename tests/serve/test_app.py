@@ -232,6 +232,36 @@ def test_a_failure_mid_stream_ends_with_an_error_event():
             list(client.completions.create(model=MODEL, prompt="p", max_tokens=5, stream=True))
 
 
+def test_a_stream_starts_before_its_first_token_and_reports_a_late_failure_in_it():
+    """The headers go out while the upstream computes the first token (off the time to first
+    token, as vLLM's server does). A failure known at once stays an HTTP status; one that
+    comes later (both tries fail after 20 ms) ends the stream with an error chunk and event;
+    without streaming it is still a 503."""
+    body = {"model": MODEL, "prompt": "p", "max_tokens": 3, "stream": True}
+    with ServerThread(Gateway(ScriptedUpstream(ttft_s=0.3))) as srv:
+        t0 = time.monotonic()
+        with httpx.stream("POST", srv.url + "/v1/completions", json=body) as r:
+            headers_s = time.monotonic() - t0
+            assert r.status_code == 200 and headers_s < 0.25, headers_s
+            events = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: ")]
+        assert json.loads(events[0])["choices"][0]["text"] == "w0 " and events[-1] == "[DONE]"
+    with ServerThread(Gateway(ScriptedUpstream(fail_before_first=2))) as srv:
+        r = httpx.post(srv.url + "/v1/completions", json=body)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_error"
+    up = ScriptedUpstream(fail_before_first=4, fail_delay_s=0.02)
+    with ServerThread(Gateway(up)) as srv:
+        with httpx.stream("POST", srv.url + "/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            events = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: ")]
+        assert events[-1] == "[DONE]" and up.attempts == 2  # tried twice
+        chunk, error = (json.loads(e) for e in events[:-1])
+        assert chunk["choices"][0]["finish_reason"] == "error"
+        assert error["error"]["code"] == "upstream_error"
+        r = httpx.post(srv.url + "/v1/completions", json={**body, "stream": False})
+        assert r.status_code == 503 and up.attempts == 4
+        assert srv.gateway.inflight == 0
+
+
 def test_a_client_that_disconnects_cancels_the_upstream_work():
     up = ScriptedUpstream(token_s=0.02)
     gw = Gateway(up)
