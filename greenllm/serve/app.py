@@ -207,7 +207,11 @@ def create_app(gateway: Gateway, controller: Controller | None = None) -> Any:
             # first token (as vLLM's server does): they are off the time to first token. Its
             # first step (admission) has run after one loop turn: its errors are HTTP errors.
             first: asyncio.Future[TokenChunk | Finished] = asyncio.ensure_future(anext(events))
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            except BaseException:  # cancelled here: nothing owns the request yet
+                await _close_events(first, events)
+                raise
             if first.done() and first.exception() is not None:
                 await _close_events(first, events)
                 _raise_first(first.exception())
@@ -350,6 +354,9 @@ async def _sse(
         yield _data(shape.chunk("", "error", first=not sent_role))
         yield _data(APIError(500, f"the upstream failed mid-stream: {err}",
                              type="server_error", code="upstream_error").body())  # fmt: skip
+    except APIError as err:  # the headers are out: the client learns it from the stream
+        yield _data(shape.chunk("", "error", first=not sent_role))
+        yield _data(err.body())
     finally:
         await _close_events(first, events)
     yield b"data: [DONE]\n\n"
