@@ -6,7 +6,8 @@ their hosts), less those the simulator cannot place (a target that does not fit 
 
 For each (workload, candidate) the simulator profiles the workload's requests (its sampled
 sizes, its SLO; Poisson arrivals for ``duration_s``, so that queues can build at every load)
-at ``LEVELS`` x its QPS into a profile store (cells already there are reused;
+at ``LEVELS`` x its QPS into a profile store (cells measured there with the same duration and
+seed are reused;
 collaborative filtering completes any it could not measure), and:
 
 * **capacity** ``Q``: the highest of those levels up to which every level meets the workload's
@@ -140,9 +141,11 @@ def replica_models(
     apps = {w.name: workload_application(w) for w in spec.workloads}
     qps = {apps[w.name].name: [round(w.qps * f, 6) for f in LEVELS] for w in spec.workloads}
     grid = SweepGrid.build(configs, sorted(qps), ["sampled"], qps)
+    run_id = f"fleet-{duration_s:g}s-seed{seed}"  # another duration or seed measures again
     with ProfileStore(store_path) as store:
-        run_sweep(grid, store, backend="sim", duration_s=duration_s, seed=seed, progress=progress)
-        m = matrices_from_store(store, backend="sim")
+        run_sweep(grid, store, backend="sim", duration_s=duration_s, seed=seed, run_id=run_id,
+                  progress=progress)  # fmt: skip
+        m = matrices_from_store(store, backend="sim", run_id=run_id)
     ids = [c.id for c in m.configs]
     filled = Planner().complete(m)
     out = []

@@ -305,16 +305,23 @@ class ProfileMatrices:
 
 
 def matrices_from_store(
-    store: ProfileSource, *, backend: str | None = None, application: str | None = None
+    store: ProfileSource,
+    *,
+    backend: str | None = None,
+    application: str | None = None,
+    run_id: str | None = None,
 ) -> ProfileMatrices:
-    """Matrices from a :class:`~greenllm.profiler.store.store.ProfileStore` (all run ids averaged).
+    """Matrices from a :class:`~greenllm.profiler.store.store.ProfileStore` (the records of
+    ``run_id``, or all run ids averaged).
 
     Time per GPU is its *allocated* time (an allocated GPU serves nobody else), tokens are the
     output tokens served. A distribution-sized workload is keyed by its P50 size.
     """
-    records = store.query(backend=backend, application=application)
+    by_run = {} if run_id is None else {"run_id": run_id}  # a ProfileStore's filter
+    records = store.query(backend=backend, application=application, **by_run)
     if not records:
         where = f" for backend {backend!r}" if backend else ""
+        where += f" in run {run_id!r}" if run_id else ""
         raise ProfileError(
             f"the profile store {getattr(store, 'path', '')} has no profiles{where}; "
             "run `greenllm profile` first"

@@ -131,6 +131,28 @@ def test_your_own_measurements_replace_the_simulators(plan, capsys, tmp_path) ->
     assert all(m.source == "simulated" for label, m in by.items() if label != "Standalone A100")
 
 
+def test_a_store_serves_only_profiles_of_the_same_duration_and_seed(plan) -> None:
+    """The profiles are reused only when measured the same way: another duration measures
+    again (its own run id) instead of silently answering with the 20 s profiles."""
+    from greenllm.fleet import replica_models
+    from greenllm.profiler.store import ProfileStore
+
+    fp, store = plan
+    with ProfileStore(store) as s:
+        before = {r.run_id for r in s.query(backend="sim")}
+        n_before = len(s.query(backend="sim"))
+    assert before == {"fleet-20s-seed0"}
+    again = replica_models(fp.spec, store, duration_s=20.0)  # all reused
+    with ProfileStore(store) as s:
+        assert len(s.query(backend="sim")) == n_before
+    assert [m.capacity_qps for m in again] == [m.capacity_qps for m in fp.models]
+    replica_models(fp.spec, store, duration_s=8.0)
+    with ProfileStore(store) as s:
+        runs = {r.run_id for r in s.query(backend="sim")}
+        assert runs == {"fleet-20s-seed0", "fleet-8s-seed0"}
+        assert len(s.query(backend="sim", run_id="fleet-8s-seed0")) == n_before
+
+
 def test_lifetime_and_embodied_overrides_enter_eq_1() -> None:
     from greenllm.fleet import embodied_g_per_h
 
