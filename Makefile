@@ -47,7 +47,7 @@ lint: $(PY)
 
 ## make bench: the benchmarks of docs/ (side-by-side comparisons)
 bench: $(PY)
-	$(PIP) -e '.[test,cf]'
+	$(PIP) -e '.[test,cf,serve]'
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:

@@ -23,7 +23,8 @@ EXTRA_OF = {
     "openai": "test",
     "fastapi": "serve",
     "uvicorn": "serve",
-    "httpx": "serve",
+    "httpx": "test",
+    "aiohttp": "serve",
     "prometheus_client": "serve",
 }
 

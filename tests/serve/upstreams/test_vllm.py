@@ -467,13 +467,10 @@ def test_a_finished_stream_gives_its_connection_back() -> None:
     assert len(peers) == 5 and len(set(peers)) == 1, peers
 
 
-class _Resp:
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-
-    async def aiter_lines(self) -> Any:
-        for line in self.lines:
-            yield line
+async def _lines(lines: list[str]) -> Any:
+    """The body as an aiohttp response yields it: bytes lines ending with a newline."""
+    for line in lines:
+        yield (line + "\n").encode()
 
 
 def _sse(*events: object) -> list[str]:
@@ -482,7 +479,7 @@ def _sse(*events: object) -> list[str]:
 
 def _parse(lines: list[str], chat: bool) -> list[TokenChunk]:
     async def go() -> list[TokenChunk]:
-        return [c async for c in sse_chunks(_Resp(lines), chat, lambda: 1.0)]
+        return [c async for c in sse_chunks(_lines(lines), chat, lambda: 1.0)]
 
     return asyncio.run(go())
 
